@@ -1,0 +1,45 @@
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh Debian machine as root.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SYSTEM_PACKAGES := make python3-venv libsndfile1 libportaudio2 jackd2 libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont
+DEMO_OUT ?= out/demo_fx.wav
+
+.PHONY: venv system demo test test-fast bench clean
+
+# The CPU build of torch goes in first, so the project's own `torch` requirement
+# is already satisfied and pip does not pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[train,test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# System libraries: PortAudio and a JACK server (audio/MIDI tests), FluidSynth and two
+# General MIDI SoundFonts (training data and held-out evaluation).
+system:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+demo: system venv
+	$(VENV)/bin/spectro-fx --input "$$($(PY) -c 'from spectro_fx.assets import asset_path; print(asset_path("demo.wav"))')" --output $(DEMO_OUT)
+	@echo "wrote $(DEMO_OUT)"
+
+test: system venv
+	bash tests/run.sh
+
+test-fast: venv
+	bash tests/run.sh -m "not slow"
+
+bench: venv
+	for b in tests/bench/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info out

@@ -1,0 +1,150 @@
+"""Vector quantizer with the paper's three techniques: first-batch codebook initialisation,
+random restarts of unused codes, and EMA codebook updates (Equation 5), plus commitment loss.
+
+All state lives in registered buffers, so it survives checkpoints and export.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+import torch.nn.functional as F
+
+
+class Quantized(NamedTuple):
+    latent: torch.Tensor  # [N, D] quantized vectors, straight-through gradient to the input
+    codes: torch.Tensor  # [N] int64 code indices
+    commitment_loss: torch.Tensor  # scalar, beta * ||z - sg(e)||^2
+    perplexity: torch.Tensor  # scalar, exp(entropy of code usage in the batch)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class VectorQuantizer(nn.Module):
+    """EMA vector quantizer over ``dim``-dimensional vectors.
+
+    Parameters
+    ----------
+    codebook_size : int
+        Number of codewords K.
+    dim : int
+        Vector size D.
+    decay : float in (0, 1)
+        Gamma of the EMA: ``N_i <- gamma N_i + (1 - gamma) n_i``,
+        ``m_i <- gamma m_i + (1 - gamma) sum_j z_ij``, ``e_i = m_i / N_i``.
+    commitment_weight : float
+        Beta of ``beta * ||z - sg(e)||^2``.
+    restart_threshold : float
+        Codes whose EMA usage ``N_i`` falls below this are replaced by random batch vectors.
+    epsilon : float
+        Laplace smoothing of ``N_i`` so an unused code never divides by zero
+        (``N_i <- (N_i + eps) / (sum N + K eps) * sum N``); 0 gives Equation 5 exactly.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        *,
+        decay: float = 0.95,
+        commitment_weight: float = 0.25,
+        restart_threshold: float = 0.03,
+        epsilon: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.dim = dim
+        self.decay = decay
+        self.commitment_weight = commitment_weight
+        self.restart_threshold = restart_threshold
+        self.epsilon = epsilon
+        self.register_buffer("codebook", torch.randn(codebook_size, dim) * 0.1)
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("embed_avg", self.codebook.clone())
+        self.register_buffer("initted", torch.tensor(False))
+        self.register_buffer("restarts", torch.tensor(0, dtype=torch.long))
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest codeword for each row of ``z`` [N, D] -> [N]."""
+        dist_sq = (
+            z.pow(2).sum(1, keepdim=True)
+            - 2 * z @ self.codebook.t()
+            + self.codebook.pow(2).sum(1)[None, :]
+        )
+        return dist_sq.argmin(dim=1)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codewords of ``codes`` (any shape) -> ``codes.shape + (D,)``."""
+        return F.embedding(codes, self.codebook)
+
+    def forward(self, z: torch.Tensor) -> Quantized:
+        """Quantize ``z`` [N, D]; in training mode also update the codebook (no autograd history)."""
+        z = z.float()
+        if self.training:
+            self.init_from_batch_(z)
+        codes = self.nearest(z.detach())
+        quantized = self.lookup(codes)
+        commitment = self.commitment_weight * F.mse_loss(z, quantized.detach())
+        onehot = F.one_hot(codes, self.codebook_size).type(z.dtype)
+        if self.training:
+            self.ema_update_(z.detach(), onehot)
+            self.expire_codes_(z.detach())
+        usage = onehot.mean(0)
+        perplexity = torch.exp(-(usage * torch.log(usage + 1e-10)).sum())
+        latent = z + (quantized - z).detach()
+        return Quantized(latent, codes, commitment, perplexity)
+
+    @torch.no_grad()
+    def init_from_batch_(self, z: torch.Tensor) -> None:
+        """On the first training batch, copy K batch vectors into the codebook."""
+        if bool(self.initted):
+            return
+        vectors = self._sample_vectors(z, self.codebook_size)
+        self.codebook.copy_(vectors)
+        self.embed_avg.copy_(vectors)
+        self.cluster_size.fill_(1.0)
+        self.initted.fill_(True)
+
+    @torch.no_grad()
+    def ema_update_(self, z: torch.Tensor, onehot: torch.Tensor) -> None:
+        """Equation 5 of the paper, summed over all DDP ranks so every replica stays equal."""
+        counts = onehot.sum(0)
+        sums = onehot.t() @ z
+        if _distributed():
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
+        self.codebook.copy_(self.embed_avg / smoothed[:, None])
+
+    @torch.no_grad()
+    def expire_codes_(self, z: torch.Tensor) -> int:
+        """Restart codes whose EMA usage fell below ``restart_threshold``; returns how many."""
+        dead = self.cluster_size < self.restart_threshold
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return 0
+        vectors = self._sample_vectors(z, n_dead)
+        self.codebook[dead] = vectors
+        self.embed_avg[dead] = vectors
+        self.cluster_size[dead] = 1.0
+        self.restarts += n_dead
+        return n_dead
+
+    def _sample_vectors(self, z: torch.Tensor, count: int) -> torch.Tensor:
+        # Rank 0 chooses and broadcasts, so DDP replicas keep identical codebooks.
+        if z.shape[0] >= count:
+            index = torch.randperm(z.shape[0], device=z.device)[:count]
+        else:
+            index = torch.randint(0, z.shape[0], (count,), device=z.device)
+        vectors = z[index].clone()
+        if _distributed():
+            dist.broadcast(vectors, src=0)
+        return vectors

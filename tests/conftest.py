@@ -1,0 +1,71 @@
+"""Shared fixtures: a seeded rng, tiny CPU model configs, and a JACK dummy server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_config():
+    """A VQ-VAE small enough to train a few steps in a test, at 16 kHz."""
+    from spectro_fx.models import STFTConfig, VQVAEConfig
+
+    return VQVAEConfig(
+        stft=STFTConfig(sr=16000, n_fft=128, hop_length=32, win_length=128),
+        channels=(4, 8),
+        freq_strides=(2, 2),
+        time_strides=(2, 2),
+        freq_kernels=(4, 4),
+        time_kernel=3,
+        n_res_blocks=1,
+        code_dim=8,
+        codebook_size=16,
+    )
+
+
+def _jack_running() -> bool:
+    # jack_wait -c exits 0 either way; it prints "running" or "not running"
+    out = subprocess.run(["jack_wait", "-c"], capture_output=True, text=True).stdout
+    return out.strip() == "running"
+
+
+@pytest.fixture(scope="session")
+def jack_server():
+    """A JACK server with the dummy driver at 48 kHz / 256 frames; reuses one that runs
+    (as `.ci/run` and `tests/run.sh` start), else starts one for the session."""
+    if shutil.which("jackd") is None:
+        pytest.fail("jackd is not installed: run `make system` (apt-get install jackd2)")
+    if _jack_running():
+        yield None
+        return
+    proc = subprocess.Popen(
+        ["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True).returncode != 0:
+        proc.kill()
+        pytest.fail("jackd did not start within 10 s")
+    time.sleep(0.2)
+    yield proc
+    proc.send_signal(2)  # SIGINT: jackd ignores SIGTERM at times
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
