@@ -1,0 +1,181 @@
+"""Codemap effects: small plugin classes with declared parameters, chained in order.
+
+Built-ins register through the ``spectro_fx.effects`` entry-point group, as third-party ones do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from spectro_fx.models.errors import ParameterError
+
+ENTRY_POINT_GROUP = "spectro_fx.effects"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A declared, bindable parameter.
+
+    ``kind`` is "float", "int", "bool" or "choice" (then ``choices`` lists the values and the
+    numeric value is an index). ``scale`` ("linear" or "log") is how a MIDI knob sweeps it.
+    ``smoothing_s`` is the time a change takes to settle (0 for discrete parameters).
+    """
+
+    name: str
+    minimum: float
+    maximum: float
+    default: Any
+    unit: str = ""
+    kind: str = "float"
+    choices: tuple[str, ...] = ()
+    scale: str = "linear"
+    smoothing_s: float = 0.0
+    help: str = ""
+
+    def coerce(self, value: Any, *, owner: str = "") -> tuple[Any, bool]:
+        """Validate ``value``; returns ``(value, clamped)``. Out-of-range numbers are clamped
+        (the caller warns); wrong types and unknown choices raise ParameterError."""
+        label = f"{owner}.{self.name}" if owner else self.name
+        if self.kind == "choice":
+            if isinstance(value, str):
+                if value not in self.choices:
+                    raise ParameterError(f"{label}={value!r} must be one of {', '.join(self.choices)}")
+                return value, False
+            raise ParameterError(f"{label}={value!r} must be one of {', '.join(self.choices)}")
+        if self.kind == "bool":
+            if isinstance(value, str):
+                if value.lower() not in ("0", "1", "true", "false", "on", "off"):
+                    raise ParameterError(f"{label}={value!r} must be true/false, on/off or 1/0")
+                return value.lower() in ("1", "true", "on"), False
+            return bool(value), False
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ParameterError(
+                f"{label}={value!r} must be a number in [{self.minimum:g}, {self.maximum:g}] {self.unit}".rstrip()
+            ) from None
+        if math.isnan(number):
+            raise ParameterError(f"{label}=nan must be a number in [{self.minimum:g}, {self.maximum:g}]")
+        clamped = min(max(number, self.minimum), self.maximum)
+        if self.kind == "int":
+            clamped = int(round(clamped))
+        return clamped, clamped != number
+
+
+@dataclass
+class CodemapContext:
+    """What an effect sees besides the codes it transforms.
+
+    Attributes
+    ----------
+    model : torch.jit.ScriptModule
+        The loaded model file's module (``codebook_size``, ``embed``, ``prior_*`` ...).
+    history : torch.Tensor [channels, n_rows, n_history] int64
+        Codes of earlier columns as the chain output them (regenerated codes included),
+        oldest first; may have zero columns at the start of a stream.
+    rng : np.random.Generator
+        The engine's seeded generator: a seeded render is repeatable.
+    aux_codes : torch.Tensor [channels, n_rows, n_new] int64 or None
+        Codes of a second source for the same columns (``mix``), when an effect asks for one.
+    """
+
+    model: Any
+    history: torch.Tensor
+    rng: np.random.Generator
+    aux_codes: torch.Tensor | None = None
+    aux_latent: torch.Tensor | None = None
+
+
+class Effect:
+    """Base class of codemap effects.
+
+    Subclasses set ``name``, ``parameters`` and override ``process_codes`` and/or
+    ``process_latent``. ``region`` is a bool tensor ``[n_rows, n_new]``: True where the
+    effect applies. Effects must leave cells outside the region unchanged, and must be a
+    bit-exact no-op when ``region`` is all False.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    parameters: ClassVar[tuple[Parameter, ...]] = ()
+    needs_aux: ClassVar[bool] = False
+
+    def __init__(self, **values: Any) -> None:
+        self.values: dict[str, Any] = {p.name: p.default for p in self.parameters}
+        for key, value in values.items():
+            self.set(key, value)
+
+    @classmethod
+    def parameter(cls, name: str) -> Parameter:
+        for p in cls.parameters:
+            if p.name == name:
+                return p
+        valid = ", ".join(p.name for p in cls.parameters) or "(none)"
+        raise ParameterError(f"effect {cls.name!r} has no parameter {name!r}; valid: {valid}")
+
+    def set(self, name: str, value: Any) -> bool:
+        """Set a parameter; returns True when the value was clamped into range."""
+        value, clamped = self.parameter(name).coerce(value, owner=self.name)
+        self.values[name] = value
+        return clamped
+
+    def reset(self) -> None:
+        """Clear stream state (keeps parameters)."""
+
+    def process_codes(self, codes: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
+        """``codes`` [channels, n_rows, n_new] int64 -> same shape."""
+        return codes
+
+    def process_latent(self, latent: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
+        """``latent`` [channels, code_dim, n_rows, n_new] float -> same shape."""
+        return latent
+
+
+class Passthrough(Effect):
+    name = "none"
+    description = "plain VQ-VAE resynthesis inside the region"
+
+
+class Noise(Effect):
+    name = "noise"
+    description = "replace each code in the region by a random code with probability `amount`"
+    parameters = (
+        Parameter("amount", 0.0, 1.0, 0.3, unit="probability", help="chance that a code is replaced"),
+    )
+
+    def process_codes(self, codes: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
+        amount = float(self.values["amount"])
+        if amount <= 0.0 or not bool(region.any()):
+            return codes
+        shape = tuple(codes.shape)
+        hit = torch.from_numpy(ctx.rng.random(shape) < amount) & region[None]
+        random_codes = torch.from_numpy(ctx.rng.integers(0, int(ctx.model.codebook_size), size=shape))
+        return torch.where(hit, random_codes, codes)
+
+
+def available_effects() -> dict[str, type[Effect]]:
+    """All registered effect classes by name (entry points of ``spectro_fx.effects``)."""
+    found: dict[str, type[Effect]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        found[ep.name] = cls
+    return found
+
+
+def make_chain(names: Sequence[str] | str) -> list[Effect]:
+    """Instantiate effects by name, in order (``"inpaint,noise"`` or a list)."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    registry = available_effects()
+    chain = []
+    for name in names:
+        if name not in registry:
+            raise ParameterError(f"unknown effect {name!r}; available: {', '.join(sorted(registry))}")
+        chain.append(registry[name]())
+    return chain
