@@ -1,0 +1,100 @@
+"""Preallocated single-producer/single-consumer rings of float32 audio frames.
+
+The live effect passes audio between the PortAudio callback and the worker thread through these.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spectro_fx.models.errors import ParameterError
+
+
+class FloatRing:
+    """A lock-free ring of ``capacity`` frames of ``channels`` float32 samples.
+
+    One thread writes (``write``), one other thread reads (``read``, ``peek``, ``skip``).
+    Positions are absolute frame counts held in plain Python ints: the producer alone moves
+    ``write_pos`` and the consumer alone moves ``read_pos``, and each publishes its index only
+    after its copy is done, so under the GIL neither side ever sees a half-written frame.
+    Nothing is allocated after construction: copies go through ``np.copyto`` into the
+    preallocated buffer (numpy views of it are the only objects created).
+
+    Parameters
+    ----------
+    capacity : int > 0
+        Frames the ring holds (4096 frames = 85 ms at sr=48000).
+    channels : int > 0
+        Samples per frame.
+    """
+
+    def __init__(self, capacity: int, channels: int) -> None:
+        if int(capacity) != capacity or capacity <= 0:
+            raise ParameterError(f"capacity={capacity!r} must be a positive integer (frames)")
+        if int(channels) != channels or channels <= 0:
+            raise ParameterError(f"channels={channels!r} must be a positive integer")
+        self.capacity = int(capacity)
+        self.channels = int(channels)
+        self.buffer = np.zeros((self.capacity, self.channels), dtype=np.float32)
+        self.write_pos = 0
+        self.read_pos = 0
+
+    def readable(self) -> int:
+        """Frames written and not yet consumed."""
+        return self.write_pos - self.read_pos
+
+    def writable(self) -> int:
+        """Frames that can be written without overwriting unread ones."""
+        return self.capacity - (self.write_pos - self.read_pos)
+
+    def write(self, block: np.ndarray) -> int:
+        """Append up to ``len(block)`` frames (producer side).
+
+        Parameters
+        ----------
+        block : np.ndarray [frames, channels]
+            Frames to append; converted to float32 on copy.
+
+        Returns
+        -------
+        int
+            Frames written: fewer than ``len(block)`` when the ring is full (the rest is dropped).
+        """
+        n = min(block.shape[0], self.capacity - (self.write_pos - self.read_pos))
+        if n <= 0:
+            return 0
+        start = self.write_pos % self.capacity
+        first = min(n, self.capacity - start)
+        np.copyto(self.buffer[start : start + first], block[:first])
+        if n > first:
+            np.copyto(self.buffer[: n - first], block[first:n])
+        self.write_pos += n
+        return n
+
+    def peek(self, out: np.ndarray, *, offset: int = 0) -> int:
+        """Copy up to ``len(out)`` frames starting ``offset`` frames after ``read_pos`` into
+        ``out`` without consuming them (consumer side). Returns the frames copied."""
+        avail = self.write_pos - self.read_pos - offset
+        n = min(out.shape[0], avail)
+        if n <= 0:
+            return 0
+        start = (self.read_pos + offset) % self.capacity
+        first = min(n, self.capacity - start)
+        np.copyto(out[:first], self.buffer[start : start + first])
+        if n > first:
+            np.copyto(out[first:n], self.buffer[: n - first])
+        return n
+
+    def read(self, out: np.ndarray) -> int:
+        """Move up to ``len(out)`` frames into ``out`` (consumer side); returns the frames read."""
+        n = self.peek(out)
+        self.read_pos += n
+        return n
+
+    def skip(self, frames: int) -> int:
+        """Discard up to ``frames`` unread frames (consumer side); returns the frames discarded."""
+        n = min(frames, self.write_pos - self.read_pos)
+        if n <= 0:
+            return 0
+        self.read_pos += n
+        return n
