@@ -1,0 +1,389 @@
+"""The streaming engine: audio blocks in, audio blocks out, through codemaps of the model.
+
+Causal STFT -> encoder per completed column -> effect chain -> decoder -> region mask -> iSTFT.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from collections import deque
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.export import ModelFile
+
+from .effects import CodemapContext, Effect, Parameter, make_chain
+from .params import REGION_PARAMETERS, ParameterBank, Smoother
+from .region import band_mask, gate_targets, region_rows, slew_gate
+from .stft import StreamingISTFT, StreamingSTFT
+
+RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
+
+
+def _stft_latency(*, win: int, hop: int, time_stride: int) -> int:
+    """Model-rate samples between a sample's arrival and its final output: the iSTFT waits for
+    every frame overlapping it (``win - hop`` after its own hop), and frames are only decoded
+    once their column of ``time_stride`` frames is complete (up to ``time_stride * hop - 1``)."""
+    return (win - hop) + time_stride * hop - 1
+
+
+@functools.lru_cache(maxsize=32)
+def _resampled_latency(
+    sr: int, model_sr: int, *, quality: str, win: int, hop: int, time_stride: int, chunk: int
+) -> int:
+    """Worst lag, in I/O samples, of the wet path through both soxr streams.
+
+    soxr's streams are delay-compensated (their output is time-aligned with their input) but
+    withhold output in internal blocks, so the lag depends on how input arrives. This replays
+    the engine's sample counting on silence fed ``chunk`` samples at a time (1 is the worst
+    case) for a second and returns the largest shortfall seen.
+    """
+    import soxr
+
+    rs_in = soxr.ResampleStream(sr, model_sr, 1, dtype="float64", quality=quality)
+    rs_out = soxr.ResampleStream(model_sr, sr, 1, dtype="float64", quality=quality)
+    pre_roll = win - hop
+    total_in = model_count = released_done = io_available = worst = 0
+    zeros = np.zeros(chunk)
+    while total_in < sr:
+        model_count += len(rs_in.resample_chunk(zeros))
+        total_in += chunk
+        columns = model_count // hop // time_stride
+        released = max(columns * time_stride * hop - pre_roll, 0)
+        if released > released_done:
+            io_available += len(rs_out.resample_chunk(np.zeros(released - released_done)))
+            released_done = released
+        worst = max(worst, total_in - io_available)
+    return worst
+
+
+def _frozen(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """A frozen copy for the heavy calls (about 1.3-1.6x faster on one core); the original
+    module is what effects see. Falls back to the module itself if freezing fails."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.freeze(module.eval(), preserved_attrs=["encode", "decode_latent"])
+    except Exception:  # freezing is an optimisation only; any failure keeps the plain module
+        return module
+
+
+class Engine:
+    """Streaming spectro-fx effect for one stream of ``channels`` channels at rate ``sr``.
+
+    Parameters
+    ----------
+    model : ModelFile
+        A loaded model file (:func:`spectro_fx.models.export.load_model`).
+    sr : int > 0
+        Sample rate of the audio passed to :meth:`process`, in Hz; resampled to and from the
+        model's rate with soxr when different.
+    channels : int > 0
+        Channels are processed independently with shared parameters.
+    chain : str or sequence of str or Effect
+        Effects in order, e.g. ``"inpaint,noise"``; ``"none"`` is plain VQ-VAE resynthesis.
+    seed : int
+        Seed of the random generator the effects use; a seeded render is repeatable.
+    block_hint : int, optional
+        Typical block size; only used to size the resampler margin.
+    values : mapping, optional
+        Initial parameter values (as :meth:`set`), applied without smoothing.
+    resample_quality : {"QQ", "LQ", "MQ", "HQ", "VHQ"}
+        soxr quality of the wet path when rates differ; lower ones have less latency.
+
+    Notes
+    -----
+    Output = input delayed by :attr:`latency_samples` + (resynthesis - input) inside the region:
+    outside the region, with ``mix=0`` or an empty band the output is exactly the delayed input.
+    """
+
+    HISTORY_COLUMNS = 64
+    """Columns of chain output kept in ``CodemapContext.history``."""
+
+    def __init__(
+        self,
+        model: ModelFile,
+        *,
+        sr: int,
+        channels: int,
+        chain: str | Sequence[str] | Sequence[Effect] = "none",
+        seed: int = 0,
+        block_hint: int | None = None,
+        values: Mapping[str, Any] | None = None,
+        resample_quality: str = "HQ",
+    ):
+        if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
+            raise ParameterError(f"sr={sr!r} must be a positive integer (Hz)")
+        if not isinstance(channels, (int, np.integer)) or isinstance(channels, bool) or channels <= 0:
+            raise ParameterError(f"channels={channels!r} must be a positive integer")
+        if block_hint is not None and (not isinstance(block_hint, (int, np.integer)) or block_hint <= 0):
+            raise ParameterError(f"block_hint={block_hint!r} must be a positive integer or None")
+        if resample_quality not in RESAMPLE_QUALITIES:
+            raise ParameterError(
+                f"resample_quality={resample_quality!r} must be one of {', '.join(RESAMPLE_QUALITIES)}"
+            )
+        torch.set_num_threads(1)
+        self.model = model
+        self.sr = int(sr)
+        self.channels = int(channels)
+        self.seed = int(seed)
+        self.resample_quality = resample_quality
+        module = model.module
+        self._module = module
+        self._fast = _frozen(module)
+        self.stft_config = model.config.stft
+        self.model_sr = int(module.sample_rate)
+        self.hop = int(module.hop_length)
+        self.time_stride = int(module.time_stride)
+        self.freq_stride = int(module.freq_stride)
+        self.n_rows = int(module.n_rows)
+        self.n_bins = int(module.n_bins)
+        rf = int(module.receptive_field_frames)
+        self._window_frames = -(-rf // self.time_stride) * self.time_stride
+        self._decoder_context = max(int(module.decoder_receptive_field_columns) - 1, 0)
+        if isinstance(chain, str) or (chain and isinstance(next(iter(chain)), str)):
+            self.chain: list[Effect] = make_chain(chain)
+        else:
+            self.chain = list(chain)
+        self._bank = ParameterBank(self.chain)
+        self._hop_s = self.hop / self.model_sr
+        self._smoothers = {p.name: Smoother(p, hop_s=self._hop_s) for p in REGION_PARAMETERS}
+        self.column_period_s = self.time_stride * self._hop_s
+        self.resampling = self.sr != self.model_sr
+        win = self.stft_config.win_length
+        if self.resampling:
+            chunks = {1} | ({int(block_hint)} if block_hint else set())
+            self.latency_samples = max(
+                _resampled_latency(
+                    self.sr, self.model_sr, quality=resample_quality, win=win, hop=self.hop,
+                    time_stride=self.time_stride, chunk=c,
+                )
+                for c in chunks
+            )
+        else:
+            self.latency_samples = _stft_latency(win=win, hop=self.hop, time_stride=self.time_stride)
+        self.column_times: deque[float] = deque(maxlen=2048)
+        self.reset()
+        for name, value in (values or {}).items():
+            self.set(name, value)
+
+    # ------------------------------------------------------------------ parameters
+    def parameters(self) -> dict[str, Parameter]:
+        """All settable parameters by full name (region ones, then ``effect.param``)."""
+        return self._bank.parameters()
+
+    def values(self) -> dict[str, Any]:
+        """Current target value of every parameter by full name."""
+        return self._bank.values()
+
+    def resolve(self, name: str) -> str:
+        """Full name of a parameter name (``amount`` -> ``noise.amount`` when unique)."""
+        return self._bank.resolve(name)
+
+    def set(self, name: str, value: Any) -> Any:
+        """Set a parameter (thread-safe); it applies from the next :meth:`process` call,
+        smoothed per hop. Out-of-range values are clamped with a warning; unknown names raise
+        ParameterError listing the valid ones. Returns the value after clamping."""
+        key, coerced = self._bank.set(name, value)
+        if self._frames_done == 0:
+            # nothing played yet: start at the value instead of ramping to it
+            self._apply_pending(immediate=True)
+        return coerced
+
+    def _apply_pending(self, *, immediate: bool = False) -> None:
+        for key, value in self._bank.take_pending().items():
+            owner = self._bank.owner(key)
+            if owner is None:
+                self._smoothers[key].set_target(float(value), immediate=immediate)
+            else:
+                owner.set(key.split(".", 1)[1], value)
+
+    # ------------------------------------------------------------------ stream state
+    def reset(self) -> None:
+        """Clear all stream state (keeps parameters, lands smoothed ones on their targets)."""
+        import soxr
+
+        c = self.channels
+        self._apply_pending(immediate=True)
+        for smoother in self._smoothers.values():
+            smoother.snap()
+        self._stft = StreamingSTFT(self.stft_config, channels=c)
+        self._istft = StreamingISTFT(self.stft_config, channels=c)
+        if self.resampling:
+            self._rs_in = soxr.ResampleStream(self.sr, self.model_sr, c, dtype="float64", quality=self.resample_quality)
+            self._rs_out = soxr.ResampleStream(self.model_sr, self.sr, c, dtype="float64", quality=self.resample_quality)
+        self._dry = np.zeros((self.latency_samples, c), dtype=np.float32)
+        self._delta = np.zeros((0, c))
+        self._delta_start = 0
+        self._pre_roll_left = self._istft.pre_roll
+        self._samples_in = 0
+        self._frames_done = 0
+        self._columns_done = 0
+        self._mag_hist = np.zeros((c, self.n_bins, 0), dtype=np.float32)
+        self._mag_start = 0
+        self._spec_pending = np.zeros((c, self.n_bins, 0), dtype=np.complex128)
+        self._latent_hist = torch.zeros(c, int(self._module.code_dim), self.n_rows, 0)
+        self._history = torch.zeros(c, self.n_rows, 0, dtype=torch.long)
+        self._gate = 1.0 if gate_targets(np.zeros(1), **self._gate_args())[0] else 0.0
+        self._rng = np.random.default_rng(self.seed)
+        self.nonfinite_samples = 0
+        self.late_samples = 0
+        self._warned_late = False
+        self.column_times.clear()
+        for effect in self.chain:
+            effect.reset()
+
+    @property
+    def latency_s(self) -> float:
+        return self.latency_samples / self.sr
+
+    def _gate_args(self) -> dict[str, float]:
+        return {
+            "period_s": self._smoothers["period_s"].target,
+            "duty": self._smoothers["duty"].target,
+            "hop_s": self._hop_s,
+        }
+
+    # ------------------------------------------------------------------ processing
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Process one block.
+
+        Parameters
+        ----------
+        block : np.ndarray [frames, channels], float32
+            Any number of frames (0 included); non-finite samples are replaced by 0 and
+            counted in ``nonfinite_samples``.
+
+        Returns
+        -------
+        np.ndarray [frames, channels], float32
+            The output, ``latency_samples`` behind the input.
+        """
+        x = np.asarray(block)
+        if x.ndim != 2 or x.shape[1] != self.channels:
+            raise ParameterError(f"block has shape {x.shape}; expected [frames, {self.channels}]")
+        x = x.astype(np.float32, copy=False)
+        finite = np.isfinite(x)
+        if not finite.all():
+            self.nonfinite_samples += int(x.size - finite.sum())
+            x = np.where(finite, x, np.float32(0.0))
+        n = x.shape[0]
+        self._apply_pending()
+
+        # dry path: an integer delay line at the I/O rate
+        line = np.concatenate([self._dry, x], axis=0)
+        dry = line[:n]
+        self._dry = line[n:]
+
+        # wet path at the model rate, as a difference to the input
+        xm = x.astype(np.float64)
+        if self.resampling:
+            xm = self._rs_in.resample_chunk(xm)
+        self._samples_in += n
+        delta = self._analyse(xm.T)
+        if delta.shape[1]:
+            if self._pre_roll_left:
+                drop = min(self._pre_roll_left, delta.shape[1])
+                delta = delta[:, drop:]
+                self._pre_roll_left -= drop
+            d_io = self._rs_out.resample_chunk(np.ascontiguousarray(delta.T)) if self.resampling else delta.T
+            self._delta = np.concatenate([self._delta, d_io], axis=0)
+
+        # output sample k is input sample k - latency plus its change
+        last = self._samples_in - self.latency_samples
+        first = last - n
+        wet = np.zeros((n, self.channels))
+        available_end = self._delta_start + self._delta.shape[0]
+        lo, hi = max(first, self._delta_start), min(last, available_end)
+        if hi > lo:
+            wet[lo - first : hi - first] = self._delta[lo - self._delta_start : hi - self._delta_start]
+        if last > max(available_end, 0):
+            self._late(last - max(available_end, first, 0))
+        if last > self._delta_start:
+            self._delta = self._delta[last - self._delta_start :]
+            self._delta_start = last
+        return (dry.astype(np.float64) + wet).astype(np.float32)
+
+    def _late(self, count: int) -> None:
+        self.late_samples += count
+        if not self._warned_late:
+            self._warned_late = True
+            warnings.warn(
+                f"the wet signal was {count} samples late for the {self.latency_samples}-sample latency "
+                "(resampler buffering); those samples are dry",
+                stacklevel=3,
+            )
+
+    def _analyse(self, xm: np.ndarray) -> np.ndarray:
+        """Model-rate samples ``[channels, n]`` -> released change samples ``[channels, m]``."""
+        spec = self._stft.push(xm)
+        if spec.shape[2]:
+            self._frames_done += spec.shape[2]
+            self._spec_pending = np.concatenate([self._spec_pending, spec], axis=2)
+            self._mag_hist = np.concatenate([self._mag_hist, np.abs(spec).astype(np.float32)], axis=2)
+        n_new = self._spec_pending.shape[2] // self.time_stride
+        if n_new == 0:
+            return np.zeros((self.channels, 0))
+        started = time.perf_counter()
+        delta_spec = self._columns(n_new)
+        out = self._istft.push(delta_spec)
+        per_column = (time.perf_counter() - started) / n_new
+        self.column_times.extend([per_column] * n_new)
+        return out
+
+    def _columns(self, n_new: int) -> np.ndarray:
+        """Run the model and the chain on ``n_new`` completed columns; returns the change
+        spectrum of their frames ``[channels, n_bins, n_new * time_stride]``."""
+        ts = self.time_stride
+        c0 = self._columns_done
+        end = (c0 + n_new) * ts
+        start = max(0, (c0 + 1) * ts - self._window_frames)
+        window = self._mag_hist[:, :, start - self._mag_start : end - self._mag_start]
+        n_frames = n_new * ts
+        spec = self._spec_pending[:, :, :n_frames]
+        self._spec_pending = self._spec_pending[:, :, n_frames:]
+
+        # the region, frame by frame, with smoothed parameters
+        low = self._smoothers["low_hz"].advance(n_frames)
+        high = self._smoothers["high_hz"].advance(n_frames)
+        mix = self._smoothers["mix"].advance(n_frames)
+        for name in ("period_s", "duty"):
+            self._smoothers[name].advance(n_frames)
+        targets = gate_targets(np.arange(c0 * ts, end), **self._gate_args())
+        gate = slew_gate(targets, self._gate)
+        self._gate = float(gate[-1])
+        mask = band_mask(low, high, sr=self.model_sr, n_fft=self.stft_config.n_fft) * (gate * mix)[:, None]
+
+        with torch.no_grad():
+            codes = self._fast.encode(torch.from_numpy(np.ascontiguousarray(window)))[:, :, -n_new:]
+            latents = []
+            for j in range(n_new):
+                rows = region_rows(mask[j * ts : (j + 1) * ts], freq_stride=self.freq_stride, n_rows=self.n_rows)
+                region = torch.from_numpy(rows[:, None].copy())
+                column = codes[:, :, j : j + 1]
+                ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng)
+                for effect in self.chain:
+                    column = effect.process_codes(column, region, ctx)
+                latent = self._module.embed(column)
+                for effect in self.chain:
+                    latent = effect.process_latent(latent, region, ctx)
+                self._history = torch.cat([self._history, column], dim=2)[:, :, -self.HISTORY_COLUMNS :]
+                latents.append(latent)
+            latent_window = torch.cat([self._latent_hist, *latents], dim=3)
+            decoded = self._fast.decode_latent(latent_window, n_new).double().numpy()
+        self._latent_hist = latent_window[:, :, :, max(latent_window.shape[3] - self._decoder_context, 0) :]
+
+        self._columns_done += n_new
+        keep_from = max(0, (self._columns_done + 1) * ts - self._window_frames)
+        self._mag_hist = self._mag_hist[:, :, keep_from - self._mag_start :]
+        self._mag_start = keep_from
+
+        magnitude = np.abs(spec)
+        phase = np.where(magnitude > 0.0, spec / np.where(magnitude > 0.0, magnitude, 1.0), 1.0)
+        return mask.T[None] * (decoded - magnitude) * phase

@@ -1,0 +1,154 @@
+"""Engine parameters: the region's declarations, per-hop smoothing, and name resolution.
+
+Region parameters and effect parameters (``effect.param``) share one namespace, thread-safe to set.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from spectro_fx.models.errors import ParameterError
+
+from .effects import Effect, Parameter
+
+REGION_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter(
+        "low_hz", 20.0, 24000.0, 500.0, unit="Hz", scale="log", smoothing_s=0.05,
+        help="lower edge of the regenerated frequency band",
+    ),
+    Parameter(
+        "high_hz", 20.0, 24000.0, 4000.0, unit="Hz", scale="log", smoothing_s=0.05,
+        help="upper edge of the regenerated frequency band (at or below low_hz: no band)",
+    ),
+    Parameter(
+        "period_s", 0.0, 10.0, 0.0, unit="s",
+        help="time gate period; 0 = the region is always on",
+    ),
+    Parameter(
+        "duty", 0.0, 1.0, 0.5, unit="fraction",
+        help="fraction of each gate period during which the region is on",
+    ),
+    Parameter(
+        "mix", 0.0, 1.0, 1.0, unit="fraction", smoothing_s=0.03,
+        help="wet/dry blend inside the region (0 = input untouched)",
+    ),
+)
+
+
+class Smoother:
+    """A parameter value that ramps linearly (in log space for log-scale parameters) to its
+    target over ``smoothing_s``, advanced one hop at a time; lands exactly on the target."""
+
+    def __init__(self, parameter: Parameter, *, hop_s: float):
+        self.parameter = parameter
+        self.log = parameter.scale == "log" and parameter.minimum > 0
+        self.steps = max(int(round(parameter.smoothing_s / hop_s)), 0)
+        self.target = float(parameter.default)
+        self.value = self.target
+        self._left = 0
+        self._increment = 0.0
+
+    def set_target(self, target: float, *, immediate: bool = False) -> None:
+        self.target = float(target)
+        if immediate or self.steps == 0 or self.value == self.target:
+            self.value = self.target
+            self._left = 0
+            return
+        self._left = self.steps
+        if self.log:
+            self._increment = (math.log(self.target) - math.log(self.value)) / self.steps
+        else:
+            self._increment = (self.target - self.value) / self.steps
+
+    def snap(self) -> None:
+        self.set_target(self.target, immediate=True)
+
+    def advance(self, n_frames: int) -> np.ndarray:
+        """Values for the next ``n_frames`` hops, ``[n_frames]`` float64."""
+        out = np.empty(n_frames)
+        for i in range(n_frames):
+            if self._left > 0:
+                self._left -= 1
+                if self._left == 0:
+                    self.value = self.target
+                elif self.log:
+                    self.value = math.exp(math.log(self.value) + self._increment)
+                else:
+                    self.value = self.value + self._increment
+            out[i] = self.value
+        return out
+
+
+class ParameterBank:
+    """All parameters of an engine by name: region ones (``low_hz`` ...) and those of the
+    effect chain (``noise.amount``; a bare ``amount`` is accepted when only one effect has it).
+
+    ``set`` validates at once (raising ParameterError, warning when clamping) and queues the
+    value; the audio thread takes the queue with ``take_pending`` at its next block.
+    """
+
+    def __init__(self, chain: Sequence[Effect]):
+        self.chain = list(chain)
+        self._parameters: dict[str, Parameter] = {p.name: p for p in REGION_PARAMETERS}
+        self._owners: dict[str, Effect | None] = {p.name: None for p in REGION_PARAMETERS}
+        for effect in self.chain:
+            for p in effect.parameters:
+                key = f"{effect.name}.{p.name}"
+                self._parameters[key] = p
+                self._owners[key] = effect
+        self._values: dict[str, Any] = {k: p.default for k, p in self._parameters.items()}
+        for effect in self.chain:
+            for p in effect.parameters:
+                self._values[f"{effect.name}.{p.name}"] = effect.values[p.name]
+        self._pending: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def parameters(self) -> dict[str, Parameter]:
+        return dict(self._parameters)
+
+    def names(self) -> list[str]:
+        return list(self._parameters)
+
+    def resolve(self, name: str) -> str:
+        """The full name of ``name`` (``amount`` -> ``noise.amount`` when unique)."""
+        if name in self._parameters:
+            return name
+        matches = [k for k in self._parameters if "." in k and k.split(".", 1)[1] == name]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ParameterError(f"parameter {name!r} is ambiguous; say which: {', '.join(matches)}")
+        raise ParameterError(f"unknown parameter {name!r}; valid: {', '.join(self._parameters)}")
+
+    def owner(self, key: str) -> Effect | None:
+        return self._owners[key]
+
+    def set(self, name: str, value: Any) -> tuple[str, Any]:
+        """Validate and queue; returns ``(full_name, value_after_clamping)``."""
+        key = self.resolve(name)
+        parameter = self._parameters[key]
+        coerced, clamped = parameter.coerce(value, owner=key.rsplit(".", 1)[0] if "." in key else "")
+        if clamped:
+            warnings.warn(
+                f"{key}={value} is outside [{parameter.minimum:g}, {parameter.maximum:g}] "
+                f"{parameter.unit}; clamped to {coerced:g}".replace(" ;", ";"),
+                stacklevel=3,
+            )
+        with self._lock:
+            self._values[key] = coerced
+            self._pending[key] = coerced
+        return key, coerced
+
+    def values(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._values)
+
+    def take_pending(self) -> dict[str, Any]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        return pending

@@ -1,0 +1,94 @@
+"""The region: a frequency band times a time gate, as a soft spectral mask and as codemap cells.
+
+Pure functions of parameter values and frame times, so a stream and a whole-file render agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EDGE_BINS = 3.0
+"""Width of the band's soft edges in STFT bins, outside the band (3 bins = 281 Hz at 48 kHz / 512)."""
+
+GATE_RAMP_FRAMES = 3
+"""Frames the time gate takes to open or close (3 hops = 8 ms at 48 kHz / hop 128)."""
+
+
+def band_mask(low_hz: np.ndarray, high_hz: np.ndarray, *, sr: int, n_fft: int, edge_bins: float = EDGE_BINS) -> np.ndarray:
+    """Soft band-pass mask over STFT bins, one row per frame.
+
+    1 for bins inside ``[low_hz, high_hz]``, a raised-cosine fall to 0 over ``edge_bins`` bins
+    outside each edge, exactly 0 beyond. An empty band (``high_hz <= low_hz``) is all 0.
+
+    Parameters
+    ----------
+    low_hz, high_hz : np.ndarray [n_frames], Hz
+    sr : int
+        Model sample rate in Hz.
+    n_fft : int
+
+    Returns
+    -------
+    np.ndarray [n_frames, n_bins], float64 in [0, 1]
+    """
+    low_hz = np.atleast_1d(np.asarray(low_hz, dtype=np.float64))[:, None]
+    high_hz = np.atleast_1d(np.asarray(high_hz, dtype=np.float64))[:, None]
+    bin_hz = sr / n_fft
+    freqs = np.arange(n_fft // 2 + 1) * bin_hz
+    outside = np.maximum(np.maximum(low_hz - freqs, freqs - high_hz), 0.0) / bin_hz
+    mask = np.where(outside < edge_bins, 0.5 + 0.5 * np.cos(np.pi * np.minimum(outside / edge_bins, 1.0)), 0.0)
+    return np.where(high_hz > low_hz, mask, 0.0)
+
+
+def gate_targets(frames: np.ndarray, *, period_s: float, duty: float, hop_s: float) -> np.ndarray:
+    """Open (1) or closed (0) state of the time gate at the given frame indices.
+
+    The gate is open for the first ``duty * period_s`` seconds of every period, counted from
+    the stream start; ``period_s == 0`` or ``duty >= 1`` means always open, ``duty == 0`` never.
+
+    Parameters
+    ----------
+    frames : np.ndarray [n] int
+        Frame indices; frame ``t`` ends at ``(t + 1) * hop`` samples, its time is ``t * hop_s``.
+    hop_s : float
+        Seconds per hop at the model rate.
+    """
+    frames = np.asarray(frames)
+    if period_s <= 0.0 or duty >= 1.0:
+        return np.ones(frames.shape)
+    if duty <= 0.0:
+        return np.zeros(frames.shape)
+    phase = np.mod(frames * hop_s, period_s)
+    return (phase < duty * period_s).astype(np.float64)
+
+
+def slew_gate(targets: np.ndarray, start: float, *, ramp_frames: int = GATE_RAMP_FRAMES) -> np.ndarray:
+    """Move from ``start`` towards each frame's target by at most ``1 / ramp_frames`` per frame,
+    so the gate never switches in one frame (no clicks). Returns ``[n]`` gate values in [0, 1]."""
+    step = 1.0 / max(ramp_frames, 1)
+    out = np.empty(len(targets))
+    value = start
+    for i, target in enumerate(targets):
+        value = min(max(target, value - step), value + step)
+        out[i] = value
+    return out
+
+
+def region_rows(mask: np.ndarray, *, freq_stride: int, n_rows: int) -> np.ndarray:
+    """Codemap rows that overlap the mask.
+
+    Parameters
+    ----------
+    mask : np.ndarray [n_frames, n_bins]
+    freq_stride : int
+        Bins per codemap row (row ``r`` = bins ``r * freq_stride`` .. ``(r + 1) * freq_stride - 1``).
+    n_rows : int
+
+    Returns
+    -------
+    np.ndarray [n_rows] bool
+    """
+    active = (mask > 0.0).any(axis=0)
+    padded = np.zeros(n_rows * freq_stride, dtype=bool)
+    padded[: active.shape[0]] = active
+    return padded.reshape(n_rows, freq_stride).any(axis=1)

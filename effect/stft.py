@@ -1,0 +1,140 @@
+"""Streaming causal STFT and weighted overlap-add iSTFT over blocks of any size.
+
+Frame for frame identical to :func:`spectro_fx.models.spectral.stft` / ``istft`` on the whole signal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spectro_fx.models.config import STFTConfig
+from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.spectral import analysis_window
+
+
+def _check_block(x: np.ndarray, channels: int, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] != channels:
+        raise ParameterError(f"{name} has shape {x.shape}; expected [{channels}, n_samples]")
+    return x
+
+
+class StreamingSTFT:
+    """Causal STFT of a sample stream, one frame per completed hop.
+
+    Frame ``t`` covers stream samples ``[(t + 1) * hop - win, (t + 1) * hop)`` with the window
+    right-aligned inside ``n_fft`` (zeros before the stream start), exactly as
+    :func:`spectro_fx.models.spectral.stft`; it is emitted as soon as sample ``(t + 1) * hop - 1``
+    arrives, so the analysis itself adds no delay beyond the window length.
+
+    Parameters
+    ----------
+    cfg : STFTConfig
+    channels : int > 0
+    """
+
+    def __init__(self, cfg: STFTConfig, *, channels: int):
+        self.cfg = cfg
+        self.channels = channels
+        self.window = analysis_window(cfg)
+        self.frames_done = 0
+        self.reset()
+
+    def reset(self) -> None:
+        # the last n_fft - hop samples before the next frame's hop, plus any incomplete hop
+        self._buffer = np.zeros((self.channels, self.cfg.n_fft - self.cfg.hop_length))
+        self.frames_done = 0
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Feed samples, get the frames they complete.
+
+        Parameters
+        ----------
+        x : np.ndarray [channels, n_samples], real
+            Any number of samples, including 0.
+
+        Returns
+        -------
+        np.ndarray [channels, n_bins, n_new_frames], complex128
+        """
+        x = _check_block(x, self.channels, "x")
+        cfg = self.cfg
+        buffer = np.concatenate([self._buffer, x.astype(np.float64, copy=False)], axis=1)
+        count = (buffer.shape[1] - (cfg.n_fft - cfg.hop_length)) // cfg.hop_length
+        if count <= 0:
+            self._buffer = buffer
+            return np.zeros((self.channels, cfg.n_bins, 0), dtype=np.complex128)
+        view = np.lib.stride_tricks.sliding_window_view(buffer, cfg.n_fft, axis=-1)
+        frames = view[:, : count * cfg.hop_length : cfg.hop_length, :]
+        spec = np.fft.rfft(frames * self.window, axis=-1)
+        self._buffer = buffer[:, count * cfg.hop_length :].copy()
+        self.frames_done += count
+        return np.swapaxes(spec, -1, -2)
+
+
+class StreamingISTFT:
+    """Weighted overlap-add of STFT frames into samples, normalised by the summed squared window.
+
+    Each pushed frame releases the ``hop`` samples that no later frame overlaps. The output
+    stream starts ``win - hop`` samples before the analysed signal (frame 0 reaches back that far),
+    so output sample ``k`` is signal sample ``k - pre_roll``; drop ``pre_roll`` samples to align.
+    Sample ``j`` of the signal is final once frame ``floor((j + win) / hop) - 1`` was pushed.
+
+    Parameters
+    ----------
+    cfg : STFTConfig
+    channels : int > 0
+    """
+
+    def __init__(self, cfg: STFTConfig, *, channels: int):
+        self.cfg = cfg
+        self.channels = channels
+        self.window = analysis_window(cfg)
+        self.pre_roll = cfg.win_length - cfg.hop_length
+        hop, n_fft = cfg.hop_length, cfg.n_fft
+        start = n_fft - cfg.win_length
+        # the squared windows of every frame overlapping a released sample, summed oldest first
+        # (as models.spectral.istft sums them); every sample >= 0 of the signal sees all of them
+        w2 = self.window**2
+        norm = np.zeros(hop)
+        for back in range(n_fft // hop + 1, -1, -1):
+            idx = start + np.arange(hop) + back * hop
+            ok = idx < n_fft
+            norm[ok] += w2[idx[ok]]
+        self._norm = np.where(norm > 1e-10, norm, 1.0)
+        self.reset()
+
+    def reset(self) -> None:
+        self._acc = np.zeros((self.channels, self.cfg.n_fft))
+
+    def push(self, spec: np.ndarray) -> np.ndarray:
+        """Feed frames, get ``n_frames * hop`` samples.
+
+        Parameters
+        ----------
+        spec : np.ndarray [channels, n_bins, n_frames], complex
+
+        Returns
+        -------
+        np.ndarray [channels, n_frames * hop], float64
+        """
+        spec = np.asarray(spec)
+        if spec.ndim != 3 or spec.shape[0] != self.channels or spec.shape[1] != self.cfg.n_bins:
+            raise ParameterError(
+                f"spec has shape {spec.shape}; expected [{self.channels}, {self.cfg.n_bins}, n_frames]"
+            )
+        cfg = self.cfg
+        hop, n_fft = cfg.hop_length, cfg.n_fft
+        count = spec.shape[2]
+        out = np.empty((self.channels, count * hop))
+        if count == 0:
+            return out
+        frames = np.fft.irfft(np.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * self.window
+        start = n_fft - cfg.win_length
+        acc = self._acc
+        for t in range(count):
+            acc += frames[:, t, :]
+            out[:, t * hop : (t + 1) * hop] = acc[:, start : start + hop]
+            acc = np.concatenate([acc[:, hop:], np.zeros((self.channels, hop))], axis=1)
+        self._acc = acc
+        return out / np.tile(self._norm, count)

@@ -1,0 +1,65 @@
+"""Fixtures of the effect tests: tiny model files at the real 48 kHz analysis settings.
+
+Built once per session in a temporary folder (never in tests/).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+def _tiny_48k_config(**stft):
+    from spectro_fx.models import STFTConfig, VQVAEConfig
+
+    return VQVAEConfig(
+        stft=STFTConfig(**{"sr": 48000, "n_fft": 512, "hop_length": 128, "win_length": 512, **stft}),
+        channels=(4, 8),
+        freq_strides=(4, 2),
+        time_strides=(2, 2),
+        freq_kernels=(8, 4),
+        time_kernel=3,
+        n_res_blocks=1,
+        code_dim=8,
+        codebook_size=32,
+    )
+
+
+def _build(path, cfg, *, seed: int = 0):
+    """A VQ-VAE whose codebook was fitted (EMA, a few forward passes) on chirps and noise,
+    exported as a model file: codes vary with the input, as a trained model's do."""
+    from spectro_fx.models.export import export_model
+    from spectro_fx.models.spectral import magnitude
+    from spectro_fx.models.vqvae import VQVAE
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = VQVAE(cfg).train()
+    sr = cfg.stft.sr
+    t = np.arange(sr // 2) / sr
+    clips = []
+    for i in range(4):
+        f0 = 200.0 * (i + 1)
+        clips.append(0.3 * np.sin(2 * np.pi * (f0 * t + 2000 * t**2)) + 0.05 * rng.standard_normal(t.shape))
+    y = torch.tensor(np.stack(clips), dtype=torch.float32)
+    mag = magnitude(y, cfg.stft)
+    mag = mag[:, :, : mag.shape[2] // cfg.time_stride * cfg.time_stride]
+    with torch.no_grad():
+        for _ in range(5):
+            model(mag)
+    model.eval()
+    return export_model(model, path, data_description="test chirps and noise")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """Path of a tiny model file at 48 kHz, n_fft 512, hop 128 (the default analysis)."""
+    return _build(tmp_path_factory.mktemp("models") / "tiny48k.pt", _tiny_48k_config())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path):
+    from spectro_fx.models.export import load_model
+
+    return load_model(tiny_model_path)
