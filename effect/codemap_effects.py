@@ -1,0 +1,97 @@
+"""The paper's other codemap transformations as effects: `dropout` (Fig. 7) and `mix` (Fig. 8).
+
+`dropout` silences latent channels inside the region; `mix` takes codes (or latents) from a second source.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from .effects import CodemapContext, Effect, Parameter
+
+
+class Dropout(Effect):
+    """Keep only the first ``channels`` of the latent's ``code_dim`` channels inside the region
+    and zero the others (the paper's Figure 7 keeps one). ``channels >= code_dim`` is a no-op."""
+
+    name = "dropout"
+    description = "keep only the first `channels` latent channels inside the region (paper Fig. 7)"
+    parameters = (
+        Parameter("channels", 0, 64, 1, unit="channels", kind="int",
+                  help="latent channels kept inside the region (the model has code_dim of them)"),
+    )
+
+    def process_latent(self, latent: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
+        keep = int(self.values["channels"])
+        if keep >= latent.shape[1] or not bool(region.any()):
+            return latent
+        drop = torch.zeros(latent.shape[1], dtype=torch.bool, device=latent.device)
+        drop[keep:] = True
+        # [code_dim, 1, 1] x [n_rows, n_new] -> [code_dim, n_rows, n_new]
+        zero = drop[:, None, None] & region[None].to(latent.device)
+        return latent.masked_fill(zero[None], 0.0)
+
+
+class Mix(Effect):
+    """Mix a second source into the region (the paper's Figure 8).
+
+    ``mode=codes``: each code inside the region is replaced by the second source's code at the
+    same cell with probability ``amount``. ``mode=latent``: latents inside the region are
+    interpolated, ``(1 - amount) * latent + amount * aux_latent`` (``aux_latent`` from the
+    context, else the embedding of ``aux_codes``).
+
+    The engine provides the second source in ``CodemapContext.aux_codes`` (a file offline with
+    ``--mix-with``, the second input channel live); without one the effect warns once and
+    passes the codes through. A one-channel source is shared by all channels.
+    """
+
+    name = "mix"
+    description = "take the region's codes from a second source with probability `amount`, or blend latents (paper Fig. 8)"
+    needs_aux = True
+    parameters = (
+        Parameter("amount", 0.0, 1.0, 0.5, unit="probability", smoothing_s=0.05,
+                  help="codes: chance that a code comes from the second source; latent: blend weight"),
+        Parameter("mode", 0, 1, "codes", kind="choice", choices=("codes", "latent"),
+                  help="codes: swap codes at random; latent: interpolate the latents"),
+    )
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self._warned = False
+
+    def _missing(self) -> None:
+        if not self._warned:
+            warnings.warn("mix: no second source (aux codes) was given; passing the codes through", stacklevel=3)
+            self._warned = True
+
+    def process_codes(self, codes: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
+        if self.values["mode"] != "codes":
+            return codes
+        amount = float(self.values["amount"])
+        if amount <= 0.0 or not bool(region.any()):
+            return codes
+        if ctx.aux_codes is None:
+            self._missing()
+            return codes
+        aux = ctx.aux_codes.to(codes.device).expand_as(codes)
+        hit = torch.from_numpy(ctx.rng.random(tuple(codes.shape)) < amount).to(codes.device) & region[None]
+        return torch.where(hit, aux, codes)
+
+    def process_latent(self, latent: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
+        if self.values["mode"] != "latent":
+            return latent
+        amount = float(self.values["amount"])
+        if amount <= 0.0 or not bool(region.any()):
+            return latent
+        aux = ctx.aux_latent
+        if aux is None and ctx.aux_codes is not None:
+            aux = ctx.model.embed(ctx.aux_codes)
+        if aux is None:
+            self._missing()
+            return latent
+        aux = aux.to(latent.device, latent.dtype).expand_as(latent)
+        blended = latent + amount * (aux - latent)
+        return torch.where(region[None, None].to(latent.device), blended, latent)
