@@ -71,6 +71,15 @@ class FloatRing:
         self.write_pos += n
         return n
 
+    def advance_write(self, frames: int) -> int:
+        """Publish up to ``frames`` frames without writing them (producer side); their content is
+        stale. Only for positions the consumer is known to skip. Returns the frames advanced."""
+        n = min(frames, self.capacity - (self.write_pos - self.read_pos))
+        if n <= 0:
+            return 0
+        self.write_pos += n
+        return n
+
     def peek(self, out: np.ndarray, *, offset: int = 0) -> int:
         """Copy up to ``len(out)`` frames starting ``offset`` frames after ``read_pos`` into
         ``out`` without consuming them (consumer side). Returns the frames copied."""

@@ -103,3 +103,11 @@ def test_two_threads_transfer_a_sequence_without_loss_or_reordering():
     thread.join()
     assert got == total
     np.testing.assert_array_equal(received, ramp)
+
+
+def test_advance_write_publishes_stale_frames_within_capacity():
+    ring = FloatRing(10, 1)
+    ring.write(np.ones((4, 1), np.float32))
+    assert ring.advance_write(100) == 6
+    assert ring.readable() == 10 and ring.advance_write(1) == 0
+    assert ring.skip(10) == 10
