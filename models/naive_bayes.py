@@ -20,6 +20,9 @@ is a sort by ``(pass, column, row)``:
   Regenerating one column at a time (as the engine does) gives the same codes as the whole map.
 * ``order="interleaved"`` (offline regions): passes interleave columns as well, with
   ``period = 1 + max |d_column|``; far fewer sequential steps on wide regions.
+* When no offset leaves the column (spatial ``axis="freq"``) columns never read each other:
+  either order becomes one pass per row phase over all columns, sorted ``(phase, column, row)``
+  (the same codes as column by column).
 
 Cells of one pass are never neighbours of each other, so each pass is computed as one vectorised
 batch and the result equals a per-cell loop in that order (checked against scikit-learn in tests).
