@@ -1295,10 +1295,13 @@ class EnergyTracker:
         if self.run_dir is None:
             return
         report = self.report
+        if final:
+            try:
+                plot_energy(self.run_dir / PLOT_NAME, self._t, [rec.trace() for rec in self._recorders], report)
+            except ImportError as exc:  # a bare GPU box may lack matplotlib: the numbers matter more
+                report["notes"].append(f"{PLOT_NAME} not written: {exc}")
         _atomic_write(self.run_dir / REPORT_NAME, lambda fh: fh.write(json.dumps(report, indent=2) + "\n"))
         _atomic_write(self.run_dir / SUMMARY_NAME, lambda fh: fh.write(format_summary(report)))
-        if final:
-            plot_energy(self.run_dir / PLOT_NAME, self._t, [rec.trace() for rec in self._recorders], report)
         if self.writer is not None:
             self.writer.flush()
 
