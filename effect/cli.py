@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from spectro_fx import __version__
 
@@ -14,13 +15,24 @@ DESCRIPTION = """\
 spectro-fx regenerates a time/frequency region of the sound: a VQ-VAE compresses the
 spectrogram into a grid of codes, codes inside the region (a frequency band, optionally
 gated in time) are regenerated, decoded and resynthesized with the input's own phase.
+Outside the region the sound passes untouched.
 """
 
 EPILOG = """\
+region parameters (--set NAME=VALUE):
+  low_hz, high_hz   the frequency band, in Hz (default 500 .. 4000)
+  period_s, duty    time gate: on for duty x period of every period (period_s=0: always on)
+  mix               0 = dry, 1 = fully regenerated inside the region
+  effect parameters are named effect.param (e.g. noise.amount); see --list
+
 examples:
   spectro-fx --input in.wav --output out.wav                render a file offline
   spectro-fx --input in.wav --output out.wav --set low_hz=200 --set high_hz=2000
+  spectro-fx --input in.wav --output out.wav --chain noise --set noise.amount=0.5 --plot out.png
+  spectro-fx --input in.wav --output out.wav --automation knobs.mid --map map.toml
 """
+
+EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,19 +43,115 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--input", help="audio file to process")
-    parser.add_argument("--output", help="audio file to write (WAV or FLAC, 32-bit float)")
+    parser.add_argument("--input", metavar="IN", help="audio file to process")
+    parser.add_argument("--output", metavar="OUT", help="audio file to write (.wav: 32-bit float; .flac: 24-bit)")
+    parser.add_argument("--model", metavar="FILE", help="model file (default: the bundled default model)")
+    parser.add_argument(
+        "--chain", default="none", metavar="A,B",
+        help="effects in order, e.g. inpaint,noise (default: none = plain resynthesis); see --list",
+    )
+    parser.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+        help="set a parameter, e.g. --set low_hz=300 (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the effects (default 0)")
+    parser.add_argument("--automation", metavar="FILE.mid", help="standard MIDI file of CC automation")
+    parser.add_argument("--map", metavar="FILE.toml", help="CC map for --automation (default: the bundled map)")
+    parser.add_argument("--plot", metavar="FILE.png", help="save a before/after spectrogram picture")
+    parser.add_argument("--block-size", type=int, default=4096, help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--list", action="store_true", help="list effects and parameters, then exit")
     return parser
+
+
+def parse_settings(settings: list[str]) -> dict[str, str]:
+    """``["low_hz=300", ...]`` -> ``{"low_hz": "300"}`` (values are checked by the engine)."""
+    from spectro_fx.models.errors import ParameterError
+
+    values: dict[str, str] = {}
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ParameterError(f"--set {item!r} must look like NAME=VALUE, e.g. --set low_hz=300")
+        values[name.strip()] = value.strip()
+    return values
+
+
+def list_parameters() -> int:
+    from .effects import available_effects
+    from .params import REGION_PARAMETERS
+
+    def line(key, p):
+        unit = f" {p.unit}" if p.unit else ""
+        return f"  {key:<22} {p.minimum:g} .. {p.maximum:g}{unit}, default {p.default}  {p.help}".rstrip()
+
+    print("region parameters:")
+    for p in REGION_PARAMETERS:
+        print(line(p.name, p))
+    for name, cls in sorted(available_effects().items()):
+        print(f"effect {name}: {cls.description}")
+        for p in cls.parameters:
+            print(line(f"{name}.{p.name}", p))
+    return 0
+
+
+def render_command(args: argparse.Namespace) -> int:
+    from spectro_fx.models.errors import ParameterError
+
+    from .render import render_file
+
+    if args.output is None:
+        raise ParameterError("--output is required when --input is a file")
+    ccmap = None
+    if args.automation is not None:
+        from .ccmap import load_ccmap
+
+        if args.map is None:
+            from spectro_fx.assets import DEFAULT_MIDI_MAP, asset_path
+
+            args.map = asset_path(DEFAULT_MIDI_MAP)
+        ccmap = load_ccmap(args.map)
+    elif args.map is not None:
+        raise ParameterError("--map is used with --automation FILE.mid")
+    log = (lambda line: None) if args.quiet else (lambda line: print(f"spectro-fx: {line}", file=sys.stderr))
+    result = render_file(
+        args.input, args.output, model=args.model, chain=args.chain, values=parse_settings(args.settings),
+        seed=args.seed, automation=args.automation, ccmap=ccmap, plot=args.plot,
+        block_size=args.block_size, progress=not args.quiet, log=log,
+    )
+    log(
+        f"wrote {result.output} ({result.frames / result.sr:.2f} s, {result.channels} ch, {result.sr} Hz) "
+        f"in {result.seconds:.2f} s ({result.realtime_factor:.0f}x real time)"
+    )
+    return 0
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    print(f"spectro-fx: warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.list:
+        return list_parameters()
     if args.input is None:
         parser.print_help()
         return 0
-    parser.error("the engine is not built yet")
-    return 2
+    from spectro_fx.models.errors import ParameterError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _warning_line
+        try:
+            # the live mode dispatches here on live inputs (mic, jack, a device) before files
+            return render_command(args)
+        except ParameterError as exc:  # ModelFileError included: user input, one line, no traceback
+            print(f"spectro-fx: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("spectro-fx: interrupted; nothing written", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

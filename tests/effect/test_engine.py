@@ -1,0 +1,213 @@
+"""The streaming engine: null tests, agreement with the offline whole-file computation,
+streaming == one pass, locality of the region, the gate, parameters and state."""
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import scipy.signal
+import soxr
+import torch
+
+from spectro_fx.effect.engine import Engine
+from spectro_fx.effect.region import band_mask
+from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.spectral import istft, stft
+
+BLOCKS = [1, 64, 65, 256, 8193]
+
+
+def _run(engine, x, block):
+    """Feed ``x`` [frames, channels] plus the latency in zeros; return the aligned output."""
+    latency = engine.latency_samples
+    padded = np.concatenate([x, np.zeros((latency, x.shape[1]), np.float32)])
+    out = [engine.process(padded[i : i + block]) for i in range(0, len(padded), block)]
+    return np.concatenate(out)[latency:]
+
+
+def _noise(rng, frames, channels, scale=0.1):
+    return (scale * rng.standard_normal((frames, channels))).astype(np.float32)
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("sr", [44100, 48000])
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("setting", ["mix=0", "empty band"])
+def test_null_output_is_delayed_input(tiny_model, rng, block, sr, channels, setting):
+    values = {"mix": 0.0} if setting == "mix=0" else {"low_hz": 3000.0, "high_hz": 1000.0, "mix": 1.0}
+    frames = 2500 if block == 1 else sr // 5
+    x = _noise(rng, frames, channels, scale=0.5)
+    engine = Engine(tiny_model, sr=sr, channels=channels, chain="noise", values=values)
+    out = _run(engine, x, block)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    assert np.max(np.abs(out - x)) <= 1e-6
+    assert engine.late_samples == 0
+
+
+def test_latency_within_budget_at_48k(tiny_model):
+    engine = Engine(tiny_model, sr=48000, channels=1)
+    # analysis window 512 + completing a 4-frame column (3 x 128) - 1: the newest sample waits
+    assert engine.latency_samples == 512 + 3 * 128 - 1
+    assert engine.latency_s <= 0.025
+    assert engine.column_period_s == pytest.approx(4 * 128 / 48000)
+
+
+def test_matches_offline_whole_file_computation(tiny_model, rng):
+    """Output = input + iSTFT(M * (decoded - |X|) * phase), computed here with the whole-signal
+    STFT of models.spectral and one decode of the whole codemap."""
+    cfg = tiny_model.config.stft
+    x = _noise(rng, 24000, 1)
+    engine = Engine(tiny_model, sr=48000, channels=1, values={"low_hz": 1000.0, "high_hz": 4000.0})
+    out = _run(engine, x, 256)[:, 0].astype(np.float64)
+    spec = stft(x[:, 0].astype(np.float64), cfg)
+    n = spec.shape[1] // 4 * 4
+    spec = spec[:, :n]
+    with torch.no_grad():
+        mag = torch.from_numpy(np.abs(spec)).float()[None]
+        decoded = tiny_model.module.decode(tiny_model.module.encode(mag))[0].double().numpy()
+    mask = band_mask(np.full(n, 1000.0), np.full(n, 4000.0), sr=48000, n_fft=cfg.n_fft).T
+    expected = x[: n * cfg.hop_length, 0] + istft(mask * (decoded - np.abs(spec)) * np.exp(1j * np.angle(spec)), cfg)
+    final = n * cfg.hop_length - cfg.win_length  # the offline iSTFT's last samples lack frames
+    assert np.max(np.abs(expected[:final] - x[:final, 0])) > 0.01  # the region does change the sound
+    np.testing.assert_allclose(out[:final], expected[:final], atol=1e-5)
+
+
+@pytest.mark.parametrize("sr,channels,chain", [(48000, 1, "noise"), (44100, 2, "none")])
+def test_streaming_equals_one_pass(tiny_model, rng, sr, channels, chain):
+    x = _noise(rng, sr // 2, channels)
+    values = {"low_hz": 800.0, "high_hz": 5000.0, "noise.amount": 0.5} if chain == "noise" else {"low_hz": 800.0}
+    outputs = {}
+    for block in (len(x) + 10000, 64, 65, 1000):
+        engine = Engine(tiny_model, sr=sr, channels=channels, chain=chain, seed=3, values=values)
+        outputs[block] = _run(engine, x, block)
+    whole = outputs.pop(len(x) + 10000)
+    assert np.max(np.abs(whole - x)) > 0.01
+    for block, out in outputs.items():
+        np.testing.assert_allclose(out, whole, atol=1e-5, err_msg=f"block {block}")
+
+
+def test_resampled_path_is_aligned_with_the_model_rate_path(tiny_model, rng):
+    """At 44.1 kHz the change to the input equals the 48 kHz engine's change on the resampled
+    input, resampled back: the soxr delays are compensated exactly."""
+    values = {"low_hz": 2000.0, "high_hz": 5000.0}
+    x44 = _noise(rng, 22050, 1)
+    d44 = (_run(Engine(tiny_model, sr=44100, channels=1, values=values), x44, 512) - x44)[:, 0]
+    x48 = soxr.resample(x44.astype(np.float64), 44100, 48000, quality="HQ").astype(np.float32)
+    d48 = (_run(Engine(tiny_model, sr=48000, channels=1, values=values), x48, 512) - x48)[:, 0]
+    back = soxr.resample(d48.astype(np.float64), 48000, 44100, quality="HQ")
+    n = min(len(d44), len(back)) - 2000
+    assert np.max(np.abs(back[2000:n])) > 0.01
+    np.testing.assert_allclose(d44[2000:n], back[2000:n], atol=1e-5 * np.max(np.abs(back)))
+
+
+def test_locality_of_a_band_region(tiny_model, rng):
+    sr = 48000
+    x = _noise(rng, sr, 1)
+    engine = Engine(tiny_model, sr=sr, channels=1, values={"low_hz": 3000.0, "high_hz": 6000.0, "mix": 1.0})
+    change = (_run(engine, x, 512) - x)[:, 0].astype(np.float64)
+    f, p_in = scipy.signal.welch(x[:, 0], fs=sr, nperseg=4096, detrend=False)
+    _, p_change = scipy.signal.welch(change, fs=sr, nperseg=4096, detrend=False)
+    ratio_db = 10 * np.log10(p_change / p_in)
+    # beyond the 3-bin soft edge (281 Hz) and the synthesis window's leakage
+    outside = (f < 3000 - 1200) | (f > 6000 + 1200)
+    inside = (f > 3200) & (f < 5800)
+    assert ratio_db[outside].max() < -60
+    assert ratio_db[inside].mean() > -20
+
+
+def test_time_gate_limits_the_change_to_on_periods(tiny_model, rng):
+    sr = 48000
+    x = _noise(rng, sr, 1)
+    engine = Engine(tiny_model, sr=sr, channels=1, values={"period_s": 0.2, "duty": 0.5, "low_hz": 500.0})
+    change = np.abs(_run(engine, x, 333) - x)[:, 0]
+    t = np.arange(len(change)) / sr
+    phase = np.mod(t, 0.2)
+    window_s = 512 / sr  # a frame reaches back one analysis window
+    off = (phase > 0.1 + window_s + 4 * 128 / sr) & (phase < 0.2 - window_s)
+    on = (phase > 0.02) & (phase < 0.08)
+    assert change[off].max() == 0.0
+    assert change[on].max() > 0.01
+
+
+def test_parameters_names_clamping_and_values(tiny_model):
+    engine = Engine(tiny_model, sr=48000, channels=1, chain="noise")
+    params = engine.parameters()
+    assert {"low_hz", "high_hz", "period_s", "duty", "mix", "noise.amount"} <= set(params)
+    assert params["low_hz"].scale == "log" and params["low_hz"].unit == "Hz"
+    with pytest.raises(ParameterError, match=r"unknown parameter 'gain'.*low_hz.*noise.amount"):
+        engine.set("gain", 1.0)
+    with pytest.raises(ParameterError, match="mix="):
+        engine.set("mix", "loud")
+    with pytest.warns(UserWarning, match=r"mix=3 is outside \[0, 1\].*clamped to 1"):
+        assert engine.set("mix", 3) == 1.0
+    engine.set("amount", 0.25)  # bare effect parameter name, unique in the chain
+    assert engine.values()["noise.amount"] == 0.25
+    assert engine.chain[0].values["amount"] == 0.25
+    with pytest.raises(ParameterError, match=r"unknown effect 'reverb'; available: .*noise.*none"):
+        Engine(tiny_model, sr=48000, channels=1, chain="noise,reverb")
+
+
+def test_set_from_another_thread_applies_at_next_block(tiny_model, rng):
+    engine = Engine(tiny_model, sr=48000, channels=1, values={"mix": 0.0})
+    x = _noise(rng, 256, 1)
+    engine.process(x)
+    worker = threading.Thread(target=engine.set, args=("mix", 1.0))
+    worker.start()
+    worker.join()
+    assert engine.values()["mix"] == 1.0
+    assert engine._smoothers["mix"].target == 0.0  # queued, not yet applied
+    engine.process(x)
+    assert engine._smoothers["mix"].target == 1.0
+
+
+def test_smoothing_ramps_without_jumps(tiny_model, rng):
+    """mix 0 -> 1 mid-stream ramps over its smoothing time, per hop, landing exactly."""
+    engine = Engine(tiny_model, sr=48000, channels=1, values={"mix": 0.0})
+    engine.process(_noise(rng, 2048, 1))
+    engine.set("mix", 1.0)
+    smoother = engine._smoothers["mix"]
+    engine._apply_pending()
+    ramp = smoother.advance(smoother.steps + 2)
+    assert np.all(np.diff(ramp) >= 0) and np.max(np.diff(ramp)) <= 1.0 / smoother.steps + 1e-12
+    assert ramp[-1] == 1.0 and smoother.steps >= 5
+    low = engine._smoothers["low_hz"]
+    low.set_target(4000.0)
+    values = low.advance(low.steps)
+    ratios = values[1:] / values[:-1]
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-9)  # log-scale: equal ratios per hop
+    assert values[-1] == 4000.0
+
+
+def test_reset_repeats_the_output_and_keeps_parameters(tiny_model, rng):
+    x = _noise(rng, 9000, 2)
+    engine = Engine(tiny_model, sr=48000, channels=2, chain="noise", seed=7, values={"noise.amount": 0.7})
+    first = _run(engine, x, 500)
+    engine.reset()
+    second = _run(engine, x, 500)
+    np.testing.assert_array_equal(first, second)
+    assert engine.values()["noise.amount"] == 0.7
+    assert len(engine.column_times) > 0 and min(engine.column_times) > 0
+
+
+def test_non_finite_input_is_replaced_and_counted(tiny_model, rng):
+    engine = Engine(tiny_model, sr=48000, channels=1)
+    x = _noise(rng, 4000, 1)
+    x[100] = np.nan
+    x[200] = np.inf
+    out = _run(engine, x, 1000)
+    assert np.isfinite(out).all()
+    assert engine.nonfinite_samples == 2
+
+
+def test_bad_arguments(tiny_model):
+    with pytest.raises(ParameterError, match="sr=0"):
+        Engine(tiny_model, sr=0, channels=1)
+    with pytest.raises(ParameterError, match="channels=0"):
+        Engine(tiny_model, sr=48000, channels=0)
+    with pytest.raises(ParameterError, match="resample_quality='best'"):
+        Engine(tiny_model, sr=44100, channels=1, resample_quality="best")
+    engine = Engine(tiny_model, sr=48000, channels=2)
+    with pytest.raises(ParameterError, match=r"expected \[frames, 2\]"):
+        engine.process(np.zeros((10, 1), np.float32))
+    assert engine.process(np.zeros((0, 2), np.float32)).shape == (0, 2)

@@ -1,0 +1,61 @@
+"""Streaming STFT/iSTFT against the whole-signal functions of models.spectral, any block size."""
+
+import numpy as np
+import pytest
+
+from spectro_fx.effect.stft import StreamingISTFT, StreamingSTFT
+from spectro_fx.models import STFTConfig
+from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.spectral import istft, stft
+
+BLOCKS = [1, 64, 65, 256, 8193]
+CONFIGS = [
+    STFTConfig(),  # the default: 48 kHz, n_fft 512, hop 128, win 512
+    STFTConfig(sr=16000, n_fft=128, hop_length=48, win_length=100),  # hop does not divide win
+]
+
+
+def _blocks(n, size):
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "odd"])
+@pytest.mark.parametrize("block", BLOCKS)
+def test_streaming_stft_equals_whole_signal(cfg, block, rng):
+    y = rng.standard_normal((2, 3000))
+    stream = StreamingSTFT(cfg, channels=2)
+    frames = np.concatenate([stream.push(y[:, a:b]) for a, b in _blocks(y.shape[1], block)], axis=2)
+    expected = stft(y, cfg)
+    assert frames.shape == expected.shape
+    np.testing.assert_allclose(frames, expected, rtol=0, atol=1e-12)
+    assert stream.frames_done == expected.shape[2]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "odd"])
+def test_streaming_istft_equals_whole_signal_and_reconstructs(cfg, rng):
+    y = rng.standard_normal((1, 4000))
+    spec = stft(y, cfg)
+    # an arbitrary (modified) spectrum: the overlap-add must match models.spectral.istft
+    modified = spec * rng.uniform(0.2, 2.0, spec.shape)
+    synth = StreamingISTFT(cfg, channels=1)
+    out = np.concatenate([synth.push(modified[:, :, t : t + 3]) for t in range(0, spec.shape[2], 3)], axis=1)
+    pre = synth.pre_roll
+    n_final = spec.shape[2] * cfg.hop_length - pre  # the last pre samples still wait for frames
+    aligned = out[:, pre:]
+    np.testing.assert_allclose(aligned[:, : n_final - pre], istft(modified, cfg)[:, : n_final - pre], atol=1e-12)
+    # unmodified: the input comes back, pre_roll samples late
+    synth.reset()
+    back = synth.push(spec)[:, pre:]
+    np.testing.assert_allclose(back[:, : n_final - pre], y[:, : n_final - pre], atol=1e-12)
+
+
+def test_empty_push_and_bad_shapes():
+    cfg = STFTConfig()
+    stream = StreamingSTFT(cfg, channels=1)
+    assert stream.push(np.zeros((1, 0))).shape == (1, cfg.n_bins, 0)
+    assert stream.push(np.zeros((1, 100))).shape == (1, cfg.n_bins, 0)
+    assert stream.push(np.zeros((1, 28))).shape == (1, cfg.n_bins, 1)
+    with pytest.raises(ParameterError, match="expected"):
+        stream.push(np.zeros((2, 10)))
+    with pytest.raises(ParameterError, match="expected"):
+        StreamingISTFT(cfg, channels=1).push(np.zeros((1, 10, 2)))
