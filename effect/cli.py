@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--block-size", type=int, default=4096, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--list", action="store_true", help="list effects and parameters, then exit")
+    from .live import add_arguments as add_live_arguments
+
+    add_live_arguments(parser)
     return parser
 
 
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         return list_parameters()
-    if args.input is None:
+    if args.input is None and not (args.list_devices or args.list_midi):
         parser.print_help()
         return 0
     from spectro_fx.models.errors import ParameterError
@@ -145,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _warning_line
         try:
             # the live mode dispatches here on live inputs (mic, jack, a device) before files
+            from .live import run_live, wants_live
+
+            if wants_live(args):
+                return run_live(args)
             return render_command(args)
         except ParameterError as exc:  # ModelFileError included: user input, one line, no traceback
             print(f"spectro-fx: error: {exc}", file=sys.stderr)
