@@ -17,7 +17,9 @@ is a sort by ``(pass, column, row)``:
   rows in interleaved passes, rows ``r % period == 0`` first, then ``== 1``, ... with
   ``period = 1 + max |d_row|`` over the same-column offsets (``radius + 1`` for the spatial
   method with axis freq or both, 1 when no offset stays in the column), low row first in a pass.
-  Regenerating one column at a time (as the engine does) gives the same codes as the whole map.
+  Regenerating one column at a time (as the engine does, with no future columns) gives the
+  same codes as the whole map wherever later columns hold no known code (in a stream they
+  do not exist yet).
 * ``order="interleaved"`` (offline regions): passes interleave columns as well, with
   ``period = 1 + max |d_column|``; far fewer sequential steps on wide regions.
 * When no offset leaves the column (spatial ``axis="freq"``) columns never read each other:

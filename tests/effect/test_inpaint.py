@@ -1,0 +1,234 @@
+import numpy as np
+import pytest
+import torch
+
+from spectro_fx.effect.codemap_effects import Dropout, Mix
+from spectro_fx.effect.effects import CodemapContext, available_effects, make_chain
+from spectro_fx.effect.inpaint import Inpaint
+from spectro_fx.models import ParameterError, STFTConfig, VQVAEConfig
+from spectro_fx.models.export import export_model, load_model
+from spectro_fx.models.naive_bayes import learned_inpaint, resmooth_prior, spatial_inpaint
+
+
+def _chirps(sr, *, seconds=0.5, count=4, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    return [
+        (0.3 * np.sin(2 * np.pi * (150.0 * (i + 1) * t + 1500 * t**2)) + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+        for i in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny 16 kHz VQ-VAE whose codebook was fitted (EMA) on chirps, and its chirp codemaps."""
+    from spectro_fx.models.spectral import magnitude
+    from spectro_fx.models.vqvae import VQVAE
+    from spectro_fx.training.prior import codemaps_of_audio
+
+    cfg = VQVAEConfig(
+        stft=STFTConfig(sr=16000, n_fft=128, hop_length=32, win_length=128),
+        channels=(4, 8), freq_strides=(2, 2), time_strides=(2, 2), freq_kernels=(4, 4),
+        time_kernel=3, n_res_blocks=1, code_dim=8, codebook_size=16,
+    )
+    torch.manual_seed(0)
+    model = VQVAE(cfg).train()
+    clips = _chirps(cfg.stft.sr)
+    mag = magnitude(torch.tensor(np.stack(clips)), cfg.stft)
+    mag = mag[:, :, : mag.shape[2] // cfg.time_stride * cfg.time_stride]
+    with torch.no_grad():
+        for _ in range(5):
+            model(mag)
+    model.eval()
+    return model, list(codemaps_of_audio(model, clips))
+
+
+@pytest.fixture(scope="module")
+def model_files(trained, tmp_path_factory):
+    from spectro_fx.models.naive_bayes import fit_categorical_prior
+
+    model, codemaps = trained
+    prior = fit_categorical_prior(codemaps, n_codes=model.cfg.codebook_size, alpha=0.5)
+    folder = tmp_path_factory.mktemp("inpaint_models")
+    with_prior = load_model(export_model(model, folder / "prior.pt", prior=prior))
+    plain = load_model(export_model(model, folder / "plain.pt"))
+    return with_prior, plain, prior
+
+
+def ctx_for(model_file, history, seed=0, **aux):
+    return CodemapContext(model=model_file.module, history=history, rng=np.random.default_rng(seed), **aux)
+
+
+def stream(effect, model_file, codemap, mask, *, seed=0):
+    """Feed a codemap column by column as the engine does (history = chain output)."""
+    rng = np.random.default_rng(seed)
+    history = torch.zeros(1, codemap.shape[0], 0, dtype=torch.long)
+    for c in range(codemap.shape[1]):
+        column = torch.from_numpy(codemap[None, :, c : c + 1].copy())
+        region = torch.from_numpy(mask[:, c : c + 1].copy())
+        ctx = CodemapContext(model=model_file.module, history=history, rng=rng)
+        column = effect.process_codes(column, region, ctx)
+        history = torch.cat([history, column], dim=2)
+    return history[0].numpy()
+
+
+def test_plugins_are_registered():
+    registry = available_effects()
+    assert registry["inpaint"] is Inpaint and registry["dropout"] is Dropout and registry["mix"] is Mix
+    chain = make_chain("inpaint,dropout,mix")
+    assert [e.name for e in chain] == ["inpaint", "dropout", "mix"]
+    assert Mix.needs_aux and not Inpaint.needs_aux
+
+
+def test_parameters_are_declared_with_ranges():
+    names = {p.name: p for e in (Inpaint, Dropout, Mix) for p in e.parameters}
+    for name in ("temperature", "radius", "axis", "method", "alpha", "channels", "amount"):
+        assert name in names
+    assert names["radius"].unit == "cells" and names["radius"].kind == "int"
+    assert names["axis"].choices == ("time", "freq", "both")
+    effect = Inpaint()
+    assert effect.set("radius", 50) is True and effect.values["radius"] == 8
+    with pytest.raises(ParameterError, match="inpaint.method='magic'"):
+        effect.set("method", "magic")
+    with pytest.raises(ParameterError, match="inpaint.axis='diagonal'"):
+        Inpaint(axis="diagonal")
+
+
+@pytest.mark.parametrize("effect", [Inpaint(), Inpaint(method="learned"), Dropout(), Mix(amount=1.0)])
+def test_empty_region_is_bit_exact(effect, model_files, rng):
+    with_prior = model_files[0]
+    codes = torch.from_numpy(rng.integers(0, 16, size=(2, with_prior.module.n_rows, 1)))
+    region = torch.zeros(codes.shape[1:], dtype=torch.bool)
+    ctx = ctx_for(with_prior, codes.repeat(1, 1, 3), aux_codes=torch.zeros_like(codes))
+    assert effect.process_codes(codes, region, ctx) is codes
+    latent = with_prior.module.embed(codes)
+    assert effect.process_latent(latent, region, ctx) is latent
+
+
+@pytest.mark.parametrize("method", ["spatial", "learned"])
+def test_streaming_equals_the_whole_map(method, model_files, trained):
+    with_prior, _, prior = model_files
+    codemap = trained[1][0]
+    mask = np.zeros(codemap.shape, dtype=bool)
+    # a stream has no future columns: in the whole map, later columns must hold no known code
+    # for the spatial method (the learned offsets never look ahead)
+    if method == "spatial":
+        mask[:, 4:] = True
+    else:
+        mask[3:9, 4:] = True
+    effect = Inpaint(method=method, temperature=1.0, radius=2, axis="both")
+    streamed = stream(effect, with_prior, codemap, mask, seed=3)
+    if method == "spatial":
+        whole = spatial_inpaint(codemap, mask, radius=2, axis="both", temperature=1.0, rng=np.random.default_rng(3),
+                                fallback_log_prior=with_prior.module.prior_class_log_prior.double().numpy())
+    else:
+        whole = learned_inpaint(codemap, mask, with_prior.prior(), temperature=1.0, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(streamed, whole)
+    np.testing.assert_array_equal(streamed[~mask], codemap[~mask])
+
+
+def test_learned_prior_survives_export_and_is_used(model_files, trained):
+    with_prior, plain, prior = model_files
+    restored = with_prior.prior()
+    assert restored is not None and restored.alpha == prior.alpha
+    assert torch.equal(restored.offsets, prior.offsets)
+    assert torch.equal(restored.feature_log_prob, prior.feature_log_prob)
+    codemap = trained[1][1]
+    mask = np.zeros(codemap.shape, dtype=bool)
+    mask[:, 5:] = True
+    learned = stream(Inpaint(method="learned", temperature=0.0), with_prior, codemap, mask)
+    np.testing.assert_array_equal(learned, learned_inpaint(codemap, mask, prior, temperature=0.0))
+    # alpha re-smooths the stored tables
+    effect = Inpaint(method="learned", temperature=0.0, alpha=20.0)
+    np.testing.assert_array_equal(
+        stream(effect, with_prior, codemap, mask),
+        learned_inpaint(codemap, mask, resmooth_prior(prior, alpha=20.0), temperature=0.0),
+    )
+
+
+def test_learned_without_prior_warns_and_uses_spatial(model_files, trained):
+    plain = model_files[1]
+    codemap = trained[1][2]
+    mask = np.zeros(codemap.shape, dtype=bool)
+    mask[2:6, 3:] = True
+    with pytest.warns(UserWarning, match="no learned prior"):
+        out = stream(Inpaint(method="learned", temperature=0.0), plain, codemap, mask)
+    np.testing.assert_array_equal(out, stream(Inpaint(method="spatial", temperature=0.0), plain, codemap, mask))
+
+
+def test_full_column_without_history_falls_back(model_files):
+    with_prior, plain, prior = model_files
+    n_rows = plain.module.n_rows
+    codes = torch.zeros(1, n_rows, 1, dtype=torch.long)
+    region = torch.ones(n_rows, 1, dtype=torch.bool)
+    empty = torch.zeros(1, n_rows, 0, dtype=torch.long)
+    effect = Inpaint(method="spatial", temperature=0.0)
+    usage = int(torch.argmax(plain.module.code_log_prior))
+    assert torch.all(effect.process_codes(codes, region, ctx_for(plain, empty)) == usage)
+    learned_mode = int(torch.argmax(prior.class_log_prior))
+    assert torch.all(effect.process_codes(codes, region, ctx_for(with_prior, empty)) == learned_mode)
+
+
+def test_dropout_keeps_the_first_channels_inside_the_region(model_files, rng):
+    module = model_files[1].module
+    latent = torch.randn(2, int(module.code_dim), int(module.n_rows), 1)
+    region = torch.zeros(int(module.n_rows), 1, dtype=torch.bool)
+    region[2:5] = True
+    out = Dropout(channels=1).process_latent(latent, region, ctx_for(model_files[1], torch.zeros(2, 1, 0)))
+    assert torch.equal(out[:, :, ~region[:, 0]], latent[:, :, ~region[:, 0]])
+    assert torch.equal(out[:, :1], latent[:, :1])
+    assert torch.all(out[:, 1:, 2:5] == 0)
+    assert Dropout(channels=64).process_latent(latent, region, None) is latent
+
+
+def test_mix_takes_codes_from_the_second_source(model_files, rng):
+    model_file = model_files[1]
+    n_rows = int(model_file.module.n_rows)
+    codes = torch.from_numpy(rng.integers(0, 8, size=(2, n_rows, 1)))
+    aux = torch.from_numpy(rng.integers(8, 16, size=(1, n_rows, 1)))
+    region = torch.zeros(n_rows, 1, dtype=torch.bool)
+    region[4:12] = True
+    history = torch.zeros(2, n_rows, 0, dtype=torch.long)
+    full = Mix(amount=1.0).process_codes(codes, region, ctx_for(model_file, history, aux_codes=aux))
+    assert torch.equal(full[:, region[:, 0]], aux.expand_as(codes)[:, region[:, 0]])
+    assert torch.equal(full[:, ~region[:, 0]], codes[:, ~region[:, 0]])
+    half = [Mix(amount=0.5).process_codes(codes, region, ctx_for(model_file, history, seed=s, aux_codes=aux)) for s in range(40)]
+    taken = np.mean([float((h >= 8)[:, region[:, 0]].float().mean()) for h in half])
+    assert 0.4 < taken < 0.6
+    with pytest.warns(UserWarning, match="no second source"):
+        assert Mix(amount=1.0).process_codes(codes, region, ctx_for(model_file, history)) is codes
+
+
+def test_mix_interpolates_latents(model_files, rng):
+    model_file = model_files[1]
+    module = model_file.module
+    n_rows = int(module.n_rows)
+    codes = torch.from_numpy(rng.integers(0, 16, size=(1, n_rows, 1)))
+    aux = torch.from_numpy(rng.integers(0, 16, size=(1, n_rows, 1)))
+    region = torch.zeros(n_rows, 1, dtype=torch.bool)
+    region[1:3] = True
+    latent, aux_latent = module.embed(codes), module.embed(aux)
+    effect = Mix(amount=0.25, mode="latent")
+    ctx = ctx_for(model_file, torch.zeros(1, n_rows, 0, dtype=torch.long), aux_codes=aux)
+    assert effect.process_codes(codes, region, ctx) is codes
+    out = effect.process_latent(latent, region, ctx)
+    torch.testing.assert_close(out[..., 1:3, :], 0.75 * latent[..., 1:3, :] + 0.25 * aux_latent[..., 1:3, :])
+    assert torch.equal(out[..., 3:, :], latent[..., 3:, :])
+
+
+@pytest.mark.parametrize("chain", ["inpaint", "inpaint,dropout"])
+def test_engine_runs_the_plugins(chain, model_files):
+    from spectro_fx.effect.engine import Engine
+
+    with_prior = model_files[0]
+    sr = int(with_prior.module.sample_rate)
+    audio = np.stack([_chirps(sr, seconds=0.3, count=1, seed=5)[0]] * 2, axis=1)
+    outputs = []
+    for method in ("spatial", "learned"):
+        engine = Engine(with_prior, sr=sr, channels=2, chain=chain, seed=1,
+                        values={"inpaint.method": method, "low_hz": 500.0, "high_hz": 4000.0})
+        out = np.concatenate([engine.process(audio[i : i + 97]) for i in range(0, len(audio), 97)])
+        assert out.shape == audio.shape and np.all(np.isfinite(out))
+        assert engine.chain[0].values["method"] == method
+        outputs.append(out)
+    assert not np.allclose(outputs[0], outputs[1])
