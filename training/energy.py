@@ -97,6 +97,7 @@ CSV_COLUMNS = (
     "cumulative_kwh",
     "cumulative_co2e_kg",
 )
+INTERIM_REPORT_S = 30.0  # seconds between interim report writes at epoch marks
 FORMULA = "CO2e [kg] = E [kWh] x PUE x carbon_intensity [kg CO2e/kWh]"
 
 
@@ -1077,6 +1078,8 @@ class EnergyTracker:
         self._t_wall0: float | None = None
         self._phase_starts: list[tuple[str, int | None, int]] = []  # (label, epoch, start sample)
         self._step: int | None = None
+        self._phase_start_kwh: float | None = None
+        self._last_interim = -math.inf
         self._csv = None
         self._started = False
         self._stopped = False
@@ -1161,17 +1164,29 @@ class EnergyTracker:
             raise ParameterError(f"mark_phase({label!r}) outside start()..stop()")
         with self._lock:
             self._sample()
-            closed = self._phase_starts[-1]
+            closed_label, closed_epoch, _ = self._phase_starts[-1]
+            now_kwh = self._running_kwh()
+            if self.writer is not None and closed_epoch is not None and now_kwh is not None:
+                epoch_kwh = now_kwh - (self._phase_start_kwh if self._phase_start_kwh is not None else 0.0)
+                cfg = self.config
+                self.writer.add_scalar("energy/epoch_kwh", epoch_kwh, closed_epoch)
+                self.writer.add_scalar(
+                    "energy/epoch_co2e_kg",
+                    co2e_kg(epoch_kwh, pue=cfg.pue, carbon_intensity_kg_per_kwh=cfg.carbon_intensity_kg_per_kwh),
+                    closed_epoch,
+                )
             self._phase_starts.append((str(label), epoch, len(self._t) - 1))
-            report = self._build_report()
-            if self.writer is not None and closed[1] is not None:
-                done = report["phases"][-2]
-                if done["energy_kwh"] is not None:
-                    self.writer.add_scalar("energy/epoch_kwh", done["energy_kwh"], closed[1])
-                    self.writer.add_scalar("energy/epoch_co2e_kg", done["co2e_kg"], closed[1])
-            # an interim report, so a run that dies later still leaves its finished epochs
-            self.report = report
-            self._write_outputs(final=False)
+            self._phase_start_kwh = now_kwh
+            # an interim report, so a run that dies later still leaves its finished epochs; at most
+            # every INTERIM_REPORT_S, since a tiny data set can make every step an epoch
+            if time.monotonic() - self._last_interim >= INTERIM_REPORT_S:
+                self._last_interim = time.monotonic()
+                self.report = self._build_report()
+                self._write_outputs(final=False)
+
+    def note(self, text: str) -> None:
+        """Add a remark to the report (e.g. "other nodes of this DDP run are not measured")."""
+        self._notes.append(str(text))
 
     def mark_step(self, step: int) -> None:
         """The training's global step now; used as the x axis of the TensorBoard scalars."""
@@ -1206,6 +1221,11 @@ class EnergyTracker:
                 rec.record(t, reading)
             self._t.append(t)
             self._emit(t, t_wall)
+
+    def _running_kwh(self) -> float | None:
+        """Total energy so far (measured and estimated) from the live counters, None if nothing yet."""
+        done = [rec.cum_j for rec in self._recorders if math.isfinite(rec.cum_j)]
+        return joules_to_kwh(sum(done)) if done else None
 
     def _emit(self, t: float, t_wall: float) -> None:
         cfg = self.config

@@ -344,6 +344,8 @@ def test_rapl_zones_counted_once_and_wrap_handled(tmp_path):
         set_uj("core", 9e9)  # inside the package: must not be added
         set_uj("psys", 9e9)  # the whole platform: must not be added
         tracker.mark_epoch(0)
+        interim = json.loads((run / "energy_report.json").read_text())
+        assert interim["completed"] is False and interim["phases"][0]["label"] == "setup"
         set_uj("package-0", 2.5e6)  # 2 J
         set_uj("dram", 1.5e6)
         tracker.mark_epoch(1)
