@@ -975,6 +975,14 @@ class _Recorder:
     def record(self, t: float, reading: _Reading | None) -> None:
         power = reading.power_w if reading else None
         count = reading.counter if reading else None
+        wrap_at = self.source.wrap_at
+        if count is not None and not (0 <= count <= (wrap_at if wrap_at is not None else math.inf)):
+            # an impossible counter value is a failed reading, not a reason to stop the training
+            self.failed_reads += 1
+            count = None
+        if power is not None and not (0 <= power < math.inf):
+            self.failed_reads += 1
+            power = None
         shown_power = power
         if self.source.method == "counter":
             if count is not None:

@@ -442,3 +442,17 @@ def test_cli_options(tmp_path):
     assert tracker.config == EnergyConfig(interval_s=0.5, pue=1.2, carbon_intensity_kg_per_kwh=0.1, tdp_estimate_w=95.0)
     with pytest.raises(ParameterError, match="pue=0.5"):
         en.tracker_from_args(parser.parse_args(["--pue", "0.5"]), tmp_path)
+
+
+def test_bad_counter_readings_are_skipped_not_fatal(tmp_path):
+    files = _fake_powercap(tmp_path / "powercap")
+    files["package-0"].write_text("1000000\n")
+    with EnergyTracker(interval_s=3600, rapl_root=tmp_path / "powercap") as tracker:
+        files["package-0"].write_text("garbage\n")  # a torn or odd read
+        tracker.mark_epoch(0)
+        files["package-0"].write_text(f"{RAPL_MAX_UJ + 5:.0f}\n")  # beyond the counter's range
+        tracker.mark_epoch(1)
+        files["package-0"].write_text("3000000\n")
+    comp = {c["name"]: c for c in tracker.report["components"]}["cpu-package0"]
+    assert comp["failed_reads"] == 2
+    assert comp["energy_j"] == pytest.approx(2.0)  # nothing lost across the failed readings
