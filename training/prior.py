@@ -45,10 +45,10 @@ def codemaps_of_audio(model, clips: Iterable[np.ndarray]) -> Iterator[np.ndarray
     with torch.no_grad():
         for clip in clips:
             audio = torch.as_tensor(np.asarray(clip, dtype=np.float32)).reshape(1, -1)
-            mag = magnitude(audio, cfg.stft)
-            usable = (mag.shape[-1] // cfg.time_stride) * cfg.time_stride
+            usable = (audio.shape[-1] // cfg.stft.hop_length // cfg.time_stride) * cfg.time_stride
             if usable == 0:
                 continue
+            mag = magnitude(audio, cfg.stft)
             yield encoder.encode(mag[:, :, :usable].float())[0].numpy()
 
 
