@@ -146,6 +146,9 @@ def binding(
     """Build a validated binding (defaults from the parameter's declaration)."""
     parameters = known_parameters() if parameters is None else parameters
     if not isinstance(parameter, str) or _resolve(parameter, parameters) is None:
+        similar = [k for k in parameters if isinstance(parameter, str) and k.endswith(f".{parameter}")]
+        if similar:
+            raise ParameterError(f"{where}: parameter {parameter!r} is ambiguous; say which: {', '.join(similar)}")
         raise ParameterError(f"{where}: unknown parameter {parameter!r}; valid: {', '.join(parameters)}")
     declared = parameters[_resolve(parameter, parameters)]
     if not isinstance(cc, int) or isinstance(cc, bool) or not 0 <= cc <= 127:

@@ -1,0 +1,65 @@
+"""The `spectro-fx` command in-process: renders, lists, and one-line errors with exit code 2."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from spectro_fx.effect.cli import main
+
+
+@pytest.fixture
+def clip(tmp_path, rng):
+    x = (0.1 * rng.standard_normal((9600, 2))).astype(np.float32)
+    path = tmp_path / "in.wav"
+    sf.write(str(path), x, 48000, subtype="FLOAT")
+    return path, x
+
+
+def test_render_with_settings(tiny_model_path, clip, tmp_path, capsys):
+    path, x = clip
+    out = tmp_path / "sub" / "out.wav"
+    rc = main(["--input", str(path), "--output", str(out), "--model", str(tiny_model_path),
+               "--chain", "noise", "--set", "mix=0", "--set", "noise.amount=0.9", "--seed", "2"])
+    assert rc == 0
+    y, sr = sf.read(str(out), dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(y, x)
+    err = capsys.readouterr().err
+    assert "latency 895 samples (18.6 ms at 48000 Hz)" in err and "wrote" in err
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--set", "gain=3"], "spectro-fx: error: unknown parameter 'gain'; valid: low_hz"),
+        (["--set", "low_hz"], "spectro-fx: error: --set 'low_hz' must look like NAME=VALUE"),
+        (["--chain", "fuzz"], "spectro-fx: error: unknown effect 'fuzz'"),
+        (["--map", "m.toml"], "spectro-fx: error: --map is used with --automation"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_2(tiny_model_path, clip, tmp_path, capsys, extra, message):
+    path, _ = clip
+    out = tmp_path / "out.wav"
+    rc = main(["--input", str(path), "--output", str(out), "--model", str(tiny_model_path), "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_foreign_model(clip, tmp_path, capsys):
+    path, _ = clip
+    bogus = tmp_path / "model.pt"
+    bogus.write_bytes(b"not a model")
+    assert main(["--input", str(path), "--output", str(tmp_path / "o.wav"), "--model", str(bogus)]) == 2
+    assert "is not a spectro-fx model file" in capsys.readouterr().err
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_list_and_help(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "low_hz" in out and "noise.amount" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "--automation" in capsys.readouterr().out
