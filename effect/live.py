@@ -373,6 +373,15 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
     if args.safety_ms < 0:
         raise ParameterError(f"--safety-ms={args.safety_ms} must be >= 0")
     make_engine = make_engine or default_engine_factory(args)
+    ccmap = None
+    if args.midi_in or args.midi_virtual:
+        from .midi import load_full_map
+
+        # --map (the offline automation's CC map option) is accepted as well
+        map_path = args.midi_map or getattr(args, "map", None)
+        if args.learn and map_path is None:
+            map_path = "spectro-fx-midi.toml"
+        ccmap = load_full_map(map_path, learn=args.learn)
 
     source = None
     kind = _input_kind(args.input)
@@ -402,7 +411,7 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
         engine_latency=int(engine.latency_samples), margin=margin, fade=fade, source=source,
         loop=args.loop, record_s=20.0 if args.record else 0.0,
     )
-    session = _Session(args, plan, engine, bridge)
+    session = _Session(args, plan, engine, bridge, ccmap)
     return session.run()
 
 
@@ -416,13 +425,14 @@ def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> None:
 
 
 class _Session:
-    def __init__(self, args, plan, engine, bridge) -> None:
+    def __init__(self, args, plan, engine, bridge, ccmap) -> None:
         from .midi import ParameterQueue
 
         self.args = args
         self.plan = plan
         self.engine = engine
         self.bridge = bridge
+        self.ccmap = ccmap
         self.params = ParameterQueue()
         self.stop_event = threading.Event()
         self.stop_reason = ""
@@ -481,17 +491,12 @@ class _Session:
         args = self.args
         if not (args.midi_in or args.midi_virtual):
             return
-        from .midi import CCRouter, MidiInput, load_map_for
+        from .midi import CCRouter, MidiInput
 
         parameters = self.engine.parameters()
-        learn_path = None
-        if args.learn:
-            learn_path = Path(args.midi_map or "spectro-fx-midi.toml")
-        # --map (the offline automation's CC map option) is accepted as well
-        map_path = args.midi_map or getattr(args, "map", None)
-        active, full, inactive = load_map_for(map_path, parameters)
-        if args.learn and args.midi_map is None:
-            full = active  # the learnt map starts from the default bindings that apply here
+        full = self.ccmap
+        active, inactive = full.restricted_to(parameters)
+        learn_path = Path(full.source) if args.learn else None
         self.router = CCRouter(
             active, parameters=parameters, emit=self.params.put, clock=self.bridge.stream_time_now,
             learn=args.learn, learn_path=learn_path, full_map=full, on_learned=self.messages.append,

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Mapping
 
 from spectro_fx.models.errors import ParameterError
 
-from .ccmap import CCMap, binding, load_ccmap, save_ccmap
+from .ccmap import CCMap, binding, known_parameters, load_ccmap, save_ccmap
 from .effects import Parameter
 
 INSTALL_HINT = "install python-rtmidi (pip install python-rtmidi)"
@@ -257,6 +257,13 @@ class MidiInput:
             self.errors += 1
 
     def open(self) -> None:
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
         if self.port_spec is not None:
             client = _open_client(self.api, self.client_name)
             self.clients.append(client)
@@ -322,21 +329,21 @@ class MidiInput:
         self.clients = []
 
 
-def load_map_for(path: str | os.PathLike | None, parameters: Mapping[str, Parameter]) -> tuple[CCMap, CCMap, list]:
-    """The CC map to use: ``path`` or the shipped default; returns (active, full, inactive bindings).
+def load_full_map(path: str | os.PathLike | None, *, learn: str | None = None) -> CCMap:
+    """The CC map to use: ``path`` or the shipped default, validated against every known
+    parameter (malformed TOML and unknown names raise ParameterError before audio starts).
 
-    A ``--learn`` target that does not exist yet starts from an empty map.
+    With ``learn``, a ``path`` that does not exist yet starts as an empty map.
     """
     from spectro_fx.assets import DEFAULT_MIDI_MAP, asset_path
 
+    if learn is not None:
+        binding(learn, 0, parameters=known_parameters(), where="--learn")
     if path is None:
-        full = load_ccmap(asset_path(DEFAULT_MIDI_MAP))
-    elif not Path(path).exists():
-        full = CCMap((), source=str(path))
-    else:
-        full = load_ccmap(path)
-    active, inactive = full.restricted_to(parameters)
-    return active, full, inactive
+        return load_ccmap(asset_path(DEFAULT_MIDI_MAP))
+    if learn is not None and not Path(path).exists():
+        return CCMap((), source=str(path))
+    return load_ccmap(path)
 
 
 class ParameterQueue:
