@@ -1114,6 +1114,7 @@ class EnergyTracker:
         self._recorders = [_Recorder(s) for s in sources]
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._keep_previous_session()
             csv_path = self.run_dir / CSV_NAME
             _atomic_write(csv_path, lambda fh: csv.writer(fh).writerow(CSV_COLUMNS))
             self._csv = open(csv_path, "a", encoding="utf-8", newline="")
@@ -1123,6 +1124,27 @@ class EnergyTracker:
         self._thread = threading.Thread(target=self._run, name="energy-sampler", daemon=True)
         self._thread.start()
         return self
+
+    def _keep_previous_session(self) -> None:
+        """A resumed run must not overwrite the energy of the session before it: its files are
+        renamed with that session's start time (``energy_report.<start>.json`` ...)."""
+        previous = self.run_dir / REPORT_NAME
+        if not previous.exists():
+            return
+        try:
+            stamp = json.loads(previous.read_text()).get("started_utc") or ""
+        except (OSError, ValueError):
+            stamp = ""
+        stamp = re.sub(r"[^0-9TZ]", "", stamp) or datetime.fromtimestamp(
+            previous.stat().st_mtime, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        for name in (CSV_NAME, REPORT_NAME, SUMMARY_NAME, PLOT_NAME):
+            old = self.run_dir / name
+            if old.exists():
+                stem, ext = os.path.splitext(name)
+                os.replace(old, self.run_dir / f"{stem}.{stamp}{ext}")
+        self._notes.append(
+            f"an earlier session's energy files in this folder were kept as *.{stamp}.*; this report covers this session only"
+        )
 
     def stop(self, *, error: BaseException | None = None) -> dict[str, Any]:
         """Stop sampling, take the last sample, write the report files and return the report."""

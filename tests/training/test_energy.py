@@ -456,3 +456,14 @@ def test_bad_counter_readings_are_skipped_not_fatal(tmp_path):
     comp = {c["name"]: c for c in tracker.report["components"]}["cpu-package0"]
     assert comp["failed_reads"] == 2
     assert comp["energy_j"] == pytest.approx(2.0)  # nothing lost across the failed readings
+
+
+def test_second_session_keeps_the_first_sessions_files(tmp_path):
+    first = EnergyTracker(tmp_path, interval_s=3600, tdp_estimate_w=10.0).start().stop()
+    second = EnergyTracker(tmp_path, interval_s=3600, tdp_estimate_w=10.0).start().stop()
+    kept = sorted(p.name for p in tmp_path.glob("energy_report.*.json"))
+    assert len(kept) == 1
+    assert json.loads((tmp_path / kept[0]).read_text())["started_utc"] == first["started_utc"]
+    assert json.loads((tmp_path / "energy_report.json").read_text())["started_utc"] == second["started_utc"]
+    assert len(list(tmp_path.glob("energy.*.csv"))) == 1
+    assert any("earlier session" in n for n in second["notes"])
