@@ -1104,7 +1104,7 @@ class EnergyTracker:
         rapl, rapl_missing = _discover_rapl(self.rapl_root)
         sources: list[_Source] = [*gpus, *rapl]
         self._not_measured = [*gpu_missing, *rapl_missing]
-        self._notes = list(gpu_notes)
+        self._notes.extend(gpu_notes)
         tdp = self.config.tdp_estimate_w
         if tdp is not None:
             if any(s.kind == "cpu" for s in rapl):
@@ -1113,11 +1113,16 @@ class EnergyTracker:
                 sources.append(_TdpEstimate(tdp))
         self._recorders = [_Recorder(s) for s in sources]
         if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._keep_previous_session()
-            csv_path = self.run_dir / CSV_NAME
-            _atomic_write(csv_path, lambda fh: csv.writer(fh).writerow(CSV_COLUMNS))
-            self._csv = open(csv_path, "a", encoding="utf-8", newline="")
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._keep_previous_session()
+                csv_path = self.run_dir / CSV_NAME
+                _atomic_write(csv_path, lambda fh: csv.writer(fh).writerow(CSV_COLUMNS))
+                self._csv = open(csv_path, "a", encoding="utf-8", newline="")
+            except OSError as exc:
+                for source in sources:
+                    source.close()
+                raise ParameterError(f"run_dir={str(self.run_dir)!r} cannot hold the energy files: {exc}") from exc
         self._t_wall0 = time.time()
         self._phase_starts = [("setup", None, 0)]
         self._sample()
