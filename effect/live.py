@@ -477,6 +477,11 @@ class _Session:
             "input_dropped": b.input_dropped,
             "resyncs": self.worker.resyncs if self.worker else 0,
             "latency_ms": round(self.latency_ms, 2),
+            "latency": {
+                "engine_frames": b.engine_latency,
+                "margin_frames": b.margin,
+                "device_ms": round(1000.0 * self.device_latency_s, 2),
+            },
             "in_peak_dbfs": _dbfs(b.in_peak),
             "out_peak_dbfs": _dbfs(b.out_peak),
             "params": self.engine.values(),

@@ -27,6 +27,7 @@ STATS_FIELDS = {
     "engine_load_p50": "median worker time over audio time per column in the last second",
     "engine_load_p99": "99th percentile of the same",
     "latency_ms": "input-to-output latency: engine + safety margin + device",
+    "latency": "its parts: engine_frames, margin_frames (the recording is the input delayed by their sum), device_ms",
     "cpu_s_per_audio_s": "process CPU seconds per second of audio in the last second",
     "rss_mb": "resident memory, MB",
     "in_peak_dbfs": "peak input level of the last block",
