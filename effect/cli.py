@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--automation", metavar="FILE.mid", help="standard MIDI file of CC automation")
     parser.add_argument("--map", metavar="FILE.toml", help="CC map for --automation (default: the bundled map)")
     parser.add_argument("--plot", metavar="FILE.png", help="save a before/after spectrogram picture")
+    parser.add_argument("--mix-with", metavar="FILE", help="second source of the `mix` effect (looped to the input's length)")
     parser.add_argument("--block-size", type=int, default=4096, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--list", action="store_true", help="list effects and parameters, then exit")
@@ -120,7 +121,7 @@ def render_command(args: argparse.Namespace) -> int:
     result = render_file(
         args.input, args.output, model=args.model, chain=args.chain, values=parse_settings(args.settings),
         seed=args.seed, automation=args.automation, ccmap=ccmap, plot=args.plot,
-        block_size=args.block_size, progress=not args.quiet, log=log,
+        block_size=args.block_size, progress=not args.quiet, log=log, mix_with=args.mix_with,
     )
     log(
         f"wrote {result.output} ({result.frames / result.sr:.2f} s, {result.channels} ch, {result.sr} Hz) "

@@ -96,6 +96,9 @@ class Engine:
         Initial parameter values (as :meth:`set`), applied without smoothing.
     resample_quality : {"QQ", "LQ", "MQ", "HQ", "VHQ"}
         soxr quality of the wet path when rates differ; lower ones have less latency.
+    aux_channels : int >= 0
+        Channels of a second source for ``mix`` (issue 5), passed to :meth:`process` as ``aux``
+        (0: none; ``ctx.aux_codes`` stays None).
 
     Notes
     -----
@@ -117,6 +120,7 @@ class Engine:
         block_hint: int | None = None,
         values: Mapping[str, Any] | None = None,
         resample_quality: str = "HQ",
+        aux_channels: int = 0,
     ):
         if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
             raise ParameterError(f"sr={sr!r} must be a positive integer (Hz)")
@@ -169,6 +173,12 @@ class Engine:
         else:
             self.latency_samples = _stft_latency(win=win, hop=self.hop, time_stride=self.time_stride)
         self.column_times: deque[float] = deque(maxlen=2048)
+        # issue 5 (mix): the second source, encoded in lockstep with the input
+        self._mix_source = None
+        if aux_channels:
+            from .codemap_effects import MixSource
+
+            self._mix_source = MixSource(module, channels=int(aux_channels), sr=self.sr, resample_quality=resample_quality)
         self.reset()
         for name, value in (values or {}).items():
             self.set(name, value)
@@ -238,6 +248,8 @@ class Engine:
         self.column_times.clear()
         for effect in self.chain:
             effect.reset()
+        if self._mix_source is not None:  # issue 5 (mix)
+            self._mix_source.reset()
 
     @property
     def latency_s(self) -> float:
@@ -251,7 +263,7 @@ class Engine:
         }
 
     # ------------------------------------------------------------------ processing
-    def process(self, block: np.ndarray) -> np.ndarray:
+    def process(self, block: np.ndarray, aux: np.ndarray | None = None) -> np.ndarray:
         """Process one block.
 
         Parameters
@@ -264,6 +276,10 @@ class Engine:
         -------
         np.ndarray [frames, channels], float32
             The output, ``latency_samples`` behind the input.
+
+        aux : np.ndarray [frames, aux_channels], optional
+            The second source of ``mix`` for the same frames (engines built with
+            ``aux_channels``; silence when omitted).
         """
         x = np.asarray(block)
         if x.ndim != 2 or x.shape[1] != self.channels:
@@ -286,6 +302,10 @@ class Engine:
         if self.resampling:
             xm = self._rs_in.resample_chunk(xm)
         self._samples_in += n
+        if self._mix_source is not None:  # issue 5 (mix): before the input's analysis, same samples
+            if aux is not None and np.shape(aux)[0] != n:
+                raise ParameterError(f"aux has {np.shape(aux)[0]} frames; expected {n}, as the block")
+            self._mix_source.push(np.zeros((n, self._mix_source.channels)) if aux is None else aux)
         delta = self._analyse(xm.T)
         if delta.shape[1]:
             if self._pre_roll_left:
@@ -367,7 +387,8 @@ class Engine:
                 rows = region_rows(mask[j * ts : (j + 1) * ts], freq_stride=self.freq_stride, n_rows=self.n_rows)
                 region = torch.from_numpy(rows[:, None].copy())
                 column = codes[:, :, j : j + 1]
-                ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng)
+                aux_codes = None if self._mix_source is None else self._mix_source.column(c0 + j)  # issue 5
+                ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng, aux_codes=aux_codes)
                 for effect in self.chain:
                     column = effect.process_codes(column, region, ctx)
                 latent = self._module.embed(column)

@@ -162,9 +162,13 @@ def render(
     block_size: int = 4096,
     progress: bool = False,
     on_change: Callable[[int, dict[str, Any]], None] | None = None,
+    aux: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run ``audio`` ``[frames, channels]`` float32 through ``engine`` (from its current state),
     output aligned with the input: the latency is trimmed and the tail flushed with zeros.
+
+    ``aux`` ``[frames, aux_channels]``: the second source of ``mix`` (engines built with
+    ``aux_channels``), fed in step with ``audio`` (issue 5).
 
     ``events`` are applied at their sample index (blocks are split there). ``on_change(sample,
     values)`` is called at the start and after each group of events, for drawing the region.
@@ -174,6 +178,8 @@ def render(
     frames, channels = audio.shape
     latency = engine.latency_samples
     padded = np.concatenate([audio, np.zeros((latency, channels), dtype=np.float32)], axis=0)
+    if aux is not None:  # issue 5 (mix)
+        aux = np.concatenate([aux[:frames], np.zeros((latency + max(frames - len(aux), 0), aux.shape[1]), dtype=np.float32)])
     total = padded.shape[0]
     pending = sorted((e for e in events if e.sample < frames), key=lambda e: e.sample)
     out = np.empty_like(padded)
@@ -197,7 +203,7 @@ def render(
             stop = min(pos + block_size, total)
             if i < len(pending):
                 stop = min(stop, pending[i].sample)
-            out[pos:stop] = engine.process(padded[pos:stop])
+            out[pos:stop] = engine.process(padded[pos:stop], None if aux is None else aux[pos:stop])
             if bar is not None:
                 bar.update(max(0, min(stop, frames) - min(pos, frames)))
             pos = stop
@@ -221,11 +227,14 @@ def render_file(
     block_size: int = 4096,
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
+    mix_with: str | os.PathLike | None = None,
 ) -> RenderResult:
     """Render ``input`` to ``output`` (may be the same path) through the effect.
 
     Everything is checked before any output exists; the output appears only complete
     (temp file + rename). Non-finite input samples are replaced by 0, counted and warned about.
+    ``mix_with``: audio file of the second source of ``mix``, resampled to the input's rate and
+    looped to its length (issue 5).
     """
     from .engine import Engine
 
@@ -241,7 +250,19 @@ def render_file(
         warnings.warn(f"{input}: replaced {nonfinite} non-finite samples (NaN/inf) with 0", stacklevel=2)
         audio = np.where(finite, audio, np.float32(0.0))
     # validate names and values before rendering (an engine is cheap to build)
-    engine = Engine(model, sr=sr, channels=audio.shape[1], chain=chain, seed=seed, block_hint=block_size, values=values)
+    aux = None
+    if mix_with is not None:  # issue 5 (mix): the second source, looped
+        aux, aux_sr = read_audio(mix_with)
+        if aux_sr != sr:
+            import soxr
+
+            aux = soxr.resample(aux, aux_sr, sr).astype(np.float32)
+        aux = np.where(np.isfinite(aux), aux, np.float32(0.0))
+        if aux.shape[0] == 0:
+            raise ParameterError(f"--mix-with {mix_with}: the file holds no samples")
+        aux = np.resize(aux, (audio.shape[0], aux.shape[1]))  # np.resize repeats the rows: a loop
+    engine = Engine(model, sr=sr, channels=audio.shape[1], chain=chain, seed=seed, block_hint=block_size, values=values,
+                    aux_channels=0 if aux is None else aux.shape[1])
     events: list[AutomationEvent] = []
     if automation is not None:
         if ccmap is None:
@@ -258,7 +279,7 @@ def render_file(
     started = time.perf_counter()
     out = render(
         audio, engine, events=events, block_size=block_size, progress=progress,
-        on_change=lambda s, v: trajectory.append((s, v)),
+        on_change=lambda s, v: trajectory.append((s, v)), aux=aux,
     )
     seconds = time.perf_counter() - started
     if not np.isfinite(out).all():  # the engine sanitises its input; this guards the model's output
