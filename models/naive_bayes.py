@@ -37,6 +37,7 @@ neighbour unknown its prediction is the learned class prior times the "unknown" 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Iterable, Optional
 
 import numpy as np
@@ -72,13 +73,18 @@ def neighbour_offsets(*, radius: int, axis: str) -> np.ndarray:
 
     Returns
     -------
-    offsets : np.ndarray [M, 2] int64
+    offsets : np.ndarray [M, 2] int64, read-only (cached)
         ``(d_column, d_row)``, the cell itself excluded.
     """
     if not isinstance(radius, (int, np.integer)) or isinstance(radius, bool) or radius < 1:
         raise ParameterError(f"radius={radius!r} must be an integer >= 1 (cells)")
     if axis not in AXES:
         raise ParameterError(f"axis={axis!r} must be one of {', '.join(AXES)}")
+    return _offsets_of(int(radius), axis)
+
+
+@lru_cache(maxsize=64)
+def _offsets_of(radius: int, axis: str) -> np.ndarray:
     span = np.arange(-radius, radius + 1)
     dc, dr = np.meshgrid(span, span, indexing="ij")
     dc, dr = dc.ravel(), dr.ravel()
@@ -87,7 +93,9 @@ def neighbour_offsets(*, radius: int, axis: str) -> np.ndarray:
         keep &= dr == 0
     elif axis == "freq":
         keep &= dc == 0
-    return np.stack([dc[keep], dr[keep]], axis=1).astype(np.int64)
+    offsets = np.stack([dc[keep], dr[keep]], axis=1).astype(np.int64)
+    offsets.flags.writeable = False
+    return offsets
 
 
 def inpaint_passes(mask: np.ndarray, offsets: np.ndarray, *, order: str = "causal") -> list[tuple[np.ndarray, np.ndarray]]:
@@ -127,8 +135,8 @@ def inpaint_passes(mask: np.ndarray, offsets: np.ndarray, *, order: str = "causa
     pass_key = column_key * row_period + row_phase
     sort = np.lexsort((rows, cols, pass_key))
     rows, cols, pass_key = rows[sort], cols[sort], pass_key[sort]
-    bounds = np.flatnonzero(np.diff(pass_key)) + 1
-    return list(zip(np.split(rows, bounds), np.split(cols, bounds)))
+    bounds = [0, *(np.flatnonzero(np.diff(pass_key)) + 1).tolist(), rows.size]
+    return [(rows[a:b], cols[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _neighbour_values(state: np.ndarray, rows: np.ndarray, cols: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -190,6 +198,7 @@ def _gaussian_nb_predict(values: np.ndarray, offsets: np.ndarray, uniforms: np.n
     """
     n_cells = values.shape[0]
     cell, slot = np.nonzero(values >= 0)  # row-major: by cell, then neighbour order
+    # (callers silence numpy's divide/invalid warnings: 0/0 appears for cells with one neighbour)
     codes = np.full(n_cells, -1, dtype=np.int64)
     n_known = np.bincount(cell, minlength=n_cells)
     has_neighbour = n_known > 0
@@ -199,26 +208,34 @@ def _gaussian_nb_predict(values: np.ndarray, offsets: np.ndarray, uniforms: np.n
     x = offsets[slot, 0].astype(np.float64)
     y = offsets[slot, 1].astype(np.float64)
     total = n_known.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # epsilon_ = var_smoothing * max(np.var(X, axis=0)) over all of the cell's neighbours
-        all_mean_x = np.bincount(cell, weights=x, minlength=n_cells) / total
-        all_mean_y = np.bincount(cell, weights=y, minlength=n_cells) / total
-        all_var_x = np.bincount(cell, weights=(x - all_mean_x[cell]) ** 2, minlength=n_cells) / total
-        all_var_y = np.bincount(cell, weights=(y - all_mean_y[cell]) ** 2, minlength=n_cells) / total
-        epsilon = VAR_SMOOTHING * np.maximum(all_var_x, all_var_y)
-        span = int(code.max()) + 1
-        groups, group = np.unique(cell * span + code, return_inverse=True)  # sorted: by cell, then code
-        g_cell, g_code = np.divmod(groups, span)
-        count = np.bincount(group).astype(np.float64)
-        mean_x = np.bincount(group, weights=x) / count
-        mean_y = np.bincount(group, weights=y) / count
-        var_x = np.bincount(group, weights=(x - mean_x[group]) ** 2) / count + epsilon[g_cell]
-        var_y = np.bincount(group, weights=(y - mean_y[group]) ** 2) / count + epsilon[g_cell]
-        jointi = np.log(count / total[g_cell])
-        n_ij = -0.5 * (np.log(_LOG_2PI_FACTOR * var_x) + np.log(_LOG_2PI_FACTOR * var_y))
-        # the query point is (0, 0): (X - theta) ** 2 == theta ** 2
-        n_ij = n_ij - 0.5 * ((mean_x**2) / var_x + (mean_y**2) / var_y)
-        jll = jointi + n_ij
+    # epsilon_ = var_smoothing * max(np.var(X, axis=0)) over all of the cell's neighbours
+    all_mean_x = np.bincount(cell, weights=x, minlength=n_cells) / total
+    all_mean_y = np.bincount(cell, weights=y, minlength=n_cells) / total
+    all_var_x = np.bincount(cell, weights=(x - all_mean_x[cell]) ** 2, minlength=n_cells) / total
+    all_var_y = np.bincount(cell, weights=(y - all_mean_y[cell]) ** 2, minlength=n_cells) / total
+    epsilon = VAR_SMOOTHING * np.maximum(all_var_x, all_var_y)
+    # groups = (cell, code) pairs sorted by cell then code; entries keep their order
+    span = int(code.max()) + 1
+    key = cell * span + code
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.empty(key.size, dtype=bool)
+    starts[0] = True
+    np.not_equal(sorted_key[1:], sorted_key[:-1], out=starts[1:])
+    group = np.empty(key.size, dtype=np.int64)
+    group[order] = np.cumsum(starts) - 1
+    groups = sorted_key[starts]
+    g_cell, g_code = np.divmod(groups, span)
+    count = np.bincount(group).astype(np.float64)
+    mean_x = np.bincount(group, weights=x) / count
+    mean_y = np.bincount(group, weights=y) / count
+    var_x = np.bincount(group, weights=(x - mean_x[group]) ** 2) / count + epsilon[g_cell]
+    var_y = np.bincount(group, weights=(y - mean_y[group]) ** 2) / count + epsilon[g_cell]
+    jointi = np.log(count / total[g_cell])
+    n_ij = -0.5 * (np.log(_LOG_2PI_FACTOR * var_x) + np.log(_LOG_2PI_FACTOR * var_y))
+    # the query point is (0, 0): (X - theta) ** 2 == theta ** 2
+    n_ij = n_ij - 0.5 * ((mean_x**2) / var_x + (mean_y**2) / var_y)
+    jll = jointi + n_ij
     first = np.searchsorted(g_cell, np.arange(n_cells))
     rank = np.arange(groups.size) - first[g_cell]
     n_classes = np.bincount(g_cell, minlength=n_cells)
@@ -306,18 +323,19 @@ def spatial_inpaint(
     uniforms = rng.random(int(mask.sum()))
     state = np.where(mask, -1, codemap)
     start = 0
-    for rows, cols in passes:
-        u = uniforms[start : start + rows.size]
-        start += rows.size
-        values = _neighbour_values(state, rows, cols, offsets)
-        codes, has_neighbour = _gaussian_nb_predict(values, offsets, u, temperature)
-        if not has_neighbour.all():
-            if fallback_log_prior is None:
-                raise ParameterError("a masked cell has no known neighbour and no fallback_log_prior was given")
-            lonely = ~has_neighbour
-            prior = np.broadcast_to(np.asarray(fallback_log_prior, dtype=np.float64), (int(lonely.sum()), len(fallback_log_prior)))
-            codes[lonely] = sample_log_weights(prior, u[lonely], temperature=temperature)
-        state[rows, cols] = codes
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for rows, cols in passes:
+            u = uniforms[start : start + rows.size]
+            start += rows.size
+            values = _neighbour_values(state, rows, cols, offsets)
+            codes, has_neighbour = _gaussian_nb_predict(values, offsets, u, temperature)
+            if not has_neighbour.all():
+                if fallback_log_prior is None:
+                    raise ParameterError("a masked cell has no known neighbour and no fallback_log_prior was given")
+                lonely = ~has_neighbour
+                prior = np.broadcast_to(np.asarray(fallback_log_prior, dtype=np.float64), (int(lonely.sum()), len(fallback_log_prior)))
+                codes[lonely] = sample_log_weights(prior, u[lonely], temperature=temperature)
+            state[rows, cols] = codes
     return state
 
 
