@@ -63,6 +63,35 @@ def _resampled_latency(
     return worst
 
 
+def _streaming_model(model: ModelFile):
+    """The cached-convolution runner of ``model``, checked against the model file's own
+    encode/decode on a random spectrogram; None (recompute windows instead) if it cannot run
+    this model or disagrees with it."""
+    from .streaming_model import StreamingModel, UnsupportedLayer
+
+    module = model.module
+    try:
+        runner = StreamingModel(model)
+    except UnsupportedLayer as exc:
+        warnings.warn(f"streaming the model with cached convolutions is not possible ({exc}); recomputing windows")
+        return None
+    generator = torch.Generator().manual_seed(0)
+    frames = 6 * int(module.time_stride)
+    mag = torch.rand(1, int(module.n_bins), frames, generator=generator) * 2.0
+    with torch.no_grad():
+        ref_latent = module.encode_latent(mag)
+        ref_mag = module.decode_latent(ref_latent, 0)
+        latent = torch.cat([runner.encode_latent(mag[:, :, i : i + frames // 2]) for i in (0, frames // 2)], dim=3)
+        decoded = torch.cat([runner.decode_latent(ref_latent[:, :, :, i : i + 3]) for i in (0, 3)], dim=2)
+    runner.reset()
+    scale_latent = float(ref_latent.abs().max()) + 1e-12
+    scale_mag = float(ref_mag.abs().max()) + 1e-12
+    if float((latent - ref_latent).abs().max()) > 1e-4 * scale_latent or float((decoded - ref_mag).abs().max()) > 1e-4 * scale_mag:
+        warnings.warn("the cached-convolution runner disagrees with the model file; recomputing windows")
+        return None
+    return runner
+
+
 def _frozen(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     """A frozen copy for the heavy calls (about 1.3-1.6x faster on one core); the original
     module is what effects see. Falls back to the module itself if freezing fails."""
@@ -96,6 +125,11 @@ class Engine:
         Initial parameter values (as :meth:`set`), applied without smoothing.
     resample_quality : {"QQ", "LQ", "MQ", "HQ", "VHQ"}
         soxr quality of the wet path when rates differ; lower ones have less latency.
+    runner : {"auto", "cached", "recompute"}
+        How the model runs per column: ``cached`` convolutions compute only new frames (the
+        fast path, checked against the model file at start); ``recompute`` runs the model
+        file's methods on each column's receptive-field window; ``auto`` picks cached when it
+        can run the model, else recompute.
     aux_channels : int >= 0
         Channels of a second source for ``mix`` (issue 5), passed to :meth:`process` as ``aux``
         (0: none; ``ctx.aux_codes`` stays None).
@@ -121,6 +155,7 @@ class Engine:
         values: Mapping[str, Any] | None = None,
         resample_quality: str = "HQ",
         aux_channels: int = 0,
+        runner: str = "auto",
     ):
         if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
             raise ParameterError(f"sr={sr!r} must be a positive integer (Hz)")
@@ -140,7 +175,15 @@ class Engine:
         self.resample_quality = resample_quality
         module = model.module
         self._module = module
-        self._fast = _frozen(module)
+        # cached convolutions compute only new frames; recomputing receptive-field windows
+        # with the model file's own methods is the fallback for models they cannot run
+        if runner not in ("auto", "cached", "recompute"):
+            raise ParameterError(f"runner={runner!r} must be one of auto, cached, recompute")
+        self._streaming = None if runner == "recompute" else _streaming_model(model)
+        if runner == "cached" and self._streaming is None:
+            raise ParameterError("runner='cached' cannot run this model (see the warning); use 'auto' or 'recompute'")
+        self._fast = _frozen(module) if self._streaming is None else module
+        self.model_runner = "cached convolutions" if self._streaming is not None else "window recompute"
         self.stft_config = model.config.stft
         self.model_sr = int(module.sample_rate)
         self.hop = int(module.hop_length)
@@ -239,6 +282,8 @@ class Engine:
         self._mag_start = 0
         self._spec_pending = np.zeros((c, self.n_bins, 0), dtype=np.complex128)
         self._latent_hist = torch.zeros(c, int(self._module.code_dim), self.n_rows, 0)
+        if self._streaming is not None:
+            self._streaming.reset()
         self._history = torch.zeros(c, self.n_rows, 0, dtype=torch.long)
         self._gate = 1.0 if gate_targets(np.zeros(1), **self._gate_args())[0] else 0.0
         self._rng = np.random.default_rng(self.seed)
@@ -346,7 +391,8 @@ class Engine:
         if spec.shape[2]:
             self._frames_done += spec.shape[2]
             self._spec_pending = np.concatenate([self._spec_pending, spec], axis=2)
-            self._mag_hist = np.concatenate([self._mag_hist, np.abs(spec).astype(np.float32)], axis=2)
+            if self._streaming is None:
+                self._mag_hist = np.concatenate([self._mag_hist, np.abs(spec).astype(np.float32)], axis=2)
         n_new = self._spec_pending.shape[2] // self.time_stride
         if n_new == 0:
             return np.zeros((self.channels, 0))
@@ -381,7 +427,10 @@ class Engine:
         mask = band_mask(low, high, sr=self.model_sr, n_fft=self.stft_config.n_fft) * (gate * mix)[:, None]
 
         with torch.no_grad():
-            codes = self._fast.encode(torch.from_numpy(np.ascontiguousarray(window)))[:, :, -n_new:]
+            if self._streaming is not None:
+                codes = self._streaming.encode(torch.from_numpy(np.abs(spec).astype(np.float32)))
+            else:
+                codes = self._fast.encode(torch.from_numpy(np.ascontiguousarray(window)))[:, :, -n_new:]
             latents = []
             for j in range(n_new):
                 rows = region_rows(mask[j * ts : (j + 1) * ts], freq_stride=self.freq_stride, n_rows=self.n_rows)
@@ -396,9 +445,12 @@ class Engine:
                     latent = effect.process_latent(latent, region, ctx)
                 self._history = torch.cat([self._history, column], dim=2)[:, :, -self.HISTORY_COLUMNS :]
                 latents.append(latent)
-            latent_window = torch.cat([self._latent_hist, *latents], dim=3)
-            decoded = self._fast.decode_latent(latent_window, n_new).double().numpy()
-        self._latent_hist = latent_window[:, :, :, max(latent_window.shape[3] - self._decoder_context, 0) :]
+            if self._streaming is not None:
+                decoded = self._streaming.decode_latent(torch.cat(latents, dim=3)).double().numpy()
+            else:
+                latent_window = torch.cat([self._latent_hist, *latents], dim=3)
+                decoded = self._fast.decode_latent(latent_window, n_new).double().numpy()
+                self._latent_hist = latent_window[:, :, :, max(latent_window.shape[3] - self._decoder_context, 0) :]
 
         self._columns_done += n_new
         keep_from = max(0, (self._columns_done + 1) * ts - self._window_frames)

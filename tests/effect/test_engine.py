@@ -211,3 +211,18 @@ def test_bad_arguments(tiny_model):
     with pytest.raises(ParameterError, match=r"expected \[frames, 2\]"):
         engine.process(np.zeros((10, 1), np.float32))
     assert engine.process(np.zeros((0, 2), np.float32)).shape == (0, 2)
+
+
+def test_cached_runner_equals_window_recompute(tiny_model, rng):
+    """The cached-convolution runner (new frames only) gives what recomputing every column's
+    receptive-field window with the model file's own methods gives."""
+    x = _noise(rng, 24000, 2)
+    values = {"low_hz": 300.0, "high_hz": 9000.0}
+    cached = Engine(tiny_model, sr=48000, channels=2, values=values, runner="cached")
+    recompute = Engine(tiny_model, sr=48000, channels=2, values=values, runner="recompute")
+    assert cached.model_runner == "cached convolutions" and recompute.model_runner == "window recompute"
+    a, b = _run(cached, x, 512), _run(recompute, x, 512)
+    assert np.max(np.abs(a - x)) > 0.01
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(ParameterError, match="runner='fast'"):
+        Engine(tiny_model, sr=48000, channels=1, runner="fast")

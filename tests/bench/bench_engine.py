@@ -1,0 +1,130 @@
+"""Engine speed and latency on one CPU core: offline real-time factor, per-column time
+against the column period (live-like blocks), and the algorithmic latency.
+
+Run: .venv/bin/python tests/bench/bench_engine.py [--model FILE] [--seconds 10]
+Prints figures; asserts nothing (targets: RTF >= 30x, per-column p99 < 25 % of the period,
+latency <= 25 ms at 48 kHz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _model(path: str | None):
+    from spectro_fx.assets import DEFAULT_MODEL, asset_path
+    from spectro_fx.models.export import export_model, load_model
+
+    if path:
+        return load_model(path), path
+    default = asset_path(DEFAULT_MODEL)
+    if default.is_file():
+        return load_model(default), f"{default} (default model)"
+    from spectro_fx.models.config import VQVAEConfig
+    from spectro_fx.models.vqvae import VQVAE
+
+    tmp = Path(tempfile.mkdtemp()) / "untrained_default_config.pt"
+    export_model(VQVAE(VQVAEConfig()).eval(), tmp)
+    return load_model(tmp), "untrained model with the default VQVAEConfig (no default model installed)"
+
+
+def _signal(sr: int, seconds: float) -> np.ndarray:
+    from spectro_fx.assets import DEMO_CLIP, asset_path
+
+    demo = asset_path(DEMO_CLIP)
+    if demo.is_file():
+        import soundfile as sf
+
+        y, file_sr = sf.read(str(demo), dtype="float32", always_2d=True)
+        if file_sr == sr:
+            y = y[:, :1]
+            reps = int(np.ceil(seconds * sr / len(y)))
+            return np.tile(y, (reps, 1))[: int(seconds * sr)]
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * sr)) / sr
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.5 * np.sin(0.5 * t)))
+    return (tone + 0.03 * rng.standard_normal(t.shape)).astype(np.float32)[:, None]
+
+
+def _run(engine, x: np.ndarray, block: int) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(x), block):
+        engine.process(x[i : i + block])
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--chains", default="none,noise,inpaint")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    from spectro_fx.effect.effects import available_effects
+    from spectro_fx.effect.engine import Engine
+
+    model, label = _model(args.model)
+    sr = 48000
+    x = _signal(sr, args.seconds)
+    m = model.module
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, 1 thread")
+    print(f"model: {label}")
+    print(f"  sr {int(m.sample_rate)}, n_fft {int(m.n_fft)}, hop {int(m.hop_length)}, win {int(m.win_length)}, "
+          f"time_stride {int(m.time_stride)}, rows {int(m.n_rows)}, receptive field {int(m.receptive_field_frames)} frames, "
+          f"decoder context {int(m.decoder_receptive_field_columns)} columns")
+    values = {"low_hz": 300.0, "high_hz": 6000.0}
+
+    # the baseline in the same run: the model calls alone, batched as the offline engine does
+    mag = torch.rand(1, int(m.n_bins), int(len(x) / int(m.hop_length)) // int(m.time_stride) * int(m.time_stride))
+    engine = Engine(model, sr=sr, channels=1)
+    started = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, mag.shape[2], 128):
+            codes = engine._fast.encode(mag[:, :, i : i + 128])
+            engine._fast.decode_latent(m.embed(codes), 0)
+    model_only = time.perf_counter() - started
+    print(f"baseline: model calls alone (encode+decode, 32-column batches): {args.seconds / model_only:.1f}x real time")
+
+    latency = engine.latency_samples
+    print(f"latency at 48 kHz: {latency} samples = {1000 * latency / sr:.2f} ms "
+          f"(window {int(m.win_length)} - hop {int(m.hop_length)} + column {int(m.time_stride)} x {int(m.hop_length)} - 1)")
+    for rate in (44100,):
+        e = Engine(model, sr=rate, channels=1)
+        print(f"latency at {rate} Hz (soxr HQ in and out): {e.latency_samples} samples = {1000 * e.latency_s:.2f} ms")
+        e = Engine(model, sr=rate, channels=1, resample_quality="LQ")
+        print(f"latency at {rate} Hz (soxr LQ in and out): {e.latency_samples} samples = {1000 * e.latency_s:.2f} ms")
+
+    registry = available_effects()
+    period_ms = 1000 * engine.column_period_s
+    for chain in [c for c in args.chains.split(",") if c in registry]:
+        engine = Engine(model, sr=sr, channels=1, chain=chain, values=values)
+        _run(engine, x[: sr // 2], 4096)  # warm up
+        engine.reset()
+        wall = _run(engine, x, 4096)
+        rtf = args.seconds / wall
+        # live-like: one column per block, as a 512-sample callback would deliver
+        live = Engine(model, sr=sr, channels=1, chain=chain, values=values)
+        block = int(m.hop_length) * int(m.time_stride)
+        _run(live, x[: sr // 2], block)
+        live.column_times.clear()
+        _run(live, x[: int(min(args.seconds, 5.0) * sr)], block)
+        times = 1000 * np.array(live.column_times)
+        p50, p99, worst = np.percentile(times, 50), np.percentile(times, 99), times.max()
+        print(
+            f"chain {chain:<8} offline RTF {rtf:6.1f}x (4096-sample blocks; {rtf / (args.seconds / model_only):.2f} of the model-only rate) | "
+            f"per column p50 {p50:.2f} ms ({100 * p50 / period_ms:.0f} %), p99 {p99:.2f} ms ({100 * p99 / period_ms:.0f} %), "
+            f"max {worst:.2f} ms of a {period_ms:.2f} ms column period"
+        )
+
+
+if __name__ == "__main__":
+    main()
