@@ -469,6 +469,7 @@ class _Session:
             }
         return {
             "stream_s": round(b.frames / b.sr, 4),
+            "frames": b.frames,
             "callbacks": b.callbacks,
             "underruns": b.underruns,
             "underrun_frames": b.underrun_frames,

@@ -17,6 +17,7 @@ import numpy as np
 STATS_FIELDS = {
     "t": "wall-clock time, Unix seconds",
     "stream_s": "stream time: frames played / sr",
+    "frames": "frames played",
     "callbacks": "audio callbacks so far",
     "underruns": "blocks played dry because the worker was late",
     "underrun_frames": "frames of those blocks",

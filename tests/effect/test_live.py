@@ -77,6 +77,7 @@ def jack_ports(env=None) -> list[str]:
     return out.splitlines()
 
 
+@pytest.mark.slow
 def test_cc_from_a_jack_midi_port_moves_the_region(jack_server, live_model, tmp_path):
     import rtmidi
 
@@ -101,8 +102,10 @@ def test_cc_from_a_jack_midi_port_moves_the_region(jack_server, live_model, tmp_
         wait_for(lambda: len(stats_lines(stats)) >= 1, timeout=10, what="the first stats line", proc=proc)
 
         def send(cc, value):
-            midi_out.send_message([0xB0, cc, value])
-            time.sleep(0.02)
+            # twice: a JACK cycle lost to an xrun on a busy machine drops its MIDI events
+            for _ in range(2):
+                midi_out.send_message([0xB0, cc, value])
+                time.sleep(0.01)
 
         # region A: 200 Hz .. 2 kHz, then region B: 6 .. 16 kHz (knob 1 = CC 70, knob 2 = CC 71)
         sent = []
@@ -128,7 +131,9 @@ def test_cc_from_a_jack_midi_port_moves_the_region(jack_server, live_model, tmp_
 
     lines = stats_lines(stats)
     events = [e for line in lines for e in line["param_events"]]
-    assert [(e["name"], e["value"]) for e in events] == [(n, pytest.approx(v)) for n, v in sent]
+    for name, value in sent:
+        assert any(e["name"] == name and e["value"] == pytest.approx(value) for e in events), (name, value, events)
+    assert all((e["name"], pytest.approx(e["value"])) in sent for e in events), events
     for e in events:
         # the worker applied each change within 50 ms of stream time of its arrival
         assert 0.0 <= e["applied_s"] - e["received_s"] <= 0.05, e
@@ -157,3 +162,203 @@ def test_cc_from_a_jack_midi_port_moves_the_region(jack_server, live_model, tmp_
     assert abs(change[0]) > 3 * abs(change[1]) + 1.0, change
     assert abs(change[2]) > 3 * abs(change[1]) + 1.0, change
     assert abs(change[1]) < 1.0, change
+
+
+def _test_signal(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1500 * t)
+    right = 0.3 * np.sin(2 * np.pi * 330 * t) + 0.1 * np.sin(2 * np.pi * 2500 * t)
+    return np.stack([left, right], axis=1).astype(np.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mix", ["0", "1"])
+def test_a_slowed_worker_falls_back_to_continuous_dry_sound(jack_server, live_model, tmp_path, mix):
+    src = _test_signal(1.5)
+    sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
+    stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
+    proc = spectro_fx(
+        "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--set", f"mix={mix}",
+        "--debug-worker-delay-ms", "40", "--duration", "4", "--record", str(record),
+        "--stats-json", str(stats), "--no-status", "--jack-name", f"sfxslow{os.getpid()}",
+    )
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    last = stats_lines(stats)[-1]
+    # a 40 ms stall every 0.5 s of audio is far beyond the safety margin
+    assert last["underruns"] >= 7, last
+    heard, _ = sf.read(record, dtype="float32")
+    assert np.isfinite(heard).all()
+    delay = last["latency"]["engine_frames"] + last["latency"]["margin_frames"]
+    looped = np.tile(src, (4, 1))[: len(heard) - delay]
+    assert not heard[:delay].any()
+    if mix == "0":
+        # outside any region the engine is an exact delay, so every block, wet or dry, is the
+        # source delayed by the same amount: no gap, no jump, no click at the switches
+        np.testing.assert_allclose(heard[delay:], looped, atol=1e-6)
+    else:
+        body = heard[delay:]
+        windows = body[: len(body) // 256 * 256].reshape(-1, 256, 2)
+        rms = np.sqrt((windows**2).mean(axis=1))
+        assert rms.min() > 0.1, rms.min()  # no silence gap (the source has 0.22 RMS per channel)
+        # crossfades keep sample-to-sample steps within what the signals themselves do
+        steps = np.abs(np.diff(body, axis=0)).max()
+        assert steps < 1.5 * np.abs(np.diff(looped, axis=0)).max(), steps
+
+
+def _run_until_signal(args, *, sig, stats, wait_s=1.5):
+    proc = spectro_fx(*args, "--stats-json", str(stats), "--no-status")
+    wait_for(lambda: len(stats_lines(stats)) >= 1, timeout=40, what="the first stats line", proc=proc)
+    time.sleep(wait_s)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_stop_cleanly_with_a_complete_recording(jack_server, live_model, tmp_path, sig):
+    import rtmidi
+
+    tag = f"sfxsig{os.getpid()}{int(sig)}"
+    src = _test_signal(1.0)
+    sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
+    stats, record, knobs = tmp_path / "stats.jsonl", tmp_path / "heard.flac", tmp_path / "knobs.toml"
+    args = [
+        "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--set", "mix=0",
+        "--record", str(record), "--jack-name", tag,
+        # learn mode on a virtual port: the knob moved below gets bound to duty
+        "--midi-virtual", "knobs", "--learn", "duty", "--midi-map", str(knobs),
+    ]
+    proc = spectro_fx(*args, "--stats-json", str(stats), "--no-status")
+    midi_out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=f"{tag}-ctl")
+    try:
+        wait_for(lambda: len(stats_lines(stats)) >= 1, timeout=40, what="the first stats line", proc=proc)
+        port = wait_for(
+            lambda: next((i + 1 for i, p in enumerate(midi_out.get_ports()) if f"{tag}-midi:knobs" in p), 0),
+            timeout=10, what="the virtual MIDI port",
+        )
+        midi_out.open_port(port - 1)
+        time.sleep(0.2)
+        midi_out.send_message([0xB4, 41, 100])  # channel 5, CC 41
+        wait_for(knobs.exists, timeout=5, what="the learnt map")
+        for _ in range(2):  # twice: a JACK cycle lost to an xrun drops its MIDI events
+            midi_out.send_message([0xB4, 41, 127])
+            time.sleep(0.01)
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        midi_out.close_port()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "bound CC 41 on channel 5 to duty" in err
+    last = stats_lines(stats)[-1]
+    assert last["params"]["duty"] == 1.0
+    heard, sr = sf.read(record, dtype="float32")
+    # every frame played up to the stop is in the file: the last stats line is written after
+    # the stream stopped
+    assert len(heard) == last["frames"]
+    delay = last["latency"]["engine_frames"] + last["latency"]["margin_frames"]
+    looped = np.tile(src, (-(-len(heard) // len(src)), 1))[: len(heard) - delay]
+    np.testing.assert_allclose(heard[delay:], looped, atol=2e-5)  # FLAC is 24-bit
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".")] == []  # no temp file left
+
+
+def test_killing_jackd_ends_with_one_clear_line_and_an_intact_recording(live_model, tmp_path):
+    if shutil.which("jackd") is None:
+        pytest.fail("jackd is not installed: apt-get install jackd2")
+    server = f"sfxdie{os.getpid()}"
+    env = {"JACK_DEFAULT_SERVER": server}
+    jackd = subprocess.Popen(
+        ["jackd", "-n", server, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env},
+    )
+    try:
+        ready = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env={**os.environ, **env})
+        assert ready.returncode == 0, "the private jackd did not start"
+        src = _test_signal(1.0)
+        sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
+        stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
+        proc = spectro_fx(
+            "--input", "jack", "--model", live_model, "--record", str(record), "--stats-json", str(stats),
+            "--no-status", "--midi-virtual", env=env,
+        )
+        wait_for(lambda: len(stats_lines(stats)) >= 2, timeout=40, what="two stats lines", proc=proc)
+        jackd.kill()
+        jackd.wait(timeout=10)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if jackd.poll() is None:
+            jackd.send_signal(signal.SIGINT)
+            jackd.wait(timeout=10)
+    assert proc.returncode == 1
+    assert "Traceback" not in err
+    ours = [line for line in err.splitlines() if line.startswith("spectro-fx: error")]
+    assert len(ours) == 1 and "the JACK server went away; recording saved to" in ours[0], err
+    heard, sr = sf.read(record)
+    last = stats_lines(stats)[-1]
+    assert sr == SR and len(heard) >= last["frames"] and len(heard) > SR
+
+
+class _DelayEngine:
+    """Input delayed by `latency_samples`: what the worker does is then checkable exactly."""
+
+    latency_samples = 300
+    column_period_s = 512 / SR
+
+    def __init__(self):
+        self.reset()
+        self.set_calls = []
+
+    def reset(self):
+        self.line = np.zeros((self.latency_samples, 1), np.float32)
+
+    def process(self, block):
+        line = np.concatenate([self.line, block])
+        self.line = line[len(block):]
+        return line[: len(block)].copy()
+
+    def set(self, name, value):
+        self.set_calls.append((name, value))
+        return value
+
+
+@pytest.mark.slow
+def test_worker_resyncs_after_a_long_stall_and_the_output_stays_aligned():
+    from spectro_fx.effect.audio_io import StreamBridge
+    from spectro_fx.effect.live import Worker
+    from spectro_fx.effect.midi import ParameterQueue
+
+    block = 256
+    engine = _DelayEngine()
+    bridge = StreamBridge(
+        sr=SR, channels=1, out_channels=1, blocksize=block, engine_latency=engine.latency_samples,
+        margin=block + 96 + 256, fade=96,
+    )
+    params = ParameterQueue()
+    worker = Worker(engine, bridge, params=params, delay_ms=450, delay_every_s=0.6, resync_s=0.3)
+    x = np.sin(2 * np.pi * 440 * np.arange(SR * 2) / SR).astype(np.float32)[:, None]
+    y = np.zeros_like(x)
+    worker.start()
+    try:
+        params.put("mix", 0.5, 0.0)
+        start = time.monotonic()
+        for k in range(len(x) // block):
+            # callbacks at real-time pace, as PortAudio would call them
+            while time.monotonic() < start + k * block / SR:
+                time.sleep(0.0005)
+            bridge.duplex_callback(x[k * block : (k + 1) * block], y[k * block : (k + 1) * block], block, None, None)
+    finally:
+        worker.stop()
+    assert worker.error is None
+    assert worker.resyncs >= 1 and bridge.underruns > 0
+    assert engine.set_calls == [("mix", 0.5)]
+    delay = engine.latency_samples + bridge.margin
+    n = len(x) // block * block
+    np.testing.assert_allclose(y[delay:n], x[: n - delay], atol=2e-7)
+    # between stalls it caught up and its output was played
+    assert bridge.underruns < 0.7 * bridge.callbacks
+    assert worker.take_loads()
