@@ -81,13 +81,14 @@ def list_devices(*, rescan: bool = True) -> str:
         lines.append("PortAudio found no audio devices.")
     else:
         default_in, default_out = sd.default.device
-        lines.append("     #  name                                     host API      in  out  rate")
+        lines.append("     #  name                             host API                     in  out  rate")
         for index, dev in enumerate(devices):
             mark = (">" if index == default_in else " ") + ("<" if index == default_out else " ")
             lines.append(
-                f"  {mark}{index:2d}  {dev['name'][:40]:40s} {_hostapi_name(sd, dev)[:12]:12s} "
+                f"  {mark}{index:2d}  {dev['name'][:32]:32s} {_hostapi_name(sd, dev)[:28]:28s} "
                 f"{dev['max_input_channels']:3d}  {dev['max_output_channels']:3d}  {dev['default_samplerate']:g}"
             )
+        lines.append("  > default input, < default output; --input/--output-device take a number or part of a name")
     if not any("JACK" in api["name"] for api in sd.query_hostapis()):
         lines.append("(no JACK server answers: start one, e.g. `jackd -d dummy` or `jackd -d alsa`, for --input jack)")
     return "\n".join(lines)

@@ -362,3 +362,38 @@ def test_worker_resyncs_after_a_long_stall_and_the_output_stays_aligned():
     # between stalls it caught up and its output was played
     assert bridge.underruns < 0.7 * bridge.callbacks
     assert worker.take_loads()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--input", "no/such/take.wav"], "--input no/such/take.wav: no such file"),
+        (["--input", "jack", "--learn", "mix"], "--learn needs a MIDI input"),
+        (["--input", "jack", "--midi-virtual", "--learn", "lowhz"], "--learn: unknown parameter 'lowhz'; valid: low_hz"),
+        (["--input", "jack", "--midi-virtual", "--midi-map", "{bad}"], r"bad.toml: not valid TOML: .*line 3"),
+        (["--input", "jack", "--midi-virtual", "--midi-map", "{unknown}"], "unknown parameter 'wobble'; valid: low_hz"),
+        (["--input", "jack", "--safety-ms", "-1"], "--safety-ms=-1"),
+    ],
+)
+def test_live_command_line_errors_are_one_line(tmp_path, capsys, argv, message):
+    from spectro_fx.effect.cli import main
+
+    bad, unknown = tmp_path / "bad.toml", tmp_path / "unknown.toml"
+    bad.write_text('[[binding]]\nparameter = "mix"\ncc = = 1\n')
+    unknown.write_text('[[binding]]\nparameter = "wobble"\ncc = 1\n')
+    argv = [a.format(bad=bad, unknown=unknown) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spectro-fx: error: ") and len(err.strip().splitlines()) == 1, err
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_listings(jack_server, capsys):
+    from spectro_fx.effect.cli import main
+
+    assert main(["--list-devices"]) == 0
+    assert "JACK Audio Connection Kit" in capsys.readouterr().out
+    assert main(["--list-midi", "--midi-api", "jack"]) == 0
+    assert "(Jack)" in capsys.readouterr().out  # rtmidi names the API "Jack"
