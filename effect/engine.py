@@ -183,6 +183,7 @@ class Engine:
         if runner == "cached" and self._streaming is None:
             raise ParameterError("runner='cached' cannot run this model (see the warning); use 'auto' or 'recompute'")
         self._fast = _frozen(module) if self._streaming is None else module
+        self._codebook = module.codebook.detach()
         self.model_runner = "cached convolutions" if self._streaming is not None else "window recompute"
         self.stft_config = model.config.stft
         self.model_sr = int(module.sample_rate)
@@ -440,7 +441,8 @@ class Engine:
                 ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng, aux_codes=aux_codes)
                 for effect in self.chain:
                     column = effect.process_codes(column, region, ctx)
-                latent = self._module.embed(column)
+                # the model file's embed() is this lookup; calling it costs a TorchScript dispatch per column
+                latent = torch.nn.functional.embedding(column, self._codebook).permute(0, 3, 1, 2)
                 for effect in self.chain:
                     latent = effect.process_latent(latent, region, ctx)
                 self._history = torch.cat([self._history, column], dim=2)[:, :, -self.HISTORY_COLUMNS :]

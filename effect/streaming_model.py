@@ -65,7 +65,7 @@ class _Conv:
                     out = tap if out is None else out + tap
             return out + self.bias.view(1, -1, 1, 1) if self.bias is not None else out
         out = F.conv2d(x.contiguous(memory_format=torch.channels_last), self.weight_cl, self.bias, stride=(self.sf, self.st))
-        return out.contiguous()
+        return out
 
 
 class _Gelu:
