@@ -28,9 +28,13 @@ system:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# The demo regenerates 400 Hz - 3 kHz by inpainting, half of every second (so the change is
+# easy to hear against the untouched half), and saves a before/after spectrogram.
+DEMO_ARGS ?= --chain inpaint --set low_hz=400 --set high_hz=3000 --set period_s=1 --set duty=0.5 --seed 1
+
 demo: system venv
-	$(VENV)/bin/spectro-fx --input "$$($(PY) -c 'from spectro_fx.assets import asset_path; print(asset_path("demo.wav"))')" --output $(DEMO_OUT)
-	@echo "wrote $(DEMO_OUT)"
+	$(VENV)/bin/spectro-fx --input "$$($(PY) -c 'from spectro_fx.assets import asset_path; print(asset_path("demo.wav"))')" --output $(DEMO_OUT) $(DEMO_ARGS) --plot $(DEMO_OUT:.wav=.png)
+	@echo "wrote $(DEMO_OUT) and $(DEMO_OUT:.wav=.png)"
 
 test: system venv
 	bash tests/run.sh
