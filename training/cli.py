@@ -13,7 +13,7 @@ from spectro_fx import __version__
 from spectro_fx.models.errors import ParameterError
 
 # Subcommand modules, in the order `--help` lists them; each registers itself.
-SUBCOMMANDS: list[str] = ["render_notes", "prior", "experiments"]
+SUBCOMMANDS: list[str] = ["render_notes", "fit", "prior", "evaluate", "export_cmd", "experiments"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,606 @@
+"""`spectro-fx-train fit`: train the VQ-VAE on log-magnitude spectrograms, on one CPU/GPU or
+under ``torchrun`` with DDP, with TensorBoard logs and atomic, resumable checkpoints.
+
+``train(config, run_dir)`` is the whole loop; the CLI only resolves the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import tempfile
+import time
+import tomllib
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ContextManager, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from spectro_fx.models.config import STFTConfig, VQVAEConfig
+from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.vqvae import VQVAE
+
+CONFIG_NAME = "config.json"
+CHECKPOINT_NAME = "checkpoint.pt"
+LOSSES = ("l1", "mse")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (the ``[train]`` table of a config file).
+
+    Parameters
+    ----------
+    batch_size : int
+        Crops per step and process (DDP: per rank).
+    segment_frames : int
+        STFT frames per crop, a multiple of the model's ``time_stride``
+        (64 frames = 171 ms at 48 kHz with hop 128).
+    steps : int
+        Total optimiser steps.
+    lr : float
+        Peak Adam learning rate, reached after ``warmup_steps`` linear steps; then a cosine
+        decay to ``lr * min_lr_ratio`` at ``steps``.
+    loss : {"l1", "mse"}
+        Reconstruction loss on normalised log magnitude.
+    gain_db : float
+        Each crop is scaled by a random gain uniform in +-gain_db dB, so the model does not
+        learn one input level.
+    grad_clip : float
+        Global gradient-norm clip (0 disables).
+    checkpoint_every, log_every, media_every : int
+        Steps between checkpoints, scalar logs, and image/audio logs.
+    seed : int
+        Seeds model init, crops and augmentation; a run is repeatable from it.
+    bf16 : bool
+        bfloat16 autocast on CUDA (ignored on CPU).
+    """
+
+    batch_size: int = 16
+    segment_frames: int = 64
+    steps: int = 4000
+    lr: float = 2e-3
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    loss: str = "l1"
+    gain_db: float = 24.0
+    grad_clip: float = 1.0
+    checkpoint_every: int = 250
+    log_every: int = 25
+    media_every: int = 500
+    seed: int = 0
+    bf16: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "segment_frames", "steps", "checkpoint_every", "log_every", "media_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ParameterError(f"train.{name}={value!r} must be a positive integer")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ParameterError(f"train.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
+        if not self.lr > 0:
+            raise ParameterError(f"train.lr={self.lr!r} must be > 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ParameterError(f"train.min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
+        if self.loss not in LOSSES:
+            raise ParameterError(f"train.loss={self.loss!r} must be one of {', '.join(LOSSES)}")
+        if not 0 <= self.gain_db <= 60:
+            raise ParameterError(f"train.gain_db={self.gain_db!r} must be in [0, 60] dB")
+        if self.grad_clip < 0 or self.weight_decay < 0:
+            raise ParameterError("train.grad_clip and train.weight_decay must be >= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data to train on (the ``[data]`` table).
+
+    Parameters
+    ----------
+    path : str
+        NSynth-layout folder or folder of audio files.
+    families, sources : list of str
+        NSynth filters (empty: all).
+    pitches, velocities : str
+        Inclusive ranges such as "36-84" (empty: all).
+    segment_s : float
+        Plain audio folders are cut into segments of this length in seconds.
+    """
+
+    path: str = ""
+    families: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    pitches: str = ""
+    velocities: str = ""
+    segment_s: float = 4.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "families", tuple(self.families))
+        object.__setattr__(self, "sources", tuple(self.sources))
+        if not self.segment_s > 0:
+            raise ParameterError(f"data.segment_s={self.segment_s!r} must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: VQVAEConfig
+    train: TrainConfig
+    data: DataConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "train": {f.name: getattr(self.train, f.name) for f in fields(self.train)},
+            "data": {f.name: _plain(getattr(self.data, f.name)) for f in fields(self.data)},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        unknown = sorted(set(data) - {"model", "train", "data"})
+        if unknown:
+            raise ParameterError(f"unknown config tables {unknown}; valid tables are model, train, data")
+        return cls(
+            model=VQVAEConfig.from_dict(data.get("model", {})),
+            train=_build(TrainConfig, data.get("train", {}), "train"),
+            data=_build(DataConfig, data.get("data", {}), "data"),
+        )
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _build(cls, table: dict[str, Any], prefix: str):
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(table) - set(names))
+    if unknown:
+        raise ParameterError(f"unknown {prefix} keys {unknown}; valid keys are {', '.join(sorted(names))}")
+    typed = {}
+    for key, value in table.items():
+        default = getattr(cls(), key) if key != "path" else ""
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ParameterError(f"{prefix}.{key}={value!r} must be true or false")
+        elif isinstance(default, float) and isinstance(value, int):
+            value = float(value)
+        typed[key] = value
+    return cls(**typed)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string (e.g. train.loss=mse)
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (TOML values) to a nested config dict."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ParameterError(f"--set {item!r} must look like table.key=value, e.g. train.lr=1e-3")
+        key, text = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if len(parts) < 2:
+            raise ParameterError(f"--set {item!r}: the key must name a table, e.g. model.codebook_size")
+        node = config
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParameterError(f"--set {item!r}: {part!r} is not a table")
+        node[parts[-1]] = _parse_value(text.strip())
+    return config
+
+
+def load_config(path: Optional[str | os.PathLike], overrides: list[str] = ()) -> RunConfig:
+    """Read a TOML config (tables model, model.stft, train, data), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ParameterError(f"config file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ParameterError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    return RunConfig.from_dict(apply_overrides(data, list(overrides)))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then cosine decay."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def crop_samples(model_cfg: VQVAEConfig, segment_frames: int) -> int:
+    """Samples of a crop: ``segment_frames`` full frames plus the lead-in their first window needs."""
+    stft = model_cfg.stft
+    lead = -(-(stft.n_fft - stft.hop_length) // stft.hop_length)
+    return (segment_frames + lead) * stft.hop_length
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves a torn file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`train` (tensors and plain values only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ParameterError(f"checkpoint {str(path)!r} cannot be read: {exc}") from None
+
+
+def model_from_run(run_dir: str | os.PathLike) -> tuple[VQVAE, dict[str, Any]]:
+    """Rebuild the trained model of a run folder from its config and checkpoint (eval mode)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_NAME
+    if not config_path.is_file():
+        raise ParameterError(f"{str(run_dir)!r} is not a run folder: no {CONFIG_NAME} (create one with `fit`)")
+    config = RunConfig.from_dict(json.loads(config_path.read_text()))
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    model = VQVAE(config.model)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state
+
+
+class _Distributed:
+    """Rank, world size and device of this process; DDP is on when torchrun set WORLD_SIZE > 1."""
+
+    def __init__(self, device: Optional[str]):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda":
+            if not torch.cuda.is_available():
+                raise ParameterError("device='cuda' but no CUDA device is available; use --device cpu")
+            torch.cuda.set_device(local)
+            self.device = torch.device("cuda", local)
+        elif device == "cpu":
+            self.device = torch.device("cpu")
+        else:
+            raise ParameterError(f"device={device!r} must be 'cpu' or 'cuda'")
+        self.enabled = self.world > 1
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            value = value.detach().clone()
+            dist.all_reduce(value)
+            value /= self.world
+        return value
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _resynthesize(audio: np.ndarray, log_mag: np.ndarray, model: VQVAE) -> np.ndarray:
+    """Audio of a normalised log magnitude [n_bins, frames] with the phase of ``audio``."""
+    from spectro_fx.models.spectral import istft, stft
+
+    spec = stft(audio, model.cfg.stft)[:, -log_mag.shape[1] :]
+    mag = model.normalizer.inverse(torch.from_numpy(log_mag).float()).numpy()
+    return istft(mag * np.exp(1j * np.angle(spec)), model.cfg.stft).astype(np.float32)
+
+
+def _spectrogram_image(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """[1, 2 * n_bins, frames] picture: input above, reconstruction below, low frequencies down."""
+    pair = torch.cat([recon.flip(0), target.flip(0)], dim=0).float()
+    low, high = pair.min(), pair.max()
+    return ((pair - low) / (high - low + 1e-8))[None]
+
+
+def train(
+    config: RunConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    device: Optional[str] = None,
+    progress: bool = True,
+    tracker: Optional[ContextManager] = None,
+) -> dict[str, Any]:
+    """Train (or continue training) the VQ-VAE of ``config`` into ``run_dir``.
+
+    Writes ``run_dir/config.json`` (the resolved config), ``run_dir/checkpoint.pt`` every
+    ``train.checkpoint_every`` steps and at the end, and TensorBoard events in ``run_dir/tb``.
+    Under ``torchrun`` every rank runs this; rank 0 alone writes files.
+
+    Parameters
+    ----------
+    tracker : context manager, optional
+        Entered around the optimisation loop only (e.g. an energy meter), on every rank.
+
+    Returns
+    -------
+    dict with the final ``step``, ``loss`` (mean reconstruction loss of the last log window),
+    ``examples_per_s`` (all ranks together) and ``data_description``.
+    """
+    from .data import CropDataset, load_clips, note_filter_from_args
+
+    run_dir = Path(run_dir)
+    cfg, tcfg = config.model, config.train
+    if tcfg.segment_frames % cfg.time_stride:
+        raise ParameterError(
+            f"train.segment_frames={tcfg.segment_frames} must be a multiple of time_stride={cfg.time_stride}"
+        )
+    if not config.data.path:
+        raise ParameterError("no training data: pass --data DIR (or set data.path in the config)")
+    ddp = _Distributed(device)
+    try:
+        checkpoint_path = run_dir / CHECKPOINT_NAME
+        state = None
+        if resume:
+            state = load_checkpoint(checkpoint_path)
+        elif checkpoint_path.exists():
+            raise ParameterError(
+                f"run folder {str(run_dir)!r} already holds a checkpoint; pass --resume to continue it "
+                "or choose a new run folder"
+            )
+        if ddp.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = run_dir / f".{CONFIG_NAME}.tmp"
+            tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+            os.replace(tmp, run_dir / CONFIG_NAME)
+
+        n_samples = crop_samples(cfg, tcfg.segment_frames)
+        note_filter = note_filter_from_args(
+            families=list(config.data.families),
+            sources=list(config.data.sources),
+            pitches=config.data.pitches,
+            velocities=config.data.velocities,
+        )
+        clips = load_clips(
+            config.data.path,
+            sr=cfg.stft.sr,
+            min_samples=n_samples,
+            note_filter=note_filter,
+            segment_s=config.data.segment_s,
+            progress=progress and ddp.main,
+        )
+        dataset = CropDataset(clips, n_samples=n_samples, seed=tcfg.seed)
+        clips.audio = []  # the dataset keeps a float16 copy; drop the float32 one
+        sampler = torch.utils.data.DistributedSampler(
+            dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=tcfg.seed, drop_last=True
+        )
+        per_epoch = len(sampler) // tcfg.batch_size
+        if per_epoch == 0:
+            raise ParameterError(
+                f"{len(dataset)} clips give no full batch of train.batch_size={tcfg.batch_size} "
+                f"per process ({ddp.world} processes); lower the batch size or add data"
+            )
+
+        torch.manual_seed(tcfg.seed)
+        model = VQVAE(cfg).to(ddp.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        step = 0
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            step = int(state["step"])
+            torch.set_rng_state(state["torch_rng"])
+        net: torch.nn.Module = model
+        if ddp.enabled:
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None
+            )
+
+        writer = None
+        if ddp.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
+        from spectro_fx.models.spectral import magnitude
+
+        def batch_of(step: int) -> torch.Tensor:
+            epoch, within = divmod(step, per_epoch)
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            order = list(iter(sampler))[within * tcfg.batch_size : (within + 1) * tcfg.batch_size]
+            audio = torch.stack([dataset[i] for i in order])
+            gen = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step * 997 + ddp.rank)
+            gain_db = (torch.rand(audio.shape[0], 1, generator=gen) * 2 - 1) * tcfg.gain_db
+            return audio * 10 ** (gain_db / 20), audio
+
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if tcfg.bf16 and ddp.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        loss_fn = F.l1_loss if tcfg.loss == "l1" else F.mse_loss
+        usage = torch.zeros(cfg.codebook_size, device=ddp.device)
+        sums = {"recon": 0.0, "commit": 0.0, "perplexity": 0.0}
+        count = 0
+        last_restarts = int(model.quantizer.restarts)
+        last_loss = float("nan")
+        started, examples = time.perf_counter(), 0
+
+        def checkpoint() -> None:
+            if ddp.main:
+                save_atomic(
+                    {
+                        "step": step,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                        "config": json.dumps(config.to_dict()),
+                        "data_description": clips.description,
+                    },
+                    checkpoint_path,
+                )
+
+        bar = None
+        if progress and ddp.main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=tcfg.steps, initial=step, desc="fit", unit="step", dynamic_ncols=True)
+        model.train()
+        with tracker if tracker is not None else contextlib.nullcontext():
+            while step < tcfg.steps:
+                audio, dry = batch_of(step)
+                audio = audio.to(ddp.device)
+                with torch.no_grad():
+                    mag = magnitude(audio, cfg.stft)[:, :, -tcfg.segment_frames :].float()
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, tcfg)
+                with autocast:
+                    out = net(mag)
+                    recon_loss = loss_fn(out.reconstruction.float(), out.target.float())
+                    loss = recon_loss + out.commitment_loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if tcfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                optimizer.step()
+                step += 1
+                examples += audio.shape[0] * ddp.world
+                usage += torch.bincount(out.codes.flatten(), minlength=cfg.codebook_size).float()
+                sums["recon"] += float(recon_loss.detach())
+                sums["commit"] += float(out.commitment_loss.detach())
+                sums["perplexity"] += float(out.perplexity)
+                count += 1
+                if bar is not None:
+                    bar.update(1)
+                if step % tcfg.log_every == 0 or step == tcfg.steps:
+                    usage = ddp.mean(usage)
+                    means = {k: float(ddp.mean(torch.tensor(v / count))) for k, v in sums.items()}
+                    last_loss = means["recon"]
+                    restarts = int(model.quantizer.restarts)
+                    if writer is not None:
+                        writer.add_scalar("loss/reconstruction", means["recon"], step)
+                        writer.add_scalar("loss/commitment", means["commit"], step)
+                        writer.add_scalar("loss/total", means["recon"] + means["commit"], step)
+                        writer.add_scalar("codebook/perplexity", means["perplexity"], step)
+                        writer.add_scalar("codebook/unused_codes", int((usage == 0).sum()), step)
+                        writer.add_scalar(
+                            "codebook/dead_codes",
+                            int((model.quantizer.cluster_size < cfg.restart_threshold).sum()),
+                            step,
+                        )
+                        writer.add_scalar("codebook/restarts", restarts - last_restarts, step)
+                        writer.add_scalar("train/lr", lr_at(step - 1, tcfg), step)
+                        writer.add_scalar("train/examples_per_s", examples / (time.perf_counter() - started), step)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{means['recon']:.4f}", ppl=f"{means['perplexity']:.0f}")
+                    last_restarts = restarts
+                    usage.zero_()
+                    sums = dict.fromkeys(sums, 0.0)
+                    count = 0
+                if writer is not None and (step % tcfg.media_every == 0 or step == tcfg.steps):
+                    target = out.target[0].detach().float().cpu()
+                    recon = out.reconstruction[0].detach().float().cpu()
+                    writer.add_image("spectrogram/reconstruction_above_input", _spectrogram_image(target, recon), step)
+                    clip = audio[0].detach().cpu().double().numpy()
+                    wet = _resynthesize(clip, recon.numpy(), model)
+                    peak = max(float(np.abs(wet).max()), float(np.abs(clip).max()), 1e-6)
+                    writer.add_audio("audio/reconstruction", torch.from_numpy(wet / peak)[None], step, sample_rate=cfg.stft.sr)
+                    writer.add_audio("audio/input", torch.from_numpy((clip[-len(wet) :] / peak).astype(np.float32))[None], step, sample_rate=cfg.stft.sr)
+                if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
+                    checkpoint()
+        elapsed = time.perf_counter() - started
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+        if ddp.enabled:
+            dist.barrier()
+        return {
+            "step": step,
+            "loss": last_loss,
+            "examples_per_s": examples / elapsed if elapsed > 0 else float("nan"),
+            "seconds": elapsed,
+            "data_description": clips.description,
+        }
+    finally:
+        ddp.close()
+
+
+def default_config_path() -> Path:
+    return Path(__file__).parent / "configs" / "default.toml"
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fit",
+        help="train a VQ-VAE on a folder of notes or audio",
+        description=(
+            "Train the VQ-VAE. The config is a TOML file with tables [model] (and [model.stft]), "
+            "[train] and [data]; --set overrides single keys (train.lr=1e-3, model.codebook_size=128). "
+            "The resolved config goes to RUN/config.json, checkpoints to RUN/checkpoint.pt, "
+            "TensorBoard logs to RUN/tb. Under `torchrun --nproc_per_node=N` it trains with DDP."
+        ),
+    )
+    p.add_argument("--config", default=None, help="TOML config (default: the shipped configs/default.toml)")
+    p.add_argument("--data", default=None, help="NSynth-layout folder or folder of audio files")
+    p.add_argument("--run-dir", "--run", dest="run_dir", required=True, help="run folder for config, checkpoints and logs (under torchrun spell it --run-dir: torchrun reads --run as its own --run-path)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt with RUN/config.json")
+    p.add_argument("--steps", type=int, default=None, help="total steps (same as --set train.steps=N)")
+    p.add_argument("--seed", type=int, default=None, help="seed (same as --set train.seed=N)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise ParameterError(f"--threads={args.threads} must be a positive integer")
+        torch.set_num_threads(args.threads)
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    if args.data is not None:
+        overrides.append(f"data.path={json.dumps(str(Path(args.data).resolve()))}")
+    run_dir = Path(args.run_dir)
+    if args.resume:
+        saved = run_dir / CONFIG_NAME
+        if not saved.is_file():
+            raise ParameterError(f"--resume: {str(run_dir)!r} has no {CONFIG_NAME}; start the run without --resume")
+        if args.config is not None:
+            warnings.warn("--resume uses the run's saved config; --config is ignored", stacklevel=2)
+        config = RunConfig.from_dict(apply_overrides(json.loads(saved.read_text()), overrides))
+    else:
+        config = load_config(args.config or default_config_path(), overrides)
+    result = train(config, run_dir, resume=args.resume, device=args.device, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"trained to step {result['step']}: reconstruction loss {result['loss']:.4f}, "
+            f"{result['examples_per_s']:.1f} examples/s; checkpoint in {run_dir / CHECKPOINT_NAME}"
+        )
+    return 0
