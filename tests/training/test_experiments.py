@@ -169,3 +169,42 @@ def test_every_experiment_is_listed_in_help(capsys):
     text = capsys.readouterr().out
     for name in EXPERIMENTS:
         assert name in text
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path, tiny_config):
+    """An untrained tiny model file (16 kHz): the notes and effect pictures only need the format."""
+    from spectro_fx.models.export import export_model
+    from spectro_fx.models.vqvae import VQVAE
+
+    return export_model(VQVAE(tiny_config).eval(), tmp_path / "tiny.pt", data_description="untrained, for tests")
+
+
+@pytest.mark.slow
+def test_notes_figure_compares_training_and_held_out_notes(tmp_path, tiny_model_file):
+    ctx = run_experiments(["notes"], out=tmp_path / "fig", tiny=True, model=str(tiny_model_file))
+    _check_png(tmp_path / "fig" / "fig6_notes.png")
+    r = ctx.results["notes"]
+    assert [n["soundfont"] for n in r["notes"]] == ["FluidR3_GM.sf2"] * 2 + ["TimGM6mb.sf2"] * 2
+    for note in r["notes"]:
+        assert np.isfinite(note["mel_distance"]) and note["mel_distance"] > 0
+    assert r["sr"] == 16000
+
+
+@pytest.mark.slow
+def test_effect_picture_is_rendered_by_the_spectro_fx_command(tmp_path, tiny_model_file):
+    import soundfile
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    soundfile.write(tmp_path / "clip.wav", (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr)
+    ctx = run_experiments(["effects"], out=tmp_path / "fig", tiny=True, model=str(tiny_model_file),
+                          clip=str(tmp_path / "clip.wav"))
+    _check_png(tmp_path / "fig" / "effect_noise.png")
+    assert ctx.results["effects"]["rendered"][0]["chain"] == "noise"
+    assert "effect_noise.png" in json.loads((tmp_path / "fig" / "captions.json").read_text())
+
+
+def test_missing_default_model_is_named(tmp_path):
+    with pytest.raises(ParameterError, match="no model file at"):
+        run_experiments(["notes"], out=tmp_path, model=str(tmp_path / "absent.pt"))
