@@ -1223,6 +1223,11 @@ class EnergyTracker:
         """Add a remark to the report (e.g. "other nodes of this DDP run are not measured")."""
         self._notes.append(str(text))
 
+    @property
+    def current_epoch(self) -> int | None:
+        """The epoch of the last `mark_epoch` (None before any, or after another `mark_phase`)."""
+        return self._phase_starts[-1][1] if self._phase_starts else None
+
     def mark_step(self, step: int) -> None:
         """The training's global step now; used as the x axis of the TensorBoard scalars."""
         self._step = int(step)

@@ -422,6 +422,11 @@ def train(
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
+        from .energy import EnergyTracker
+
+        energy = tracker if isinstance(tracker, EnergyTracker) else None  # gets the TB writer and epoch/step marks
+        if energy is not None:
+            energy.writer = writer
         from spectro_fx.models.spectral import magnitude
 
         def batch_of(step: int) -> torch.Tensor:
@@ -469,6 +474,8 @@ def train(
         model.train()
         with tracker if tracker is not None else contextlib.nullcontext():
             while step < tcfg.steps:
+                if energy is not None and (step % per_epoch == 0 or energy.current_epoch is None):
+                    energy.mark_epoch(step // per_epoch)
                 audio, dry = batch_of(step)
                 audio = audio.to(ddp.device)
                 with torch.no_grad():
@@ -485,6 +492,8 @@ def train(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
                 optimizer.step()
                 step += 1
+                if energy is not None:
+                    energy.mark_step(step)
                 examples += audio.shape[0] * ddp.world
                 usage += torch.bincount(out.codes.flatten(), minlength=cfg.codebook_size).float()
                 sums["recon"] += float(recon_loss.detach())
@@ -572,6 +581,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .energy import add_energy_arguments
+
+    add_energy_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -597,7 +609,15 @@ def run(args: argparse.Namespace) -> int:
         config = RunConfig.from_dict(apply_overrides(json.loads(saved.read_text()), overrides))
     else:
         config = load_config(args.config or default_config_path(), overrides)
-    result = train(config, run_dir, resume=args.resume, device=args.device, progress=not args.no_progress)
+    from .energy import tracker_from_args
+
+    # NVML and RAPL see whole devices, so one tracker (rank 0) measures this node's GPUs for all ranks
+    tracker = tracker_from_args(args, run_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    if tracker is not None and int(os.environ.get("WORLD_SIZE", "1")) > int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))):
+        tracker.note("multi-node run: only the node running rank 0 is measured")
+    result = train(config, run_dir, resume=args.resume, device=args.device, progress=not args.no_progress, tracker=tracker)
+    if tracker is not None and tracker.report is not None:
+        print((Path(run_dir) / "energy_summary.txt").read_text(), end="")
     if int(os.environ.get("RANK", "0")) == 0:
         print(
             f"trained to step {result['step']}: reconstruction loss {result['loss']:.4f}, "
