@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from spectro_fx.models.export import Prior
-from spectro_fx.models.naive_bayes import AXES, learned_inpaint, resmooth_prior, spatial_inpaint
+from spectro_fx.models.naive_bayes import AXES, PriorTables, learned_inpaint, prior_tables, resmooth_prior, spatial_inpaint
 
 from .effects import CodemapContext, Effect, Parameter
 
@@ -68,19 +68,28 @@ class Inpaint(Effect):
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
-        self._prior_cache: dict[tuple[int, float], Optional[Prior]] = {}
+        # (model, alpha, tables) and (model, log prior): converted once per model, not per column
+        self._prior_cache: tuple[Any, float, Optional[PriorTables]] = (None, 0.0, None)
+        self._fallback_cache: tuple[Any, Optional[np.ndarray]] = (None, None)
         self._warned = False
 
-    def _prior(self, model: Any) -> Optional[Prior]:
+    def _prior(self, model: Any) -> Optional[PriorTables]:
         alpha = float(self.values["alpha"])
-        key = (id(model), alpha)
-        if key not in self._prior_cache:
+        cached_model, cached_alpha, tables = self._prior_cache
+        if cached_model is not model or cached_alpha != alpha:
             prior = model_prior(model)
             if prior is not None and alpha > 0.0 and alpha != prior.alpha:
                 prior = resmooth_prior(prior, alpha=alpha)
-            # keep one entry: a knob sweep would otherwise grow the cache without bound
-            self._prior_cache = {key: prior}
-        return self._prior_cache[key]
+            tables = None if prior is None else prior_tables(prior)
+            self._prior_cache = (model, alpha, tables)
+        return tables
+
+    def _fallback(self, model: Any) -> np.ndarray:
+        cached_model, table = self._fallback_cache
+        if cached_model is not model or table is None:
+            table = fallback_log_prior(model)
+            self._fallback_cache = (model, table)
+        return table
 
     def process_codes(self, codes: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
         if not bool(region.any()):
@@ -111,7 +120,7 @@ class Inpaint(Effect):
             else:
                 filled = spatial_inpaint(
                     full[ch], mask, radius=radius, axis=self.values["axis"], temperature=temperature,
-                    rng=ctx.rng, fallback_log_prior=fallback_log_prior(ctx.model),
+                    rng=ctx.rng, fallback_log_prior=self._fallback(ctx.model),
                 )
             out[ch] = filled[:, n_hist:]
         result = torch.from_numpy(out).to(codes.device)

@@ -38,6 +38,7 @@ neighbour unknown its prediction is the learned class prior times the "unknown" 
 from __future__ import annotations
 
 from functools import lru_cache
+from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import numpy as np
@@ -440,15 +441,44 @@ def fit_categorical_prior(
     )
 
 
-def _prior_arrays(prior: Prior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class PriorTables:
+    """A :class:`Prior` as float64 numpy tables laid out for prediction (convert once, reuse:
+    the conversion of ``[P, K, K + 1]`` tables costs more than predicting a column).
+
+    Attributes
+    ----------
+    offsets : np.ndarray [P, 2] int64
+    class_log_prior : np.ndarray [K] float64
+    value_log_prob : np.ndarray [P, K + 1, K] float64
+        ``feature_log_prob`` with the value axis before the class axis.
+    alpha : float
+    """
+
+    offsets: np.ndarray
+    class_log_prior: np.ndarray
+    value_log_prob: np.ndarray
+    alpha: float
+
+
+def prior_tables(prior: "Prior | PriorTables") -> PriorTables:
+    """Convert a :class:`Prior` (torch tensors) to :class:`PriorTables`; tables pass through."""
+    if isinstance(prior, PriorTables):
+        return prior
+
     def arr(x):
         return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
-    offsets = arr(prior.offsets).astype(np.int64).reshape(-1, 2)
-    return offsets, arr(prior.class_log_prior).astype(np.float64), arr(prior.feature_log_prob).astype(np.float64)
+    feature_log_prob = arr(prior.feature_log_prob).astype(np.float64)
+    return PriorTables(
+        offsets=arr(prior.offsets).astype(np.int64).reshape(-1, 2),
+        class_log_prior=arr(prior.class_log_prior).astype(np.float64),
+        value_log_prob=np.ascontiguousarray(feature_log_prob.transpose(0, 2, 1)),
+        alpha=float(prior.alpha),
+    )
 
 
-def categorical_log_posterior(table: np.ndarray, prior: Prior) -> np.ndarray:
+def categorical_log_posterior(table: np.ndarray, prior: "Prior | PriorTables") -> np.ndarray:
     """Normalised log posterior ``log P(code | neighbour values)`` of the categorical NB.
 
     Parameters
@@ -463,23 +493,22 @@ def categorical_log_posterior(table: np.ndarray, prior: Prior) -> np.ndarray:
         ``class_log_prior + sum_p feature_log_prob[p, :, table[:, p]]``, normalised
         (as ``CategoricalNB.predict_log_proba``).
     """
-    _, class_log_prior, feature_log_prob = _prior_arrays(prior)
-    jll = _categorical_jll(np.asarray(table, dtype=np.int64), class_log_prior, feature_log_prob)
+    jll = _categorical_jll(np.asarray(table, dtype=np.int64), prior_tables(prior))
     top = jll.max(axis=1, keepdims=True)
     return jll - (top + np.log(np.exp(jll - top).sum(axis=1, keepdims=True)))
 
 
-def _categorical_jll(table: np.ndarray, class_log_prior: np.ndarray, feature_log_prob: np.ndarray) -> np.ndarray:
-    p = feature_log_prob.shape[0]
+def _categorical_jll(table: np.ndarray, tables: PriorTables) -> np.ndarray:
+    p = tables.value_log_prob.shape[0]
     # feature_log_prob[p, :, v] for each row: gather as [N, P, K], then sum over P
-    per_feature = feature_log_prob.transpose(0, 2, 1)[np.arange(p)[None, :], table]
-    return class_log_prior[None, :] + per_feature.sum(axis=1)
+    per_feature = tables.value_log_prob[np.arange(p)[None, :], table]
+    return tables.class_log_prior[None, :] + per_feature.sum(axis=1)
 
 
 def learned_inpaint(
     codemap: np.ndarray,
     mask: np.ndarray,
-    prior: Prior,
+    prior: "Prior | PriorTables",
     *,
     temperature: float = 1.0,
     rng: Optional[np.random.Generator] = None,
@@ -495,8 +524,9 @@ def learned_inpaint(
     ----------
     codemap, mask
         As :func:`spatial_inpaint`.
-    prior : Prior
-        The fitted tables (``ModelFile.prior()`` or :func:`fit_categorical_prior`).
+    prior : Prior or PriorTables
+        The fitted tables (``ModelFile.prior()``, :func:`fit_categorical_prior`, or
+        :func:`prior_tables` of them, which saves converting them at every call).
     temperature : float >= 0
         0: the most probable code; 1: the fitted posterior; higher: flatter.
     rng, order
@@ -508,8 +538,9 @@ def learned_inpaint(
     """
     codemap, mask = _check_maps(codemap, mask)
     temperature = _check_temperature(temperature)
-    offsets, class_log_prior, feature_log_prob = _prior_arrays(prior)
-    k = class_log_prior.shape[0]
+    tables = prior_tables(prior)
+    offsets = tables.offsets
+    k = tables.class_log_prior.shape[0]
     passes = inpaint_passes(mask, offsets, order=order)
     if not passes:
         return codemap
@@ -521,12 +552,12 @@ def learned_inpaint(
         u = uniforms[start : start + rows.size]
         start += rows.size
         values = _neighbour_values(state, rows, cols, offsets)
-        jll = _categorical_jll(np.where(values < 0, k, values), class_log_prior, feature_log_prob)
+        jll = _categorical_jll(np.where(values < 0, k, values), tables)
         state[rows, cols] = sample_log_weights(jll, u, temperature=temperature)
     return state
 
 
-def resmooth_prior(prior: Prior, *, alpha: float) -> Prior:
+def resmooth_prior(prior: "Prior | PriorTables", *, alpha: float) -> Prior:
     """The same prior with its neighbour counts re-smoothed with another ``alpha``.
 
     The model file keeps smoothed log probabilities, not counts; the counts are recovered
@@ -542,10 +573,12 @@ def resmooth_prior(prior: Prior, *, alpha: float) -> Prior:
     alpha = float(alpha)
     if not alpha > 0.0:
         raise ParameterError(f"alpha={alpha} must be > 0 (Laplace smoothing of the neighbour counts)")
-    old = float(prior.alpha)
+    old = float(prior.alpha)  # both types carry it
     if not old > 0.0:
         raise ParameterError(f"the prior was fitted with alpha={old}; its counts cannot be recovered")
-    offsets, class_log_prior, feature_log_prob = _prior_arrays(prior)
+    tables = prior_tables(prior)
+    offsets, class_log_prior = tables.offsets, tables.class_log_prior
+    feature_log_prob = tables.value_log_prob.transpose(0, 2, 1)
     k1 = feature_log_prob.shape[2]
     prob = np.exp(feature_log_prob)
     denominator = old / prob.min(axis=(0, 2))  # D_k, [K]

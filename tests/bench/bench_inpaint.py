@@ -100,45 +100,83 @@ def default_like_model(folder: Path, model_path: str | None):
     return load_model(export_model(model, folder / "default_like.pt", prior=prior))
 
 
+EFFECT_SETTINGS = [
+    ("none", "none", {}),
+    ("inpaint spatial both", "inpaint", {"method": "spatial", "axis": "both"}),
+    ("inpaint spatial time", "inpaint", {"method": "spatial", "axis": "time"}),
+    ("inpaint spatial freq", "inpaint", {"method": "spatial", "axis": "freq"}),
+    ("inpaint learned", "inpaint", {"method": "learned"}),
+    ("noise", "noise", {}),
+    ("dropout", "dropout", {}),
+    ("mix", "mix", {"amount": 0.5}),
+]
+
+
 def bench_engine(quick: bool, model_path: str | None) -> None:
+    """Per-column cost of each effect alone (its process_codes + embed + process_latent on the
+    columns of real encoded audio, effects in rotation so machine load hits all alike), and of
+    whole engines (round-robin over the same blocks)."""
+    from spectro_fx.effect.effects import CodemapContext, available_effects
     from spectro_fx.effect.engine import Engine
 
+    registry = available_effects()
     with tempfile.TemporaryDirectory() as tmp:
         model = default_like_model(Path(tmp), model_path)
-        sr = int(model.module.sample_rate)
-        seconds = 1.0 if quick else 3.0
+        module = model.module
+        sr = int(module.sample_rate)
+        period = int(module.time_stride) * int(module.hop_length) / sr
+        seconds = 1.5 if quick else 4.0
         t = np.arange(int(sr * seconds)) / sr
         rng = np.random.default_rng(1)
-        x = (0.3 * np.sin(2 * np.pi * 220 * t * (1 + t)) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)[:, None]
-        chains = [
-            ("none", {}),
-            ("inpaint spatial both", {"inpaint.method": "spatial", "inpaint.axis": "both"}),
-            ("inpaint spatial time", {"inpaint.method": "spatial", "inpaint.axis": "time"}),
-            ("inpaint spatial freq", {"inpaint.method": "spatial", "inpaint.axis": "freq"}),
-            ("inpaint learned", {"inpaint.method": "learned"}),
-            ("noise", {}),
-            ("dropout", {}),
-            ("mix", {"mix.amount": 0.5}),
-        ]
-        for band, (low, high) in {"full band (all rows)": (0.0, sr / 2), "band 1-5 kHz": (1000.0, 5000.0)}.items():
-            print(f"\nengine per-column cost, {model.path.name}, {band}, 1 channel, block 256 "
-                  f"(column period {1e3 * int(model.module.time_stride) * int(model.module.hop_length) / sr:.1f} ms; "
-                  "median of columns)")
-            base = None
-            for label, values in chains:
-                name = label.split()[0]
-                aux = x[::-1].copy() if name == "mix" else None
-                engine = Engine(model, sr=sr, channels=1, chain=name, seed=0, block_hint=256,
-                                values={"low_hz": low, "high_hz": high, **values},
-                                aux_channels=0 if aux is None else 1)
-                for i in range(0, len(x), 256):
-                    engine.process(x[i : i + 256], None if aux is None else aux[i : i + 256])
-                times = np.array(engine.column_times)[8:]
-                median = float(np.median(times))
-                if base is None:
-                    base = median
-                print(f"  {label:<22} {1e3 * median:6.2f} ms/column  effect {1e3 * (median - base):+6.2f} ms  "
-                      f"= {100 * median / engine.column_period_s:5.1f}% of the period (p95 {1e3 * np.percentile(times, 95):.2f} ms)")
+        x = (0.3 * np.sin(2 * np.pi * 220 * t * (1 + t)) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+        with torch.no_grad():
+            codes = module.encode(magnitude_of(module, x))
+            aux_codes = module.encode(magnitude_of(module, x[::-1].copy()))
+        n_rows, n_cols = codes.shape[1], codes.shape[2]
+        row_hz = int(module.freq_stride) * sr / int(module.n_fft)
+        print(f"\nper-column cost of each effect alone, {model.path.name}, 1 channel, {n_cols} columns "
+              f"(column period {1e3 * period:.1f} ms); median and p95")
+        for band, (low, high) in {"all rows": (0, n_rows), "rows 1-6 kHz": (int(1000 // row_hz), int(6000 // row_hz))}.items():
+            region = torch.zeros(n_rows, 1, dtype=torch.bool)
+            region[low:high] = True
+            effects = [(label, registry[name](**values)) for label, name, values in EFFECT_SETTINGS]
+            histories = [torch.zeros(1, n_rows, 0, dtype=torch.long) for _ in effects]
+            times = [[] for _ in effects]
+            effect_rng = np.random.default_rng(0)
+            with torch.no_grad():
+                for c in range(n_cols):
+                    column = codes[:, :, c : c + 1]
+                    for i, (label, effect) in enumerate(effects):
+                        started = time.perf_counter()
+                        ctx = CodemapContext(model=module, history=histories[i], rng=effect_rng,
+                                             aux_codes=aux_codes[:, :, c : c + 1])
+                        out = effect.process_codes(column, region, ctx)
+                        effect.process_latent(module.embed(out), region, ctx)
+                        times[i].append(time.perf_counter() - started)
+                        histories[i] = torch.cat([histories[i], out], dim=2)[:, :, -64:]
+            print(f"  region {band} ({int(region.sum())} cells per column)")
+            for (label, _), samples in zip(effects, times):
+                samples = np.array(samples[4:])
+                median = float(np.median(samples))
+                print(f"    {label:<22} {1e3 * median:6.3f} ms  ({100 * median / period:5.1f}% of the period, "
+                      f"p95 {1e3 * np.percentile(samples, 95):.3f} ms)")
+
+        print(f"\nwhole engine per column (encoder + chain + decoder), band 1-6 kHz, block 256, engines in round-robin")
+        x2 = x[:, None]
+        engines = []
+        for label, name, values in EFFECT_SETTINGS:
+            engines.append((label, Engine(model, sr=sr, channels=1, chain=name, seed=0, block_hint=256,
+                                          values={"low_hz": 1000.0, "high_hz": 6000.0,
+                                                  **{f"{name}.{k}": v for k, v in values.items()}},
+                                          aux_channels=1 if name == "mix" else 0)))
+        for i in range(0, len(x2), 256):
+            for label, engine in engines:
+                engine.process(x2[i : i + 256], x2[::-1][i : i + 256] if label == "mix" else None)
+        for label, engine in engines:
+            samples = np.array(engine.column_times)[8:]
+            median = float(np.median(samples))
+            print(f"  {label:<22} {1e3 * median:6.2f} ms/column = {100 * median / engine.column_period_s:5.1f}% "
+                  f"of the period (p95 {1e3 * np.percentile(samples, 95):.2f} ms)")
 
 
 # --- quality on held-out notes ------------------------------------------------------------------
