@@ -1163,6 +1163,7 @@ class EnergyTracker:
             self._thread.join()
         try:
             self._sample()
+            self._log_phase_end()
             if error is not None:
                 self._notes.append(f"the tracked code stopped with {type(error).__name__}: {error}")
             self.report = self._build_report()
@@ -1199,17 +1200,7 @@ class EnergyTracker:
             raise ParameterError(f"mark_phase({label!r}) outside start()..stop()")
         with self._lock:
             self._sample()
-            closed_label, closed_epoch, _ = self._phase_starts[-1]
-            now_kwh = self._running_kwh()
-            if self.writer is not None and closed_epoch is not None and now_kwh is not None:
-                epoch_kwh = now_kwh - (self._phase_start_kwh if self._phase_start_kwh is not None else 0.0)
-                cfg = self.config
-                self.writer.add_scalar("energy/epoch_kwh", epoch_kwh, closed_epoch)
-                self.writer.add_scalar(
-                    "energy/epoch_co2e_kg",
-                    co2e_kg(epoch_kwh, pue=cfg.pue, carbon_intensity_kg_per_kwh=cfg.carbon_intensity_kg_per_kwh),
-                    closed_epoch,
-                )
+            now_kwh = self._log_phase_end()
             self._phase_starts.append((str(label), epoch, len(self._t) - 1))
             self._phase_start_kwh = now_kwh
             # an interim report, so a run that dies later still leaves its finished epochs; at most
@@ -1218,6 +1209,22 @@ class EnergyTracker:
                 self._last_interim = time.monotonic()
                 self.report = self._build_report()
                 self._write_outputs(final=False)
+
+    def _log_phase_end(self) -> float | None:
+        """Log the energy of the epoch that ends at the last sample to TensorBoard; returns the
+        running total in kWh (None while nothing is measured)."""
+        closed_epoch = self._phase_starts[-1][1]
+        now_kwh = self._running_kwh()
+        if self.writer is not None and closed_epoch is not None and now_kwh is not None:
+            epoch_kwh = now_kwh - (self._phase_start_kwh if self._phase_start_kwh is not None else 0.0)
+            cfg = self.config
+            self.writer.add_scalar("energy/epoch_kwh", epoch_kwh, closed_epoch)
+            self.writer.add_scalar(
+                "energy/epoch_co2e_kg",
+                co2e_kg(epoch_kwh, pue=cfg.pue, carbon_intensity_kg_per_kwh=cfg.carbon_intensity_kg_per_kwh),
+                closed_epoch,
+            )
+        return now_kwh
 
     def note(self, text: str) -> None:
         """Add a remark to the report (e.g. "other nodes of this DDP run are not measured")."""

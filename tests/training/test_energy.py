@@ -410,9 +410,10 @@ def test_tdp_estimate_only_when_asked_and_marked(tmp_path):
     assert not any("gpu" in tag for tag in tags)  # nothing logged for what is not measured
     last_co2 = acc.Scalars("energy/co2e_kg/total")[-1].value
     assert last_co2 == pytest.approx(rep["total"]["co2e_kg"], rel=1e-5)
-    epoch0 = acc.Scalars("energy/epoch_kwh")[0]
-    assert epoch0.step == 0
-    assert epoch0.value == pytest.approx(rep["phases"][1]["energy_kwh"], rel=1e-5)
+    epochs = acc.Scalars("energy/epoch_kwh")
+    assert [e.step for e in epochs] == [0, 1]  # the last one is logged at stop
+    for logged, phase in zip(epochs, rep["phases"][1:]):
+        assert logged.value == pytest.approx(phase["energy_kwh"], rel=1e-5)
 
     # without the option there is no estimate at all
     rep2 = EnergyTracker(interval_s=3600, rapl_root=empty_root).start().stop()
@@ -467,3 +468,64 @@ def test_second_session_keeps_the_first_sessions_files(tmp_path):
     assert json.loads((tmp_path / "energy_report.json").read_text())["started_utc"] == second["started_utc"]
     assert len(list(tmp_path.glob("energy.*.csv"))) == 1
     assert any("earlier session" in n for n in second["notes"])
+
+
+@pytest.mark.slow
+def test_fit_writes_energy_report_per_epoch(tmp_path, tiny_config, rng, capsys):
+    """`spectro-fx-train fit` runs the tracker around its loop: files in the run folder, one
+    phase per epoch, options honoured, TensorBoard scalars next to the losses."""
+    import soundfile as sf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from spectro_fx.training.cli import main
+
+    sr = tiny_config.stft.sr
+    data = tmp_path / "tones"
+    data.mkdir()
+    t = np.arange(sr) / sr
+    for i in range(6):  # 6 one-second clips, batch 2: 3 steps per epoch
+        sf.write(data / f"tone{i}.wav", 0.1 * np.sin(2 * np.pi * rng.uniform(200, 2000) * t), sr)
+
+    def flat(prefix, table):
+        for key, value in table.items():
+            if isinstance(value, dict):
+                yield from flat(f"{prefix}{key}.", value)
+            else:
+                yield f"{prefix}{key}={json.dumps(value)}"
+
+    sets = [*flat("model.", tiny_config.to_dict()),
+            *flat("train.", dict(batch_size=2, segment_frames=16, warmup_steps=1, checkpoint_every=100,
+                                 log_every=2, media_every=1000)),
+            "data.segment_s=1.0"]
+    run = tmp_path / "run"
+    argv = ["fit", "--data", str(data), "--run", str(run), "--steps", "7", "--no-progress", "--device", "cpu",
+            "--energy-interval", "0.05", "--pue", "1.2", "--carbon-intensity", "0.3", "--tdp-estimate-w", "15"]
+    for item in sets:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    rep = json.loads((run / "energy_report.json").read_text())
+    assert rep["completed"] is True
+    assert [ph["label"] for ph in rep["phases"]] == ["setup", "epoch 0", "epoch 1", "epoch 2"]
+    assert (rep["method"]["pue"], rep["method"]["carbon_intensity_kg_per_kwh"]) == (1.2, 0.3)
+    assert rep["total"]["co2e_kg"] == pytest.approx(rep["total"]["energy_kwh"] * 1.2 * 0.3, rel=1e-12)
+    assert rep["total"]["includes_estimate"] is (not _rapl_package_readable())
+    if not _nvml_works():
+        assert "gpu" in {m["name"] for m in rep["not_measured"]}
+    for name in ("energy.csv", "energy_summary.txt", "energy.png"):
+        assert (run / name).stat().st_size > 0
+    steps = {r["step"] for r in _read_csv(run / "energy.csv")}
+    assert "7" in steps
+    assert "Total IT energy" in capsys.readouterr().out
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss/reconstruction", "energy/cumulative_kwh/total", "energy/epoch_kwh"} <= tags
+    assert [e.step for e in acc.Scalars("energy/epoch_kwh")] == [0, 1, 2]
+
+
+def test_fit_refuses_bad_energy_options(tmp_path, capsys):
+    from spectro_fx.training.cli import main
+
+    assert main(["fit", "--data", str(tmp_path), "--run", str(tmp_path / "run"), "--pue", "0.8"]) == 2
+    assert "pue=0.8" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
