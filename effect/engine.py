@@ -433,8 +433,10 @@ class Engine:
             else:
                 codes = self._fast.encode(torch.from_numpy(np.ascontiguousarray(window)))[:, :, -n_new:]
             latents = []
+            wanted = np.zeros((n_new, self.n_rows), dtype=bool)
             for j in range(n_new):
                 rows = region_rows(mask[j * ts : (j + 1) * ts], freq_stride=self.freq_stride, n_rows=self.n_rows)
+                wanted[j] = rows
                 region = torch.from_numpy(rows[:, None].copy())
                 column = codes[:, :, j : j + 1]
                 aux_codes = None if self._mix_source is None else self._mix_source.column(c0 + j)  # issue 5
@@ -448,7 +450,11 @@ class Engine:
                 self._history = torch.cat([self._history, column], dim=2)[:, :, -self.HISTORY_COLUMNS :]
                 latents.append(latent)
             if self._streaming is not None:
-                decoded = self._streaming.decode_latent(torch.cat(latents, dim=3)).double().numpy()
+                # only cells inside the region are heard: the decoder head runs on those alone
+                decoded = self._streaming.decode_latent(
+                    torch.cat(latents, dim=3), rows=torch.from_numpy(wanted.any(axis=0)),
+                    columns=torch.from_numpy(wanted.any(axis=1)),
+                ).double().numpy()
             else:
                 latent_window = torch.cat([self._latent_hist, *latents], dim=3)
                 decoded = self._fast.decode_latent(latent_window, n_new).double().numpy()

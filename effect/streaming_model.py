@@ -45,8 +45,10 @@ class _Conv:
     def reset(self) -> None:
         self.state = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad_t:
+    def __call__(self, x: torch.Tensor, *, stateless: bool = False) -> torch.Tensor:
+        """``stateless``: ``x`` already starts with the ``pad_t`` frames of context; the
+        output is ``pad_t`` frames shorter and the state is left alone."""
+        if self.pad_t and not stateless:
             if self.state is None:
                 self.state = x.new_zeros(x.shape[0], x.shape[1], x.shape[2], self.pad_t)
             x = torch.cat([self.state, x], dim=3)
@@ -151,10 +153,69 @@ class StreamingModel:
         self.encoder = _streams(net.encoder.net)
         self.trunk = _streams(net.decoder.trunk)
         self.head = _streams(net.decoder.head)
+        self.time_stride = int(module.time_stride)
+        self.freq_stride = int(module.freq_stride)
+        self.n_rows = int(module.n_rows)
+        self.row_reach = self._split_head()
+        self.reset()
+
+    def _split_head(self) -> int | None:
+        """Split the decoder head into its column-local part (no time context: each column's
+        frames from that column alone) and its frame-rate tail (convs reaching back at most one
+        column), and measure how many codemap rows the head reaches in frequency. Returns the
+        reach, or None when the head does not have this shape (then it always runs whole)."""
+        ups = [i for i, layer in enumerate(self.head) if isinstance(layer, _Up)]
+        if not ups:
+            return None
+        local, tail = self.head[: ups[-1] + 1], self.head[ups[-1] + 1 :]
+        for layer in local:
+            if isinstance(layer, _Res) or getattr(getattr(layer, "conv", layer), "pad_t", 0):
+                return None
+        if any(isinstance(layer, (_Res, _Up)) for layer in tail):
+            return None
+        self.tail_frames = sum(layer.pad_t for layer in tail if isinstance(layer, _Conv))
+        if self.tail_frames > self.time_stride:
+            return None
+        self.head_local, self.head_tail = local, tail
+        # perturb one row in the middle of a random trunk output and see which bins move
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            h = self.net.decoder.trunk(torch.randn(1, self.codebook.shape[1], self.n_rows, 2, generator=generator))
+        bumped = h.clone()
+        row = self.n_rows // 2
+        bumped[:, :, row] += 1.0
+        with torch.no_grad():
+            moved = (self._head_stateless(bumped, context=None) - self._head_stateless(h, context=None)).abs()
+        bins = torch.nonzero(moved[0, 0].amax(dim=1) > 0).flatten()
+        if bins.numel() == 0:
+            return None
+        below = row * self.freq_stride - int(bins.min())
+        above = int(bins.max()) - ((row + 1) * self.freq_stride - 1)
+        return max(-(-below // self.freq_stride), -(-above // self.freq_stride), 0) + 1
+
+    def _head_stateless(self, trunk_out: torch.Tensor, *, context: torch.Tensor | None) -> torch.Tensor:
+        """Head on trunk output columns ``[B, C, rows, k]``; ``context``: the tail's input for
+        the ``tail_frames`` frames before them (None: zeros, the stream start)."""
+        x = trunk_out
+        for layer in self.head_local:
+            x = layer(x)
+        return self._tail(x, context)
+
+    def _tail(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        if self.tail_frames:
+            if context is None:
+                context = x.new_zeros(x.shape[0], x.shape[1], x.shape[2], self.tail_frames)
+            x = torch.cat([context, x], dim=3)
+        for layer in self.head_tail:
+            x = layer(x, stateless=True) if isinstance(layer, _Conv) else layer(x)
+        return x
 
     def reset(self) -> None:
         for layer in self.encoder + self.trunk + self.head:
             layer.reset()
+        self._prev_trunk: torch.Tensor | None = None  # trunk output of the last column
+        self._tail_context: torch.Tensor | None = None  # tail input, last frames of the last column
+        self._tail_rows: tuple[int, int] | None = None  # the row slice that context covers
 
     @torch.no_grad()
     def encode_latent(self, mag: torch.Tensor) -> torch.Tensor:
@@ -176,9 +237,56 @@ class StreamingModel:
         return self.quantize(self.encode_latent(mag))
 
     @torch.no_grad()
-    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        """Latent of new columns [B, D, n_rows, k] -> linear magnitude [B, n_bins, k * time_stride]."""
+    def decode_latent(
+        self, latent: torch.Tensor, *, rows: torch.Tensor | None = None, columns: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Latent of new columns ``[B, D, n_rows, k]`` -> linear magnitude ``[B, n_bins, k * time_stride]``.
+
+        ``rows`` (bool ``[n_rows]``) and ``columns`` (bool ``[k]``) say which cells are wanted
+        (None: all). The decoder's time state always advances; its head (most of the cost)
+        runs only from the first wanted column on and on the wanted rows plus the head's reach
+        in frequency. Bins of unwanted rows and frames of skipped columns are 0.
+        """
         x = latent.float()
-        for layer in self.trunk + self.head:
+        for layer in self.trunk:
             x = layer(x)
-        return self.net.normalizer.inverse(x[:, 0, : self.n_bins])
+        k = x.shape[3]
+        if self.row_reach is None:
+            for layer in self.head:
+                x = layer(x)
+            return self.net.normalizer.inverse(x[:, 0, : self.n_bins])
+        ts, fs = self.time_stride, self.freq_stride
+        out = x.new_zeros(x.shape[0], self.n_bins, k * ts)
+        wanted_rows = torch.ones(self.n_rows, dtype=torch.bool) if rows is None else rows.to(torch.bool)
+        wanted_cols = torch.ones(k, dtype=torch.bool) if columns is None else columns.to(torch.bool)
+        previous, self._prev_trunk = self._prev_trunk, x[:, :, :, k - 1 :]
+        if not bool(wanted_rows.any()) or not bool(wanted_cols.any()):
+            self._tail_context, self._tail_rows = None, None
+            return out
+        lo = int(torch.nonzero(wanted_rows).min())
+        hi = int(torch.nonzero(wanted_rows).max()) + 1
+        r0, r1 = max(lo - self.row_reach, 0), min(hi + self.row_reach, self.n_rows)
+        j0 = int(torch.nonzero(wanted_cols).min())
+        # the tail's frames before column j0, for this row slice
+        context = None
+        if self.tail_frames:
+            stored = self._tail_rows
+            if j0 == 0 and stored is not None and stored[0] <= r0 and r1 <= stored[1]:
+                b0 = (r0 - stored[0]) * fs
+                context = self._tail_context[:, :, b0 : b0 + (r1 - r0) * fs]
+            else:
+                before = x[:, :, r0:r1, j0 - 1 : j0] if j0 > 0 else (None if previous is None else previous[:, :, r0:r1])
+                if before is not None:
+                    h = before
+                    for layer in self.head_local:
+                        h = layer(h)
+                    context = h[:, :, :, h.shape[3] - self.tail_frames :]
+        h = x[:, :, r0:r1, j0:]
+        for layer in self.head_local:
+            h = layer(h)
+        if self.tail_frames:
+            self._tail_context, self._tail_rows = h[:, :, :, h.shape[3] - self.tail_frames :], (r0, r1)
+        y = self.net.normalizer.inverse(self._tail(h, context)[:, 0])
+        top = min(hi * fs, self.n_bins)
+        out[:, lo * fs : top, j0 * ts :] = y[:, (lo - r0) * fs : (lo - r0) * fs + (top - lo * fs)]
+        return out

@@ -114,11 +114,13 @@ def main() -> None:
     period_ms = 1000 * engine.column_period_s
     for chain in [c for c in args.chains.split(",") if c in registry]:
         engine = Engine(model, sr=sr, channels=1, chain=chain, values=values)
-        _run(engine, x[: sr // 2], 4096)  # warm up
-        engine.reset()
-        wall, cpu = _run(engine, x, 4096)
-        print(f"chain {chain}: offline RTF {args.seconds / cpu:.1f}x (CPU time), {args.seconds / wall:.1f}x (wall), "
-              f"4096-sample blocks; {model_only / cpu:.2f}x the model-only baseline's rate; runner: {engine.model_runner}")
+        _run(engine, x[: sr // 2], 16384)  # warm up
+        print(f"chain {chain} (runner: {engine.model_runner}, region {values['low_hz']:g}-{values['high_hz']:g} Hz):")
+        for block in (16384, 4096):  # 16384 is what `spectro-fx --output` uses
+            engine.reset()
+            wall, cpu = _run(engine, x, block)
+            print(f"  offline RTF {args.seconds / cpu:.1f}x (CPU time), {args.seconds / wall:.1f}x (wall), "
+                  f"{block}-sample blocks; {model_only / cpu:.2f}x the model-only baseline's rate")
         # live-like: one column per block, as a 512-sample callback would deliver
         live = Engine(model, sr=sr, channels=1, chain=chain, values=values)
         block = int(m.hop_length) * int(m.time_stride)
