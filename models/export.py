@@ -213,6 +213,10 @@ def export_model(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.jit.save(module, tmp, _extra_files=extra)
+        # mkstemp makes 0600 files; a model file is meant to be shared, so honour the umask
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
