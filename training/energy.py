@@ -394,10 +394,6 @@ class Phase:
     end_index: int
 
 
-def _finite_or_none(value) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
 def _iso(t_wall: float) -> str:
     return datetime.fromtimestamp(t_wall, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -391,6 +390,8 @@ def test_tdp_estimate_only_when_asked_and_marked(tmp_path):
         for _ in range(20):
             x = torch.tanh(x @ x.T / 128)
         tracker.mark_epoch(1)
+        live = tracker.snapshot()
+        assert live["completed"] is False and live["total"]["estimated_energy_kwh"] > 0
     writer.close()
     rep = tracker.report
     est = [c for c in rep["components"] if c["name"] == "cpu-tdp-estimate"]
