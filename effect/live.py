@@ -181,8 +181,11 @@ class Worker(threading.Thread):
                     "name": name,
                     "value": applied,
                     "received_s": round(received_s, 4),
-                    # the frames processed from now on are heard `margin` frames later
-                    "applied_s": round((self.pos + self.bridge.margin) / self.sr, 4),
+                    # the frames processed from now on are heard `margin` frames later, or,
+                    # if the worker is late (those frames play dry), from the next wet block
+                    "applied_s": round(
+                        max((self.pos + self.bridge.margin) / self.sr, self.bridge.stream_time_now()), 4
+                    ),
                 }
             )
 
@@ -470,6 +473,10 @@ class _Session:
         return {
             "stream_s": round(b.frames / b.sr, 4),
             "frames": b.frames,
+            # the same instant on CLOCK_MONOTONIC and in stream time: other processes on this
+            # machine map their own time.monotonic() to stream time with it
+            "monotonic": round(time.monotonic(), 4),
+            "stream_now_s": round(b.stream_time_now(), 4),
             "callbacks": b.callbacks,
             "underruns": b.underruns,
             "underrun_frames": b.underrun_frames,

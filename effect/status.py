@@ -18,6 +18,8 @@ STATS_FIELDS = {
     "t": "wall-clock time, Unix seconds",
     "stream_s": "stream time: frames played / sr",
     "frames": "frames played",
+    "monotonic": "time.monotonic() (system-wide clock) when the line was taken",
+    "stream_now_s": "stream time at that instant (maps another process's monotonic time to stream time)",
     "callbacks": "audio callbacks so far",
     "underruns": "blocks played dry because the worker was late",
     "underrun_frames": "frames of those blocks",
