@@ -161,6 +161,70 @@ class NoteRenderer:
         self.synth.delete()
 
 
+# The demo clip: (start s, duration s, GM program, pitches, velocity); about 12 s of piano,
+# strings with a flute line, bass with brass stabs, a guitar arpeggio and a pad.
+DEMO_SCORE = (
+    (0.0, 1.8, 0, (60, 64, 67), 100),
+    (0.0, 1.8, 0, (48,), 90),
+    (2.0, 3.8, 48, (55, 60, 64), 85),
+    (2.0, 1.0, 73, (72,), 100),
+    (3.0, 1.0, 73, (74,), 100),
+    (4.0, 1.8, 73, (76,), 100),
+    (6.0, 0.45, 33, (36,), 110),
+    (6.5, 0.45, 33, (36,), 110),
+    (7.0, 0.45, 33, (43,), 110),
+    (7.5, 0.45, 33, (41,), 110),
+    (6.0, 0.3, 61, (60, 64, 67), 105),
+    (7.0, 0.3, 61, (62, 67, 71), 105),
+    (8.2, 0.3, 24, (52,), 100),
+    (8.5, 0.3, 24, (55,), 100),
+    (8.8, 0.3, 24, (59,), 100),
+    (9.1, 0.9, 24, (64,), 100),
+    (10.0, 1.6, 89, (57, 60, 64, 69), 100),
+)
+
+
+def render_score(
+    score=DEMO_SCORE,
+    *,
+    soundfont: str | os.PathLike = DEFAULT_SOUNDFONT,
+    sr: int = 48000,
+    tail_s: float = 0.8,
+    peak_dbfs: float = -6.0,
+) -> np.ndarray:
+    """Render a small score of (start s, duration s, program, pitches, velocity) events to mono
+    float32, normalised to ``peak_dbfs`` (one MIDI channel per program; reverb and chorus off)."""
+    renderer = NoteRenderer(soundfont, sr=sr)
+    synth = renderer.synth
+    programs = sorted({event[2] for event in score})
+    if len(programs) > 15:
+        raise ParameterError(f"a score may use at most 15 programs, got {len(programs)}")
+    channel_of = {}
+    for channel, program in zip([c for c in range(16) if c != 9], programs):
+        synth.program_select(channel, renderer.sfid, 0, program)
+        channel_of[program] = channel
+    events = []
+    for start, duration, program, pitches, velocity in score:
+        for pitch in pitches:
+            events.append((start, 1, channel_of[program], pitch, velocity))
+            events.append((start + duration, 0, channel_of[program], pitch, 0))
+    events.sort()
+    chunks, now = [], 0
+    for time_s, is_on, channel, pitch, velocity in events:
+        target = int(round(time_s * sr))
+        if target > now:
+            chunks.append(synth.get_samples(target - now))
+            now = target
+        if is_on:
+            synth.noteon(channel, pitch, velocity)
+        else:
+            synth.noteoff(channel, pitch)
+    chunks.append(synth.get_samples(int(round(tail_s * sr))))
+    renderer.close()
+    audio = np.concatenate(chunks).astype(np.float32).reshape(-1, 2).mean(axis=1) / 32768.0
+    return (audio * (10 ** (peak_dbfs / 20) / max(float(np.abs(audio).max()), 1e-9))).astype(np.float32)
+
+
 def render_notes(
     out: str | os.PathLike,
     *,
@@ -259,10 +323,26 @@ def add_parser(subparsers) -> None:
     p.add_argument("--velocities", default="64,100", help="MIDI velocities 1..127")
     p.add_argument("--sr", type=int, default=48000, help="sample rate in Hz (default 48000)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="instead of notes, write the built-in 12 s demo score as one mono 16-bit WAV file OUT (how assets/demo.wav was made)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.demo:
+        import soundfile as sf
+
+        audio = render_score(soundfont=args.soundfont, sr=args.sr)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        sf.write(tmp, audio, args.sr, subtype="PCM_16", format="WAV")
+        os.replace(tmp, out)
+        print(f"wrote {out} ({len(audio) / args.sr:.1f} s at {args.sr} Hz)")
+        return 0
     result = render_notes(
         args.out,
         soundfont=args.soundfont,

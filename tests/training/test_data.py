@@ -119,3 +119,11 @@ def test_crops_are_repeatable(notes):
     assert not np.array_equal(a[1].numpy(), b[1].numpy())
     with pytest.raises(ParameterError, match="shorter than the crop"):
         CropDataset(clips, n_samples=10 * SR)
+
+
+def test_render_demo_score(tmp_path):
+    out = tmp_path / "demo.wav"
+    assert main(["render-notes", "--demo", str(out), "--sr", str(SR)]) == 0
+    audio, sr = sf.read(out)
+    assert sr == SR and audio.ndim == 1 and 10 * SR < len(audio) < 15 * SR
+    assert np.abs(audio).max() == pytest.approx(0.5, abs=0.01)
