@@ -29,7 +29,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from spectro_fx.models.errors import ParameterError
 

@@ -6,7 +6,7 @@ Causal STFT -> encoder per completed column -> effect chain -> decoder -> region
 from __future__ import annotations
 
 import functools
-import math
+import threading
 import time
 import warnings
 from collections import deque
@@ -200,6 +200,7 @@ class Engine:
         else:
             self.chain = list(chain)
         self._bank = ParameterBank(self.chain)
+        self._apply_lock = threading.Lock()
         self._hop_s = self.hop / self.model_sr
         self._smoothers = {p.name: Smoother(p, hop_s=self._hop_s) for p in REGION_PARAMETERS}
         self.column_period_s = self.time_stride * self._hop_s
@@ -251,12 +252,14 @@ class Engine:
         return coerced
 
     def _apply_pending(self, *, immediate: bool = False) -> None:
-        for key, value in self._bank.take_pending().items():
-            owner = self._bank.owner(key)
-            if owner is None:
-                self._smoothers[key].set_target(float(value), immediate=immediate)
-            else:
-                owner.set(key.split(".", 1)[1], value)
+        # set() before the first block applies from the caller's thread: serialise with process()
+        with self._apply_lock:
+            for key, value in self._bank.take_pending().items():
+                owner = self._bank.owner(key)
+                if owner is None:
+                    self._smoothers[key].set_target(float(value), immediate=immediate)
+                else:
+                    owner.set(key.split(".", 1)[1], value)
 
     # ------------------------------------------------------------------ stream state
     def reset(self) -> None:

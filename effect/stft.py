@@ -131,10 +131,21 @@ class StreamingISTFT:
             return out
         frames = np.fft.irfft(np.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * self.window
         start = n_fft - cfg.win_length
-        acc = self._acc
-        for t in range(count):
-            acc += frames[:, t, :]
-            out[:, t * hop : (t + 1) * hop] = acc[:, start : start + hop]
-            acc = np.concatenate([acc[:, hop:], np.zeros((self.channels, hop))], axis=1)
-        self._acc = acc
+        if n_fft % hop == 0:
+            # all frames at once, one hop-long segment of every frame per pass, oldest frame's
+            # segment first at every sample: the same additions in the same order as frame by frame
+            buf = np.zeros((self.channels, n_fft + count * hop))
+            buf[:, :n_fft] = self._acc
+            for seg in reversed(range(n_fft // hop)):
+                part = frames[:, :, seg * hop : (seg + 1) * hop].reshape(self.channels, count * hop)
+                buf[:, seg * hop : seg * hop + count * hop] += part
+            out = buf[:, start : start + count * hop]
+            self._acc = buf[:, count * hop : count * hop + n_fft].copy()
+        else:
+            acc = self._acc
+            for t in range(count):
+                acc += frames[:, t, :]
+                out[:, t * hop : (t + 1) * hop] = acc[:, start : start + hop]
+                acc = np.concatenate([acc[:, hop:], np.zeros((self.channels, hop))], axis=1)
+            self._acc = acc
         return out / np.tile(self._norm, count)
