@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -530,3 +532,77 @@ def test_fit_refuses_bad_energy_options(tmp_path, capsys):
     assert main(["fit", "--data", str(tmp_path), "--run", str(tmp_path / "run"), "--pue", "0.8"]) == 2
     assert "pue=0.8" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+class _StandInNvml:
+    """Replays what NVML returns on the lent GPU machines (no NVIDIA driver here, so the GPU code
+    path cannot run for real in this suite; tests/bench/gpu_energy_check.py runs it on a GPU).
+    GPU 0 has the total-energy counter (Volta and newer), GPU 1 only power, as older boards."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self):
+        self.refs = 0
+        self.t0 = time.monotonic()
+        self.watts = [283.0, 75.0]
+
+    def nvmlInit(self):
+        self.refs += 1
+
+    def nvmlShutdown(self):
+        self.refs -= 1
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetUUID(self, h):
+        return ["GPU-aaaa1111-0000", "GPU-bbbb2222-0000"][h]
+
+    def nvmlDeviceGetName(self, h):
+        return [b"NVIDIA H100 80GB HBM3", "Tesla P100-PCIE-16GB"][h]  # old bindings return bytes
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        return int(self.watts[h] * 1000)  # mW
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        if h == 1:
+            raise self.NVMLError("Not Supported")
+        elapsed = time.monotonic() - self.t0
+        return int(7.5e9 + self.watts[h] * elapsed * 1000)  # mJ since the driver loaded
+
+
+@pytest.mark.parametrize("visible, expected", [(None, {"gpu0", "gpu1"}), ("1", {"gpu1"}), ("GPU-aaaa", {"gpu0"}), ("", set())])
+def test_nvml_path_with_recorded_responses(tmp_path, monkeypatch, visible, expected):
+    nvml = _StandInNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    with EnergyTracker(tmp_path, interval_s=0.05, rapl_root=tmp_path / "none") as tracker:
+        tracker.mark_epoch(0)
+        time.sleep(0.3)
+    rep = tracker.report
+    assert nvml.refs == 0  # every nvmlInit balanced
+    comps = {c["name"]: c for c in rep["components"]}
+    assert set(comps) == expected
+    if "gpu0" in comps:
+        c = comps["gpu0"]
+        assert "counter" in c["method"] and "H100" in c["description"]
+        assert c["mean_power_w"] == pytest.approx(283.0, rel=0.02)  # mJ counter -> J -> kWh right
+        assert c["power_integral_kwh"] == pytest.approx(c["energy_kwh"], rel=0.02)
+    if "gpu1" in comps:
+        c = comps["gpu1"]
+        assert "trapezoid" in c["method"] and "P100" in c["description"]
+        assert c["energy_j"] == pytest.approx(75.0 * rep["duration_s"], rel=1e-9)  # mW -> W right
+    if not expected:
+        assert "gpu" in {m["name"] for m in rep["not_measured"]}
+        assert rep["total"]["energy_kwh"] is None
+    else:
+        assert rep["total"]["co2e_kg"] == pytest.approx(rep["total"]["energy_kwh"] * 1.58 * 0.477, rel=1e-12)
+        rows = [r for r in _read_csv(tmp_path / "energy.csv") if r["device"] in expected]
+        assert {r["device"] for r in rows} == expected and all(r["power_w"] for r in rows)
