@@ -469,5 +469,7 @@ class Engine:
         self._mag_start = keep_from
 
         magnitude = np.abs(spec)
+        # a model that overflows (exp of a large log-magnitude) must not reach the output
+        decoded = np.where(np.isfinite(decoded), decoded, magnitude)
         phase = np.where(magnitude > 0.0, spec / np.where(magnitude > 0.0, magnitude, 1.0), 1.0)
         return mask.T[None] * (decoded - magnitude) * phase
