@@ -349,11 +349,11 @@ def plot_render(
     row_hz = engine.freq_stride * engine.model_sr / engine.stft_config.n_fft
     for r in range(1, engine.n_rows):
         if r * row_hz < nyquist:
-            axes[0].axhline(r * row_hz, color="white", lw=0.3, alpha=0.4)
+            axes[0].axhline(r * row_hz, color="white", lw=0.5, alpha=0.5)
     n_columns = int(duration / engine.column_period_s)
     step = max(1, n_columns // 200)
     for c in range(step, n_columns, step):
-        axes[0].axvline(c * engine.column_period_s, color="white", lw=0.3, alpha=0.25)
+        axes[0].axvline(c * engine.column_period_s, color="white", lw=0.3, alpha=0.35)
     for ax in axes:
         for start, stop, low, high, period, duty, mix in _region_shapes(trajectory, frames=before.shape[0], sr=sr):
             if high <= low or mix <= 0:
