@@ -97,6 +97,7 @@ CSV_COLUMNS = (
     "cumulative_kwh",
     "cumulative_co2e_kg",
 )
+MAX_LISTED_PHASES = 40  # more epochs than this: the summary and plot show the first and last only
 INTERIM_REPORT_S = 30.0  # seconds between interim report writes at epoch marks
 FORMULA = "CO2e [kg] = E [kWh] x PUE x carbon_intensity [kg CO2e/kWh]"
 
@@ -603,9 +604,16 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(f"CO2e: {total['formula']}")
         if total["not_measured"]:
             lines.append(f"  (excludes, not measured: {', '.join(total['not_measured'])})")
-    if report["phases"]:
+    phases = report["phases"]
+    if phases:
         lines.append("Per phase:")
-        for ph in report["phases"]:
+        shown = phases if len(phases) <= MAX_LISTED_PHASES else [*phases[:3], None, *phases[-3:]]
+        for ph in shown:
+            if ph is None:
+                kwh = [p["energy_kwh"] for p in phases if p["epoch"] is not None and p["energy_kwh"] is not None]
+                spread = f"; per epoch {min(kwh):.6g} .. {max(kwh):.6g} kWh" if kwh else ""
+                lines.append(f"  ... {len(phases) - 6} more (all in energy_report.json){spread}")
+                continue
             co2 = "" if ph["co2e_kg"] is None else f"  {ph['co2e_kg']:.6g} kg CO2e"
             lines.append(f"  {ph['label']:<12} {ph['duration_s']:8.1f} s  {_fmt_kwh(ph['energy_kwh'])}{co2}")
     lines.append(f"PUE {method['pue']:g}, carbon intensity {method['carbon_intensity_kg_per_kwh']:g} kg CO2e/kWh.")
@@ -669,7 +677,9 @@ def plot_energy(
     else:
         for ax in (ax_p, ax_c):
             ax.text(0.5, 0.5, "not measured on this machine", ha="center", va="center", transform=ax.transAxes)
-    for ph in report.get("phases", []):
+    phases = report.get("phases", [])
+    # boundaries help up to a few dozen epochs; beyond that they only hide the curves (and cost seconds)
+    for ph in phases if len(phases) <= MAX_LISTED_PHASES else []:
         if ph["start_s"] > 0:
             for ax in (ax_p, ax_c):
                 ax.axvline(ph["start_s"], color="0.7", linestyle=":", linewidth=0.8)
