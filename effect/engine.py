@@ -200,6 +200,7 @@ class Engine:
         else:
             self.chain = list(chain)
         self._bank = ParameterBank(self.chain)
+        self._mask_cache: tuple[tuple[float, float], np.ndarray] | None = None
         self._apply_lock = threading.Lock()
         self._hop_s = self.hop / self.model_sr
         self._smoothers = {p.name: Smoother(p, hop_s=self._hop_s) for p in REGION_PARAMETERS}
@@ -407,6 +408,16 @@ class Engine:
         self.column_times.extend([per_column] * n_new)
         return out
 
+    def _band_mask(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """:func:`band_mask` per frame; the band mostly stands still, so a constant one is reused."""
+        if low[0] == low[-1] and high[0] == high[-1] and np.all(low == low[0]) and np.all(high == high[0]):
+            key = (float(low[0]), float(high[0]))
+            if self._mask_cache is None or self._mask_cache[0] != key:
+                row = band_mask(low[:1], high[:1], sr=self.model_sr, n_fft=self.stft_config.n_fft)
+                self._mask_cache = (key, row)
+            return np.repeat(self._mask_cache[1], len(low), axis=0)
+        return band_mask(low, high, sr=self.model_sr, n_fft=self.stft_config.n_fft)
+
     def _columns(self, n_new: int) -> np.ndarray:
         """Run the model and the chain on ``n_new`` completed columns; returns the change
         spectrum of their frames ``[channels, n_bins, n_new * time_stride]``."""
@@ -428,7 +439,7 @@ class Engine:
         targets = gate_targets(np.arange(c0 * ts, end), **self._gate_args())
         gate = slew_gate(targets, self._gate)
         self._gate = float(gate[-1])
-        mask = band_mask(low, high, sr=self.model_sr, n_fft=self.stft_config.n_fft) * (gate * mix)[:, None]
+        mask = self._band_mask(low, high) * (gate * mix)[:, None]
 
         with torch.no_grad():
             if self._streaming is not None:

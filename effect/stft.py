@@ -129,7 +129,10 @@ class StreamingISTFT:
         out = np.empty((self.channels, count * hop))
         if count == 0:
             return out
-        frames = np.fft.irfft(np.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * self.window
+        if spec.any():
+            frames = np.fft.irfft(np.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * self.window
+        else:  # silence in (an engine's region switched off): no transforms needed
+            frames = np.zeros((self.channels, count, n_fft))
         start = n_fft - cfg.win_length
         if n_fft % hop == 0:
             # all frames at once, one hop-long segment of every frame per pass, oldest frame's
