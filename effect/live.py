@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--loop", action="store_true", help="with a file --input: loop it")
     group.add_argument("--record", metavar="FILE", help="record what is heard to FILE (.wav, .flac or .ogg), written when you stop")
     group.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much audio (default: until Ctrl-C)")
-    group.add_argument("--safety-ms", type=float, default=6.0, metavar="MS", help="extra time the engine may take before a block plays dry (default 6 ms; raise it if you see underruns)")
+    group.add_argument("--safety-ms", type=float, metavar="MS", help="time the engine may take for a block before it plays dry (default: measured at start, 1.5 x the engine's slowest calls; raise it if you see underruns)")
     group.add_argument("--jack-name", default="spectro-fx", metavar="NAME", help="JACK client name (ports NAME:in_0, NAME:out_0 ...)")
     group.add_argument("--no-auto-connect", action="store_true", help="JACK: do not stay connected to system capture/playback")
     group.add_argument("--midi-in", metavar="PORT", help="MIDI input port: name substring or index (see --list-midi)")
@@ -373,7 +373,7 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
         raise ParameterError("live mode needs --input mic, jack, a device or a file")
     if args.learn and not (args.midi_in or args.midi_virtual):
         raise ParameterError("--learn needs a MIDI input: --midi-in PORT or --midi-virtual")
-    if args.safety_ms < 0:
+    if args.safety_ms is not None and args.safety_ms < 0:
         raise ParameterError(f"--safety-ms={args.safety_ms} must be >= 0")
     make_engine = make_engine or default_engine_factory(args)
     ccmap = None
@@ -405,10 +405,11 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
         )
     sr = plan.sr
     engine = make_engine(sr=sr, channels=plan.in_channels, block_hint=plan.blocksize)
-    _warm_up(engine, plan.blocksize, plan.in_channels, sr)
+    slowest_s = _warm_up(engine, plan.blocksize, plan.in_channels, sr)
+    safety_s = args.safety_ms / 1000 if args.safety_ms is not None else auto_safety_s(slowest_s)
 
     fade = min(plan.blocksize, max(int(round(0.002 * sr)), 8))
-    margin = plan.blocksize + fade + int(round(args.safety_ms * sr / 1000))
+    margin = plan.blocksize + fade + int(round(safety_s * sr))
     bridge = audio_io.StreamBridge(
         sr=sr, channels=plan.in_channels, out_channels=plan.out_channels, blocksize=plan.blocksize,
         engine_latency=int(engine.latency_samples), margin=margin, fade=fade, source=source,
@@ -418,13 +419,25 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
     return session.run()
 
 
-def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> None:
-    """Run the engine on a little silence first: TorchScript optimises on its first calls,
-    which would otherwise make the first blocks late."""
-    zeros = np.zeros((blocksize, channels), np.float32)
-    for _ in range(max(int(0.4 * sr) // blocksize, 8)):
-        engine.process(zeros)
+def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> float:
+    """Run the engine on a little noise first: TorchScript optimises on its first calls,
+    which would otherwise make the first blocks late. Returns the 95th percentile of the
+    call times after the first ones, in seconds (the calls that complete a column dominate)."""
+    noise = (1e-3 * np.random.default_rng(0).standard_normal((blocksize, channels))).astype(np.float32)
+    times = []
+    for _ in range(max(int(0.6 * sr) // blocksize, 16)):
+        started = time.perf_counter()
+        engine.process(noise)
+        times.append(time.perf_counter() - started)
     engine.reset()
+    return float(np.percentile(times[len(times) // 3 :], 95))
+
+
+def auto_safety_s(slowest_call_s: float) -> float:
+    """Default safety margin: 1.5 x the slow engine calls seen at start plus 2 ms for waking
+    the worker, within [3, 100] ms. A block's output can only be ready once the column it
+    completes has been computed, so the margin must cover that computation."""
+    return float(min(max(1.5 * slowest_call_s + 0.002, 0.003), 0.1))
 
 
 class _Session:
@@ -529,6 +542,7 @@ class _Session:
         self._say(
             f"spectro-fx live: {self.plan.description}\n"
             f"latency {self.latency_ms:.1f} ms = engine {engine_ms:.1f} + safety margin {margin_ms:.1f} "
+            f"(block + fade + {'measured engine time' if self.args.safety_ms is None else '--safety-ms'}) "
             f"+ device {1000.0 * self.device_latency_s:.1f} ms"
         )
         if self.midi is not None:

@@ -93,6 +93,8 @@ def test_cc_from_a_jack_midi_port_moves_the_region(jack_server, live_model, tmp_
         "--input", "jack", "--jack-name", tag, "--model", live_model, "--midi-in", f"{tag}-cc:cc_out",
         "--stats-json", str(stats), "--record", str(record), "--duration", "20", "--no-status",
         "--set", "low_hz=3000", "--set", "high_hz=3000",  # start with an empty band
+        # random codes in the region: whatever the model, the region sounds unlike the input
+        "--chain", "noise", "--set", "noise.amount=1",
     )
     try:
         assert source.stdout.readline().strip() == "playing"
@@ -157,10 +159,12 @@ def test_cc_from_a_jack_midi_port_moves_the_region(jack_server, live_model, tmp_
 
     region_a, region_b = band_levels(4, 10), band_levels(12.5, 16)
     change = region_b - region_a
+    dry_share = lines[-1]["underrun_frames"] / lines[-1]["frames"]  # blocks the late worker left dry
+    change = np.append(change, dry_share)
     # the band that was regenerated in A and is dry in B changes, so does the one regenerated
     # in B only; the band regenerated in neither stays as it was
-    assert abs(change[0]) > 3 * abs(change[1]) + 1.0, change
-    assert abs(change[2]) > 3 * abs(change[1]) + 1.0, change
+    assert abs(change[0]) > 3 * abs(change[1]) + 3.0, change
+    assert abs(change[2]) > 3 * abs(change[1]) + 3.0, change
     assert abs(change[1]) < 1.0, change
 
 
@@ -179,7 +183,7 @@ def test_a_slowed_worker_falls_back_to_continuous_dry_sound(jack_server, live_mo
     stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
     proc = spectro_fx(
         "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--set", f"mix={mix}",
-        "--debug-worker-delay-ms", "40", "--duration", "4", "--record", str(record),
+        "--debug-worker-delay-ms", "40", "--safety-ms", "5", "--duration", "4", "--record", str(record),
         "--stats-json", str(stats), "--no-status", "--jack-name", f"sfxslow{os.getpid()}",
     )
     _, err = proc.communicate(timeout=60)
