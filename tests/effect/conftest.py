@@ -63,3 +63,32 @@ def tiny_model(tiny_model_path):
     from spectro_fx.models.export import load_model
 
     return load_model(tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def odd_model(tmp_path_factory):
+    """A tiny 16 kHz model with awkward shapes: hop 48 does not divide n_fft 128, window 100
+    shorter than n_fft, time stride 2, asymmetric frequency padding, no residual blocks."""
+    from spectro_fx.models import STFTConfig, VQVAEConfig
+    from spectro_fx.models.export import load_model
+
+    cfg = VQVAEConfig(
+        stft=STFTConfig(sr=16000, n_fft=128, hop_length=48, win_length=100),
+        channels=(4, 6),
+        freq_strides=(2, 2),
+        time_strides=(1, 2),
+        freq_kernels=(5, 3),
+        time_kernel=2,
+        n_res_blocks=0,
+        code_dim=4,
+        codebook_size=16,
+    )
+    return load_model(_build(tmp_path_factory.mktemp("models") / "odd16k.pt", cfg))
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """The engine runs torch on one thread (process-wide); give later tests their threads back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
