@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from typing import Any, Callable, TextIO
@@ -93,6 +94,7 @@ class LiveReport:
         self.loads: list[float] = []
         self.events: list[dict] = []
         self.load_p99_max = 0.0
+        self.shown_load: float | None = None
         self.lines = 0
         if self.terminal is not None:
             self.terminal.write("\x1b[?25l")  # hide the cursor while the line redraws
@@ -139,23 +141,26 @@ class LiveReport:
 
     def _draw(self, raw: dict) -> None:
         params = raw.get("params", {})
-        region = f"{_format_value(params.get('low_hz', 0))}-{_format_value(params.get('high_hz', 0))} Hz"
+        region = f"{params.get('low_hz', 0):.0f}-{params.get('high_hz', 0):.0f} Hz"
         if params.get("period_s"):
-            region += f" gate {_format_value(params['period_s'])}s/{_format_value(params.get('duty'))}"
+            region += f" gate {_format_value(params['period_s'])} s x {_format_value(params.get('duty'))}"
         others = " ".join(
-            f"{k.split('.')[-1]} {_format_value(v)}"
-            for k, v in params.items()
-            if k not in ("low_hz", "high_hz", "period_s", "duty")
+            f"{k} {_format_value(v)}" for k, v in params.items() if k not in ("low_hz", "high_hz", "period_s", "duty")
         )
-        load = f"{100 * self.loads[-1]:.0f}%" if self.loads else "-"
+        if self.loads:
+            self.shown_load = self.loads[-1]
+        load = f"{100 * self.shown_load:.0f}%" if self.shown_load is not None else "-"
         midi = raw.get("midi") or {}
-        midi_state = "" if not midi else (" midi ok" if midi.get("connected") else " midi GONE")
+        midi_state = ""
+        if midi:
+            midi_state = {True: " | midi ok", False: " | midi port GONE", None: " | midi virtual"}[midi.get("connected")]
         line = (
             f"region {region} {others} | in {raw['in_peak_dbfs']:.0f} out {raw['out_peak_dbfs']:.0f} dBFS"
             f" | load {load} | underruns {raw['underruns']} xruns {raw['xruns']}"
-            f" | {raw['latency_ms']:.1f} ms{midi_state}"
+            f" | latency {raw['latency_ms']:.1f} ms{midi_state}"
         )
-        self.terminal.write("\r\x1b[2K" + line[:200])
+        width = shutil.get_terminal_size((200, 24)).columns - 1
+        self.terminal.write("\r\x1b[2K" + line[:width])
         self.terminal.flush()
 
     def close(self) -> None:
