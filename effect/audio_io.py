@@ -6,7 +6,6 @@ The only module that imports sounddevice, and only when a device is actually nee
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 import subprocess
 import time

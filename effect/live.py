@@ -27,23 +27,20 @@ RECORD_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24"), ".ogg":
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".au")
 
 LIVE_HELP = """\
-live performance (no --output):
+With --input mic, jack, a device name/index, or a file without --output, spectro-fx plays
+live; the latency (engine + safety margin + device) is printed at start.
   spectro-fx --input mic                           default input -> default output
   spectro-fx --input jack --midi-in "nanoKONTROL"  JACK ports, MIDI knobs from a controller
   spectro-fx --input jack --midi-virtual           open a MIDI port a DAW can connect to
   spectro-fx --input in.wav --loop                 play a file through the effect
-  spectro-fx --input jack --learn low_hz --midi-map knobs.toml   bind the next knob you move
+  spectro-fx --input jack --midi-in 0 --learn low_hz --midi-map knobs.toml   bind the next knob
   spectro-fx --list-devices | --list-midi
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the live-mode options to the ``spectro-fx`` parser."""
-    group = parser.add_argument_group(
-        "live performance",
-        "With --input mic, jack, a device name/index, or a file without --output, spectro-fx "
-        "plays live. The latency (engine + safety margin + device) is printed at start.",
-    )
+    group = parser.add_argument_group("live performance", LIVE_HELP)
     group.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     group.add_argument("--list-midi", action="store_true", help="list MIDI input ports and exit")
     group.add_argument("--output-device", metavar="DEVICE", help="output device: name substring, index or 'jack' (default: the input's system)")

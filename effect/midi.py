@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections import deque
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
