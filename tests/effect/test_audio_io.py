@@ -183,3 +183,37 @@ def test_devices_on_the_jack_server(jack_server):
         audio_io.plan_stream("jack", channels=5)
     with pytest.raises(ParameterError, match="--blocksize=0"):
         audio_io.plan_stream("jack", blocksize=0)
+
+
+def test_the_callback_allocates_no_audio_buffers(rng):
+    import tracemalloc
+
+    block = 1024  # 4 kB of float32 per block: any per-block buffer would show
+    bridge = StreamBridge(
+        sr=SR, channels=1, out_channels=2, blocksize=block, engine_latency=LATENCY,
+        margin=block + FADE + 128, fade=FADE, record_s=1.0,
+    )
+    x = rng.standard_normal((block * 64, 1)).astype(np.float32)
+    out = np.zeros((block, 2), np.float32)
+    engine = DelayEngine(1)
+    buf = np.zeros((8192, 1), np.float32)
+    late = {20, 21, 30}
+    for k in range(16):  # warm-up: wet, dry and both fades happen below as well
+        bridge.duplex_callback(x[k * block : (k + 1) * block], out, block, None, None)
+        serve(bridge, engine, buf)
+        bridge.record_ring.skip(block)
+    tracemalloc.start()
+    try:
+        peaks = []
+        for k in range(16, 64):
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            bridge.duplex_callback(x[k * block : (k + 1) * block], out, block, None, None)
+            peaks.append(tracemalloc.get_traced_memory()[1] - before)
+            if k not in late:
+                serve(bridge, engine, buf)
+            bridge.record_ring.skip(block)
+    finally:
+        tracemalloc.stop()
+    assert bridge.underruns == len(late)
+    assert max(peaks) < 4 * block, peaks  # numpy views and floats only, never a block of samples
