@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,8 @@ def portaudio(*, jack_client: str | None = None, rescan: bool = False):
         _sd = sounddevice
         rescan = True  # sounddevice initialised at import, before the client name could be set
     if rescan:
-        _sd._terminate()
+        if _sd._initialized > 0:
+            _sd._terminate()
         name = jack_client or DEFAULT_JACK_CLIENT
         try:
             lib = ctypes.CDLL(_sd._libname)
@@ -64,6 +66,16 @@ def portaudio(*, jack_client: str | None = None, rescan: bool = False):
             pass  # a PortAudio without JACK support: the name does not matter
         _sd._initialize()
     return _sd
+
+
+def release() -> None:
+    """Shut PortAudio down now (it re-initialises on next use). Call it before a JACK server
+    this process used goes away: PortAudio's own shutdown at exit aborts the process when
+    its JACK server has already gone."""
+    sd = sys.modules.get("sounddevice")
+    if sd is not None:
+        while sd._initialized > 0:
+            sd._terminate()
 
 
 def _hostapi_name(sd, device: dict) -> str:

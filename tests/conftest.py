@@ -64,6 +64,10 @@ def jack_server():
         pytest.fail("jackd did not start within 10 s")
     time.sleep(0.2)
     yield proc
+    # PortAudio's exit handler aborts the process if its JACK server is gone by then
+    from spectro_fx.effect.audio_io import release
+
+    release()
     proc.send_signal(2)  # SIGINT: jackd ignores SIGTERM at times
     try:
         proc.wait(timeout=5)
