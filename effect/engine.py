@@ -163,6 +163,8 @@ class Engine:
             raise ParameterError(f"channels={channels!r} must be a positive integer")
         if block_hint is not None and (not isinstance(block_hint, (int, np.integer)) or block_hint <= 0):
             raise ParameterError(f"block_hint={block_hint!r} must be a positive integer or None")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ParameterError(f"seed={seed!r} must be an integer >= 0")
         if resample_quality not in RESAMPLE_QUALITIES:
             raise ParameterError(
                 f"resample_quality={resample_quality!r} must be one of {', '.join(RESAMPLE_QUALITIES)}"

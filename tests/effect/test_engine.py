@@ -205,6 +205,8 @@ def test_bad_arguments(tiny_model):
         Engine(tiny_model, sr=0, channels=1)
     with pytest.raises(ParameterError, match="channels=0"):
         Engine(tiny_model, sr=48000, channels=0)
+    with pytest.raises(ParameterError, match="seed=-1 must be an integer >= 0"):
+        Engine(tiny_model, sr=48000, channels=1, seed=-1)
     with pytest.raises(ParameterError, match="resample_quality='best'"):
         Engine(tiny_model, sr=44100, channels=1, resample_quality="best")
     engine = Engine(tiny_model, sr=48000, channels=2)
