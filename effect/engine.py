@@ -20,7 +20,7 @@ from spectro_fx.models.export import ModelFile
 
 from .effects import CodemapContext, Effect, Parameter, make_chain
 from .params import REGION_PARAMETERS, ParameterBank, Smoother
-from .region import band_mask, gate_targets, region_rows, slew_gate
+from .region import band_mask, gate_targets, region_cells, slew_gate
 from .stft import StreamingISTFT, StreamingSTFT
 
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
@@ -420,6 +420,36 @@ class Engine:
             return np.repeat(self._mask_cache[1], len(low), axis=0)
         return band_mask(low, high, sr=self.model_sr, n_fft=self.stft_config.n_fft)
 
+    def _chain(self, codes: torch.Tensor, wanted: np.ndarray, c0: int) -> torch.Tensor:
+        """The effect chain, one column at a time (so any blocking gives the same result), on
+        ``codes`` [channels, n_rows, n_new] with region cells ``wanted`` [n_new, n_rows];
+        returns the latents [channels, D, n_rows, n_new] for the decoder."""
+        codes_effects = [e for e in self.chain if type(e).process_codes is not Effect.process_codes]
+        latent_effects = [e for e in self.chain if type(e).process_latent is not Effect.process_latent]
+        columns, latents = [], []
+        if not codes_effects and not latent_effects:  # no effect changes anything: skip the loop
+            self._history = torch.cat([self._history, codes], dim=2)[:, :, -self.HISTORY_COLUMNS :]
+            return self._embed(codes)
+        for j in range(codes.shape[2]):
+            region = torch.from_numpy(wanted[j][:, None].copy())
+            column = codes[:, :, j : j + 1]
+            aux_codes = None if self._mix_source is None else self._mix_source.column(c0 + j)  # issue 5
+            ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng, aux_codes=aux_codes)
+            for effect in codes_effects:
+                column = effect.process_codes(column, region, ctx)
+            if latent_effects:
+                latent = self._embed(column)
+                for effect in latent_effects:
+                    latent = effect.process_latent(latent, region, ctx)
+                latents.append(latent)
+            self._history = torch.cat([self._history, column], dim=2)[:, :, -self.HISTORY_COLUMNS :]
+            columns.append(column)
+        return torch.cat(latents, dim=3) if latent_effects else self._embed(torch.cat(columns, dim=2))
+
+    def _embed(self, codes: torch.Tensor) -> torch.Tensor:
+        # the model file's embed() is this lookup; calling it costs a TorchScript dispatch per call
+        return torch.nn.functional.embedding(codes, self._codebook).permute(0, 3, 1, 2)
+
     def _columns(self, n_new: int) -> np.ndarray:
         """Run the model and the chain on ``n_new`` completed columns; returns the change
         spectrum of their frames ``[channels, n_bins, n_new * time_stride]``."""
@@ -448,31 +478,16 @@ class Engine:
                 codes = self._streaming.encode(torch.from_numpy(np.abs(spec).astype(np.float32)))
             else:
                 codes = self._fast.encode(torch.from_numpy(np.ascontiguousarray(window)))[:, :, -n_new:]
-            latents = []
-            wanted = np.zeros((n_new, self.n_rows), dtype=bool)
-            for j in range(n_new):
-                rows = region_rows(mask[j * ts : (j + 1) * ts], freq_stride=self.freq_stride, n_rows=self.n_rows)
-                wanted[j] = rows
-                region = torch.from_numpy(rows[:, None].copy())
-                column = codes[:, :, j : j + 1]
-                aux_codes = None if self._mix_source is None else self._mix_source.column(c0 + j)  # issue 5
-                ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng, aux_codes=aux_codes)
-                for effect in self.chain:
-                    column = effect.process_codes(column, region, ctx)
-                # the model file's embed() is this lookup; calling it costs a TorchScript dispatch per column
-                latent = torch.nn.functional.embedding(column, self._codebook).permute(0, 3, 1, 2)
-                for effect in self.chain:
-                    latent = effect.process_latent(latent, region, ctx)
-                self._history = torch.cat([self._history, column], dim=2)[:, :, -self.HISTORY_COLUMNS :]
-                latents.append(latent)
+            wanted = region_cells(mask, time_stride=ts, freq_stride=self.freq_stride, n_rows=self.n_rows)
+            latent_new = self._chain(codes, wanted, c0)
             if self._streaming is not None:
                 # only cells inside the region are heard: the decoder head runs on those alone
                 decoded = self._streaming.decode_latent(
-                    torch.cat(latents, dim=3), rows=torch.from_numpy(wanted.any(axis=0)),
+                    latent_new, rows=torch.from_numpy(wanted.any(axis=0)),
                     columns=torch.from_numpy(wanted.any(axis=1)),
                 ).double().numpy()
             else:
-                latent_window = torch.cat([self._latent_hist, *latents], dim=3)
+                latent_window = torch.cat([self._latent_hist, latent_new], dim=3)
                 decoded = self._fast.decode_latent(latent_window, n_new).double().numpy()
                 self._latent_hist = latent_window[:, :, :, max(latent_window.shape[3] - self._decoder_context, 0) :]
 

@@ -92,3 +92,22 @@ def region_rows(mask: np.ndarray, *, freq_stride: int, n_rows: int) -> np.ndarra
     padded = np.zeros(n_rows * freq_stride, dtype=bool)
     padded[: active.shape[0]] = active
     return padded.reshape(n_rows, freq_stride).any(axis=1)
+
+
+def region_cells(mask: np.ndarray, *, time_stride: int, freq_stride: int, n_rows: int) -> np.ndarray:
+    """Codemap cells that overlap the mask, for whole columns at once.
+
+    Parameters
+    ----------
+    mask : np.ndarray [n_columns * time_stride, n_bins]
+
+    Returns
+    -------
+    np.ndarray [n_columns, n_rows] bool (row ``r`` of column ``c``: :func:`region_rows` of the
+    column's frames)
+    """
+    n_frames, n_bins = mask.shape
+    active = (mask > 0.0).reshape(n_frames // time_stride, time_stride, n_bins).any(axis=1)
+    padded = np.zeros((active.shape[0], n_rows * freq_stride), dtype=bool)
+    padded[:, :n_bins] = active
+    return padded.reshape(active.shape[0], n_rows, freq_stride).any(axis=2)

@@ -48,3 +48,13 @@ def test_region_rows_cover_the_mask():
     assert rows.shape == (33,)
     assert list(np.flatnonzero(rows)) == [2, 3]
     assert not region_rows(np.zeros((4, 257)), freq_stride=8, n_rows=33).any()
+
+
+def test_region_cells_match_region_rows_per_column(rng):
+    from spectro_fx.effect.region import region_cells
+
+    mask = np.where(rng.random((12, 257)) > 0.97, rng.random((12, 257)), 0.0)
+    cells = region_cells(mask, time_stride=4, freq_stride=8, n_rows=33)
+    assert cells.shape == (3, 33)
+    for c in range(3):
+        np.testing.assert_array_equal(cells[c], region_rows(mask[4 * c : 4 * c + 4], freq_stride=8, n_rows=33))
