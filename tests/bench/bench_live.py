@@ -248,7 +248,7 @@ def main() -> None:
     model = args.model or str(asset_path(DEFAULT_MODEL))
     if not Path(model).exists():
         raise SystemExit(f"model file {model} does not exist; pass --model")
-    server = JackServer(f"benchjack{os.getpid()}")
+    server = JackServer("spectro-fx-bench")  # a fixed name: see test_live's dying server
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)

@@ -274,15 +274,24 @@ def test_signals_stop_cleanly_with_a_complete_recording(jack_server, live_model,
 def test_killing_jackd_ends_with_one_clear_line_and_an_intact_recording(live_model, tmp_path):
     if shutil.which("jackd") is None:
         pytest.fail("jackd is not installed: apt-get install jackd2")
-    server = f"sfxdie{os.getpid()}"
+    # a fixed name: jackd keeps at most 8 servers in its shared registry and only reclaims the
+    # entry of a killed one when a server of the same name starts again
+    server = "spectro-fx-test-dying"
     env = {"JACK_DEFAULT_SERVER": server}
-    jackd = subprocess.Popen(
-        ["jackd", "-n", server, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env},
-    )
-    try:
+
+    def start_jackd():
+        proc = subprocess.Popen(
+            ["jackd", "-n", server, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+        )
         ready = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env={**os.environ, **env})
-        assert ready.returncode == 0, "the private jackd did not start"
+        if ready.returncode != 0:
+            proc.kill()
+            pytest.fail(f"a second jackd ({server}) did not start: {proc.communicate()[1][-500:]}")
+        return proc
+
+    jackd = start_jackd()
+    try:
         src = _test_signal(1.0)
         sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
         stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
@@ -296,8 +305,12 @@ def test_killing_jackd_ends_with_one_clear_line_and_an_intact_recording(live_mod
         _, err = proc.communicate(timeout=30)
     finally:
         if jackd.poll() is None:
-            jackd.send_signal(signal.SIGINT)
+            jackd.kill()
             jackd.wait(timeout=10)
+        # start and stop it cleanly once more: that frees its registry entry
+        clean = start_jackd()
+        clean.send_signal(signal.SIGINT)
+        clean.wait(timeout=10)
     assert proc.returncode == 1
     assert "Traceback" not in err
     ours = [line for line in err.splitlines() if line.startswith("spectro-fx: error")]
