@@ -91,6 +91,7 @@ class ExperimentContext:
         os.close(fd)
         try:
             fig.savefig(tmp, dpi=110, bbox_inches="tight")
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; figures are package data
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -469,7 +470,8 @@ def energy(ctx: ExperimentContext) -> dict:
                          "traces": traces})
             ctx.log(f"  grid {side}x{side}: {trained.seconds:.1f} s, energy {report['total']['energy_kwh']} kWh")
     measured = any(r["traces"] for r in runs)
-    fig, (ax_p, ax_c) = plt.subplots(2, 1, figsize=(6, 5))
+    fig, (ax_p, ax_c) = plt.subplots(2, 1, figsize=(6, 5) if measured else (6, 3.6),
+                                     gridspec_kw={"height_ratios": (1, 1) if measured else (1, 3)})
     if measured:
         for r in runs:
             for device, trace in r["traces"].items():
@@ -494,7 +496,8 @@ def energy(ctx: ExperimentContext) -> dict:
     result = {"digits": len(digits), "measured": measured, "runs": runs, "machine": platform.machine(),
               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
     what = ("power and CO2e per grid size" if measured else
-            "power and CO2e not measured here (no NVML GPU, no readable RAPL), so only the time per epoch")
+            "power and CO2e not measured here (no NVML GPU, no readable RAPL), so only the wall time "
+            f"per epoch on {os.cpu_count()} CPU cores")
     ctx.save(fig, "fig11_energy.png",
              f"Fig. 11: one training epoch on {len(digits)} digits for codemaps of "
              f"{', '.join(r['codemap'] for r in runs)} with the project's energy tracker: {what}.")
@@ -626,6 +629,7 @@ def _merge_json(path: Path, update: dict) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=2, sort_keys=True, default=float)
         handle.write("\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
