@@ -331,6 +331,7 @@ def bench_quality(args) -> None:
         with torch.no_grad():
                 save_figures(args.figures, module, example, regenerated, heldout_usage, region_usage,
                          low_row=low_row, high_row=high_row, row_hz=row_hz)
+        engine_figures(args.figures, model, example[0], low_hz=low_row * row_hz, high_hz=high_row * row_hz)
 
 
 def save_figures(folder, module, example, regenerated, heldout_usage, region_usage, *, low_row, high_row, row_hz):
@@ -375,6 +376,20 @@ def save_figures(folder, module, example, regenerated, heldout_usage, region_usa
     fig.savefig(folder / "inpaint_usage.png", dpi=110)
     plt.close(fig)
     print(f"figures: {folder / 'inpaint_spectrograms.png'}, {folder / 'inpaint_usage.png'}")
+
+
+def engine_figures(folder, model, note: Path, *, low_hz: float, high_hz: float) -> None:
+    """Before/after pictures of a held-out note rendered by the engine (the product path)."""
+    from spectro_fx.effect.render import render_file
+
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ("learned", "spatial"):
+            picture = folder / f"inpaint_engine_{method}.png"
+            render_file(note, Path(tmp) / "out.wav", model=model, chain="inpaint", seed=0, plot=picture,
+                        values={"low_hz": low_hz, "high_hz": high_hz, "period_s": 2.0, "duty": 0.5,
+                                "inpaint.method": method})
+            print(f"figure: {picture} (engine, {note.stem}, {low_hz:.0f}-{high_hz:.0f} Hz, gated 1 s of every 2 s)")
 
 
 def main(argv=None) -> None:
