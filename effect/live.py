@@ -632,6 +632,8 @@ class _Session:
                 connected = self.midi.connected()
                 if connected is False and self._midi_connected:
                     self._say(f"MIDI port {self.midi.port_name} went away; keeping the last values")
+                elif connected and self._midi_connected is False and self.midi.reconnect():
+                    self._say(f"MIDI port {self.midi.port_name} is back")
                 self._midi_connected = connected
             self.report.tick()
             if b.source_done:

@@ -308,6 +308,24 @@ class MidiInput:
         except Exception:
             return False
 
+    def reconnect(self) -> bool:
+        """Re-open the port by name if it came back (a controller plugged in again)."""
+        if self.port_name is None or not self.clients:
+            return False
+        client = self.clients[0]
+        try:
+            ports = client.get_ports()
+            if self.port_name not in ports:
+                return False
+            client.close_port()
+            # without registering the callback again no message arrives on the new port
+            client.cancel_callback()
+            client.set_callback(self._callback)
+            client.open_port(ports.index(self.port_name), "midi_in")
+            return True
+        except Exception:
+            return False
+
     @property
     def description(self) -> str:
         parts = []

@@ -162,11 +162,24 @@ def test_port_by_name_receives_ccs_and_notices_when_it_vanishes(jack_server):
         assert got.wait(2.0)
         assert received == [[0xB0, 74, 99]]
         out.close_port()
-        del out
+        out.delete()  # the controller is unplugged: its JACK client goes away
         deadline = time.monotonic() + 3
         while midi.connected() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert midi.connected() is False
+        # the controller comes back under the same name: reconnect and listen again
+        out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=f"{tag}-out")
+        out.open_virtual_port("cc_out")
+        wait_deadline = time.monotonic() + 3
+        while not midi.reconnect() and time.monotonic() < wait_deadline:
+            time.sleep(0.05)
+        assert midi.connected() is True, midi.clients[0].get_ports()
+        got.clear()
+        time.sleep(0.1)
+        out.send_message([0xB0, 75, 1])
+        assert got.wait(2.0)
+        assert received[-1] == [0xB0, 75, 1]
+        out.close_port()
     finally:
         midi.close()
 
