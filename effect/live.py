@@ -493,6 +493,7 @@ class _Session:
             "xruns": b.xruns,
             "xrun_flags": dict(b.xrun_flags),
             "input_dropped": b.input_dropped,
+            "record_dropped": b.record_dropped,
             "resyncs": self.worker.resyncs if self.worker else 0,
             "latency_ms": round(self.latency_ms, 2),
             "latency": {

@@ -27,6 +27,7 @@ STATS_FIELDS = {
     "xruns": "callbacks PortAudio flagged with an under/overflow",
     "xrun_flags": "per-flag counts (input_underflow, input_overflow, output_underflow, output_overflow)",
     "input_dropped": "captured frames the worker ring had no room for",
+    "record_dropped": "played frames the recorder had no room for (a slow disk)",
     "resyncs": "times the worker skipped a backlog to catch up",
     "engine_load_p50": "median worker time over audio time per column in the last second",
     "engine_load_p99": "99th percentile of the same",
