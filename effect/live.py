@@ -173,16 +173,16 @@ class Worker(threading.Thread):
             except ParameterError as exc:
                 self.events.append({"name": name, "error": str(exc), "received_s": round(received_s, 4)})
                 continue
+            now = self.bridge.stream_time_now()
             self.events.append(
                 {
                     "name": name,
                     "value": applied,
-                    "received_s": round(received_s, 4),
-                    # the frames processed from now on are heard `margin` frames later, or,
-                    # if the worker is late (those frames play dry), from the next wet block
-                    "applied_s": round(
-                        max((self.pos + self.bridge.margin) / self.sr, self.bridge.stream_time_now()), 4
-                    ),
+                    "received_s": round(received_s, 4),  # stream time the MIDI message arrived
+                    "applied_s": round(now, 4),  # stream time the engine took the value
+                    # the frames processed from now on are played `margin` frames after they
+                    # were captured, or, if the worker is late (those play dry), from now on
+                    "heard_s": round(max((self.pos + self.bridge.margin) / self.sr, now), 4),
                 }
             )
 

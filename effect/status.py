@@ -38,7 +38,8 @@ STATS_FIELDS = {
     "in_peak_dbfs": "peak input level of the last block",
     "out_peak_dbfs": "peak output level of the last block",
     "params": "current target value of every parameter",
-    "param_events": "parameter changes since the last line: name, value, received_s, applied_s",
+    "param_events": "parameter changes since the last line: name, value and stream times received_s "
+    "(MIDI arrived), applied_s (the engine took it), heard_s (first output frame computed with it)",
     "midi": "MIDI input state: port, connected, messages, ignored",
 }
 

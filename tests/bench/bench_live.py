@@ -206,7 +206,7 @@ def knob_latency(server: JackServer, *, model: str, work: Path, toggles: int = 8
     looped = np.tile(src, (-(-len(heard) // len(src)), 1))[: len(heard) - delay]
     departs = np.abs(heard[delay:, 0] - looped[:, 0]) > 1e-4
     events = {round(e["received_s"], 4): e for line in lines for e in line["param_events"] if e.get("value") == 1.0}
-    from_sent, from_received, applied = [], [], []
+    from_sent, from_received, applied, computed = [], [], [], []
     for mono in sends:
         sent_s = float(np.interp(mono, monos, stream_nows))
         near = [e for r, e in events.items() if abs(r - sent_s) < 0.2]
@@ -220,6 +220,7 @@ def knob_latency(server: JackServer, *, model: str, work: Path, toggles: int = 8
             from_received.append(1000 * (heard_s - received_s))
             from_sent.append(1000 * (heard_s - sent_s))
         applied.append(1000 * (near[0]["applied_s"] - received_s))
+        computed.append(1000 * (near[0]["heard_s"] - received_s))
     figure = lambda values, f: round(float(f(values)), 1) if values else None
     return {
         "toggles": toggles,
@@ -230,6 +231,7 @@ def knob_latency(server: JackServer, *, model: str, work: Path, toggles: int = 8
         # from the send (CLOCK_MONOTONIC interpolated to stream time between stats lines)
         "sent_to_heard_ms_median": figure(from_sent, np.median),
         "received_to_applied_ms_median": figure(applied, np.median),
+        "received_to_first_computed_frame_ms_median": figure(computed, np.median),
         # how much the stream clock wandered against CLOCK_MONOTONIC over the run
         "stream_clock_spread_ms": round(1000 * float(offsets.max() - offsets.min()), 1),
         "underruns": lines[-1]["underruns"],
