@@ -508,13 +508,13 @@ def energy(ctx: ExperimentContext) -> dict:
 # (file, chain, settings, what it shows); region: the default band 500 .. 4000 Hz.
 EFFECT_PICTURES = (
     ("effect_none.png", "none", {}, "plain VQ-VAE resynthesis inside the band"),
-    ("effect_inpaint_spatial.png", "inpaint", {"inpaint.method": "spatial", "inpaint.temperature": "0"},
-     "spatial naive Bayes inpainting (the paper's method, radius 2, most probable code)"),
+    ("effect_inpaint_spatial.png", "inpaint", {"inpaint.method": "spatial"},
+     "spatial naive Bayes inpainting (the paper's method; radius 2, posterior sampled at temperature 1)"),
     ("effect_inpaint_learned.png", "inpaint", {"inpaint.method": "learned", "inpaint.temperature": "1"},
      "learned categorical naive Bayes inpainting (the model file's prior, sampled)"),
     ("effect_noise.png", "noise", {"noise.amount": "0.5"}, "half the codes replaced by random codes"),
     ("effect_dropout.png", "dropout", {"dropout.channels": "1"}, "one latent channel kept (Fig. 7 on audio)"),
-    ("effect_mix.png", "mix", {"mix.amount": "0.5"}, "codes mixed with a second clip (Fig. 8 on audio)"),
+    ("effect_mix.png", "mix", {"mix.amount": "0.5"}, "codes mixed with a second clip, FluidR3_GM flute notes (Fig. 8 on audio)"),
 )
 TINY_EFFECTS = ("effect_noise.png",)
 
