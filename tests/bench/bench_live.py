@@ -132,7 +132,10 @@ def soak(server: JackServer, *, model: str, minutes: float, work: Path) -> dict:
     lines = stats_lines(stats)
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"the soak run failed (rc {proc.returncode}): {err}")
-    steady = [line for line in lines if line["stream_s"] >= 60.0] or lines[len(lines) // 2 :]
+    # RSS from the first line after a minute (warmed up) to the last line written while the
+    # stream ran (the very last one follows the worker thread's exit, which frees its arena)
+    running = lines[:-1]
+    steady = [line for line in running if line["stream_s"] >= 60.0] or running[len(running) // 4 :]
     p99 = [line["engine_load_p99"] for line in lines if line["engine_load_p99"] is not None]
     p50 = [line["engine_load_p50"] for line in lines if line["engine_load_p50"] is not None]
     cpu = [line["cpu_s_per_audio_s"] for line in lines if line["cpu_s_per_audio_s"] is not None]
@@ -147,9 +150,10 @@ def soak(server: JackServer, *, model: str, minutes: float, work: Path) -> dict:
         "xruns": last["xruns"],
         "resyncs": last["resyncs"],
         "input_dropped": last["input_dropped"],
-        "rss_mb_first_minute_end": steady[0]["rss_mb"],
-        "rss_mb_end": last["rss_mb"],
-        "rss_growth_mb": round(last["rss_mb"] - steady[0]["rss_mb"], 2),
+        "rss_mb_from": f"{steady[0]['rss_mb']} at {steady[0]['stream_s']:.0f} s",
+        "rss_mb_to": f"{running[-1]['rss_mb']} at {running[-1]['stream_s']:.0f} s",
+        "rss_growth_mb": round(running[-1]["rss_mb"] - steady[0]["rss_mb"], 2),
+        "rss_mb_max": max(line["rss_mb"] for line in running),
         "load_p50_median": round(float(np.median(p50)), 3),
         "load_p99_median": round(float(np.median(p99)), 3),
         "load_p99_worst_second": round(float(np.max(p99)), 3),
