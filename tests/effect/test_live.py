@@ -184,6 +184,8 @@ def test_a_slowed_worker_falls_back_to_continuous_dry_sound(jack_server, live_mo
     stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
     proc = spectro_fx(
         "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--set", f"mix={mix}",
+        # the region holds the 1.5 and 2.5 kHz partials, the 220/330 Hz ones stay dry
+        "--set", "low_hz=1000", "--set", "high_hz=4000",
         "--debug-worker-delay-ms", "40", "--safety-ms", "5", "--duration", "4", "--record", str(record),
         "--stats-json", str(stats), "--no-status", "--jack-name", f"sfxslow{os.getpid()}",
     )
@@ -205,7 +207,8 @@ def test_a_slowed_worker_falls_back_to_continuous_dry_sound(jack_server, live_mo
         body = heard[delay:]
         windows = body[: len(body) // 256 * 256].reshape(-1, 256, 2)
         rms = np.sqrt((windows**2).mean(axis=1))
-        assert rms.min() > 0.1, rms.min()  # no silence gap (the source has 0.22 RMS per channel)
+        # no silence gap: the dry partials alone have 0.21 RMS per channel
+        assert rms.min() > 0.15, rms.min()
         # crossfades keep sample-to-sample steps within what the signals themselves do
         steps = np.abs(np.diff(body, axis=0)).max()
         assert steps < 1.5 * np.abs(np.diff(looped, axis=0)).max(), steps
