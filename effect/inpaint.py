@@ -43,10 +43,11 @@ class Inpaint(Effect):
 
     The known neighbours are the earlier columns as the chain output them (``ctx.history``,
     regenerated codes included), the cells of the new column outside the region, and the
-    region cells already regenerated (autoregressive order of
-    :mod:`spectro_fx.models.naive_bayes`: oldest column first, then rows in ``radius + 1``
-    interleaved passes, low row first). Future columns do not exist yet, so in a stream the
-    time neighbourhood is one-sided.
+    region cells already regenerated (the causal order of :mod:`spectro_fx.models.naive_bayes`:
+    oldest column first, then rows in interleaved passes, ``radius + 1`` of them when the
+    neighbourhood spans frequency, low row first). Future columns do not exist yet, so in a
+    stream the time neighbourhood is one-sided. Channels are regenerated one after the other
+    with the same parameters; one uniform is drawn from ``ctx.rng`` per regenerated cell.
 
     ``method=learned`` on a model file without a prior warns once and uses ``spatial``.
     """
@@ -106,7 +107,6 @@ class Inpaint(Effect):
             reach = int(max(0, -int(prior.offsets[:, 0].min())))
         else:
             reach = radius if self.values["axis"] != "freq" else 0
-        n_new = codes.shape[-1]
         history = ctx.history[..., ctx.history.shape[-1] - min(reach, ctx.history.shape[-1]) :]
         n_hist = history.shape[-1]
         full = torch.cat([history.to(codes.dtype), codes], dim=-1).cpu().numpy()
