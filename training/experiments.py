@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +25,7 @@ import torch
 
 from spectro_fx.models.errors import ParameterError
 
-from .mnist import BUNDLED, Digits, ImageVQVAE, MnistTrainConfig, load_mnist, reconstruction_mse, train_mnist
+from .mnist import BUNDLED, MnistTrainConfig, load_mnist, reconstruction_mse, train_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 FLUID_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
@@ -73,8 +73,7 @@ class ExperimentContext:
                 digits = digits.sample(min(TINY_DIGITS, len(digits)), seed=self.seed)
             train, test = digits.split(test_fraction=0.2, seed=self.seed)
             base = TINY if self.tiny else FULL
-            config = MnistTrainConfig(**{**base.__dict__, "seed": self.seed,
-                                         **({"epochs": self.epochs} if self.epochs else {})})
+            config = replace(base, seed=self.seed, epochs=self.epochs or base.epochs)
             self.log(f"training the MNIST VQ-VAE: {len(train)} digits, {config.epochs} epochs")
             trained = train_mnist(train, config, progress=lambda e, loss: self.log(f"  epoch {e}: mse {loss:.4f}"))
             self._mnist = {"train": train, "test": test, "config": config, "trained": trained,
