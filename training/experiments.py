@@ -696,7 +696,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = run_experiments(args.names, out=args.out, tiny=args.tiny, seed=args.seed, mnist_source=args.mnist,
-                          epochs=args.epochs, model=args.model, clip=args.clip)
+                          epochs=args.epochs, model=args.model, clip=args.clip,
+                          log=lambda line: print(line, flush=True))
     for name, caption in ctx.captions.items():
         print(f"{name}: {caption}")
     return 0
