@@ -21,13 +21,43 @@ API_NAMES = ("auto", "jack", "alsa")
 DEFAULT_CLIENT = "spectro-fx-midi"
 
 
+JACK_MESSAGES: deque = deque(maxlen=50)  # what rtmidi's libjack said (kept, not printed)
+_jack_handlers: list = []
+
+
 def rtmidi_module():
     """Import rtmidi lazily, with a message that says what to install."""
     try:
         import rtmidi
     except ImportError:
         raise ParameterError(f"MIDI needs the rtmidi module: {INSTALL_HINT}") from None
+    if not _jack_handlers:
+        _keep_jack_messages(rtmidi)
     return rtmidi
+
+
+def _keep_jack_messages(rtmidi) -> None:
+    """python-rtmidi wheels carry their own libjack, which prints every error to stderr
+    (three lines when the JACK server dies). Keep them in ``JACK_MESSAGES`` instead; our own
+    messages say what went wrong. SPECTRO_FX_DEBUG=1 leaves libjack's printing alone."""
+    import ctypes
+    import glob
+
+    _jack_handlers.append(None)  # once per process, found or not
+    if os.environ.get("SPECTRO_FX_DEBUG"):
+        return
+    here = os.path.dirname(getattr(rtmidi, "__file__", "") or "")
+    for path in glob.glob(os.path.join(here, "..", "python_rtmidi*", "libjack*.so*")):
+        try:
+            lib = ctypes.CDLL(path)
+            handler = ctypes.CFUNCTYPE(None, ctypes.c_char_p)(
+                lambda message: JACK_MESSAGES.append(message.decode(errors="replace"))
+            )
+            lib.jack_set_error_function(handler)
+            lib.jack_set_info_function(handler)
+            _jack_handlers.append(handler)  # ctypes callbacks must outlive their use
+        except (OSError, AttributeError):
+            pass
 
 
 def choose_api(api: str = "auto", *, jack_audio: bool = False) -> int:

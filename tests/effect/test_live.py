@@ -319,6 +319,8 @@ def test_killing_jackd_ends_with_one_clear_line_and_an_intact_recording(live_mod
     assert "Traceback" not in err
     ours = [line for line in err.splitlines() if line.startswith("spectro-fx: error")]
     assert len(ours) == 1 and "the JACK server went away; recording saved to" in ours[0], err
+    start_lines = ("spectro-fx live:", "latency ", "MIDI:", "recording to")
+    assert [line for line in err.splitlines()[:-1] if line.strip() and not line.startswith(start_lines)] == [], err
     heard, sr = sf.read(record)
     last = stats_lines(stats)[-1]
     assert sr == SR and len(heard) >= last["frames"] and len(heard) > SR
