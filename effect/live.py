@@ -368,6 +368,9 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
         return 0
     if args.input is None:
         raise ParameterError("live mode needs --input mic, jack, a device or a file")
+    for option in ("automation", "plot"):
+        if getattr(args, option, None):
+            raise ParameterError(f"--{option} is for rendering a file (give --output); live, use MIDI knobs")
     if args.learn and not (args.midi_in or args.midi_virtual):
         raise ParameterError("--learn needs a MIDI input: --midi-in PORT or --midi-virtual")
     if args.safety_ms is not None and args.safety_ms < 0:

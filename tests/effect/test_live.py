@@ -396,6 +396,7 @@ def test_worker_resyncs_after_a_long_stall_and_the_output_stays_aligned():
         (["--input", "jack", "--midi-virtual", "--midi-map", "{bad}"], r"bad.toml: not valid TOML: .*line 3"),
         (["--input", "jack", "--midi-virtual", "--midi-map", "{unknown}"], "unknown parameter 'wobble'; valid: low_hz"),
         (["--input", "jack", "--safety-ms", "-1"], "--safety-ms=-1"),
+        (["--input", "mic", "--automation", "knobs.mid"], "--automation is for rendering a file"),
     ],
 )
 def test_live_command_line_errors_are_one_line(tmp_path, capsys, argv, message):
