@@ -234,6 +234,10 @@ def knob_latency(server: JackServer, *, model: str, work: Path, toggles: int = 8
         "received_to_heard_ms_max": figure(from_received, np.max),
         # from the send (CLOCK_MONOTONIC interpolated to stream time between stats lines)
         "sent_to_heard_ms_median": figure(from_sent, np.median),
+        # plus PortAudio's output latency: until the sound leaves the output port
+        "sent_to_output_port_ms_median": (
+            round(figure(from_sent, np.median) + lines[-1]["latency"]["device_ms"], 1) if from_sent else None
+        ),
         "received_to_applied_ms_median": figure(applied, np.median),
         "received_to_first_computed_frame_ms_median": figure(computed, np.median),
         # how much the stream clock wandered against CLOCK_MONOTONIC over the run
