@@ -12,6 +12,16 @@ from spectro_fx.training.fit import model_from_run, train
 from .test_fit import tiny_run_config, write_tones
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # tiny models gain nothing from a second thread, and on a loaded 2-core machine the
+    # threads' spin-waits made each step seconds slower
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     import numpy as np
@@ -25,7 +35,12 @@ def trained_run(tmp_path_factory):
     )
     root = tmp_path_factory.mktemp("export")
     tones = write_tones(root / "tones", np.random.default_rng(0), count=8)
-    train(tiny_run_config(tiny, tones, steps=6, checkpoint_every=3), root / "run", progress=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(tiny_run_config(tiny, tones, steps=6, checkpoint_every=3), root / "run", progress=False)
+    finally:
+        torch.set_num_threads(previous)
     return root / "run"
 
 

@@ -32,6 +32,16 @@ from spectro_fx.training.fit import (
 SR = 16000
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # tiny models gain nothing from a second thread, and on a loaded 2-core machine the
+    # threads' spin-waits made each step seconds slower
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def write_tones(folder, rng, *, count=12, seconds=1.0):
     """Harmonic tones of random pitch and level: a tiny, learnable data set."""
     folder.mkdir(parents=True, exist_ok=True)
