@@ -154,6 +154,32 @@ def _neighbour_values(state: np.ndarray, rows: np.ndarray, cols: np.ndarray, off
     return np.where(inside, values, -1)
 
 
+class _PaddedState:
+    """Codes being regenerated, padded by the offsets' reach with -1 so that a pass reads all
+    its neighbour codes with one flat gather (outside the codemap reads as unknown, -1)."""
+
+    def __init__(self, codemap: np.ndarray, mask: np.ndarray, offsets: np.ndarray):
+        n_rows, n_cols = codemap.shape
+        self.pad_r = int(np.abs(offsets[:, 1]).max(initial=0))
+        self.pad_c = int(np.abs(offsets[:, 0]).max(initial=0))
+        self.state = np.full((n_rows + 2 * self.pad_r, n_cols + 2 * self.pad_c), -1, dtype=np.int64)
+        self.inner = (slice(self.pad_r, self.pad_r + n_rows), slice(self.pad_c, self.pad_c + n_cols))
+        self.state[self.inner] = np.where(mask, -1, codemap)
+        self.width = self.state.shape[1]
+        self.delta = offsets[:, 1] * self.width + offsets[:, 0]
+
+    def values(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Neighbour codes ``[B, M]`` of cells ``(rows, cols)``; -1 unknown or outside."""
+        base = (rows + self.pad_r) * self.width + (cols + self.pad_c)
+        return self.state.ravel()[base[:, None] + self.delta[None, :]]
+
+    def fill(self, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray) -> None:
+        self.state[rows + self.pad_r, cols + self.pad_c] = codes
+
+    def result(self) -> np.ndarray:
+        return self.state[self.inner].copy()
+
+
 def sample_log_weights(log_weights: np.ndarray, uniforms: np.ndarray, *, temperature: float) -> np.ndarray:
     """Draw one index per row from ``softmax(log_weights / temperature)`` by inverse CDF.
 
@@ -326,13 +352,13 @@ def spatial_inpaint(
         return codemap
     rng = rng if rng is not None else np.random.default_rng()
     uniforms = rng.random(int(mask.sum()))
-    state = np.where(mask, -1, codemap)
+    state = _PaddedState(codemap, mask, offsets)
     start = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         for rows, cols in passes:
             u = uniforms[start : start + rows.size]
             start += rows.size
-            values = _neighbour_values(state, rows, cols, offsets)
+            values = state.values(rows, cols)
             codes, has_neighbour = _gaussian_nb_predict(values, offsets, u, temperature)
             if not has_neighbour.all():
                 if fallback_log_prior is None:
@@ -340,8 +366,8 @@ def spatial_inpaint(
                 lonely = ~has_neighbour
                 prior = np.broadcast_to(np.asarray(fallback_log_prior, dtype=np.float64), (int(lonely.sum()), len(fallback_log_prior)))
                 codes[lonely] = sample_log_weights(prior, u[lonely], temperature=temperature)
-            state[rows, cols] = codes
-    return state
+            state.fill(rows, cols, codes)
+    return state.result()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -550,15 +576,15 @@ def learned_inpaint(
         return codemap
     rng = rng if rng is not None else np.random.default_rng()
     uniforms = rng.random(int(mask.sum()))
-    state = np.where(mask, -1, codemap)
+    state = _PaddedState(codemap, mask, offsets)
     start = 0
     for rows, cols in passes:
         u = uniforms[start : start + rows.size]
         start += rows.size
-        values = _neighbour_values(state, rows, cols, offsets)
+        values = state.values(rows, cols)
         jll = _categorical_jll(np.where(values < 0, k, values), tables)
-        state[rows, cols] = sample_log_weights(jll, u, temperature=temperature)
-    return state
+        state.fill(rows, cols, sample_log_weights(jll, u, temperature=temperature))
+    return state.result()
 
 
 def resmooth_prior(prior: "Prior | PriorTables", *, alpha: float) -> Prior:
