@@ -275,6 +275,7 @@ def test_signals_stop_cleanly_with_a_complete_recording(jack_server, live_model,
     assert [f for f in os.listdir(tmp_path) if f.startswith(".")] == []  # no temp file left
 
 
+@pytest.mark.slow
 def test_killing_jackd_ends_with_one_clear_line_and_an_intact_recording(live_model, tmp_path):
     if shutil.which("jackd") is None:
         pytest.fail("jackd is not installed: apt-get install jackd2")
