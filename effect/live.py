@@ -577,7 +577,8 @@ class _Session:
                 self.recorder = Recorder(args.record, self.bridge.record_ring, sr=self.bridge.sr)
             self._open_midi()
             if in_main:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                # SIGHUP too: a closed terminal also ends the show with the recording intact
+                for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)):
                     previous[sig] = signal.signal(sig, self._on_signal)
             # the audio callback needs the GIL promptly; the default 5 ms switch interval is
             # about one whole 256-frame block
