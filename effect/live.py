@@ -470,8 +470,11 @@ class _Session:
 
     def _say(self, text: str) -> None:
         prefix = "\r\x1b[2K" if self.report is not None and self.report.terminal is not None else ""
-        sys.stderr.write(prefix + text + "\n")
-        sys.stderr.flush()
+        try:
+            sys.stderr.write(prefix + text + "\n")
+            sys.stderr.flush()
+        except OSError:  # the terminal went away (SIGHUP): nothing to tell
+            pass
 
     def _snapshot(self) -> dict:
         b = self.bridge
@@ -660,10 +663,14 @@ class _Session:
             self.worker.stop()
         if self.midi is not None:
             self.midi.close()
+        # the recording first: after a hangup the terminal writes below may fail
+        path = self.recorder.finish() if self.recorder is not None else None
         if self.report is not None:
-            self.report.close()
-        if self.recorder is not None:
-            path = self.recorder.finish()
+            try:
+                self.report.close()
+            except OSError:
+                pass
+        if path is not None:
             self._say(f"recorded {self.recorder.frames / self.bridge.sr:.1f} s to {path}")
         b = self.bridge
         if b.underruns or b.xruns:
