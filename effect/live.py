@@ -131,8 +131,7 @@ class Worker(threading.Thread):
             if n == 0:
                 time.sleep(poll)
                 continue
-            if n > self.resync_frames:
-                self._resync()
+            if n > self.resync_frames and self._resync():
                 continue
             n = min(n, self.max_chunk)
             if self.delay_s:
@@ -186,7 +185,8 @@ class Worker(threading.Thread):
                 }
             )
 
-    def _resync(self) -> None:
+    def _resync(self) -> bool:
+        """Skip the backlog; returns False when there is nothing worth skipping."""
         ring_in = self.bridge.to_worker
         ring_out = self.bridge.from_worker
         # land `warm_frames` before the callback's read position, so the engine's restart
@@ -194,7 +194,7 @@ class Worker(threading.Thread):
         live = ring_in.write_pos
         target = live - self.bridge.margin - self.bridge.blocksize - self.warm_frames
         if target <= self.pos:
-            return
+            return False
         skip = ring_in.skip(target - self.pos)
         left = skip
         while left > 0 and not self.stop_event.is_set():
@@ -204,6 +204,7 @@ class Worker(threading.Thread):
         self.pos += skip
         self.engine.reset()
         self.resyncs += 1
+        return True
 
     def take_loads(self) -> list[float]:
         out = []
