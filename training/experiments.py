@@ -509,6 +509,8 @@ EFFECT_PICTURES = (
     ("effect_none.png", "none", {}, "plain VQ-VAE resynthesis inside the band"),
     ("effect_inpaint_spatial.png", "inpaint", {"inpaint.method": "spatial"},
      "spatial naive Bayes inpainting (the paper's method; radius 2, posterior sampled at temperature 1)"),
+    ("effect_inpaint_spatial_freq.png", "inpaint", {"inpaint.method": "spatial", "inpaint.axis": "freq"},
+     "spatial naive Bayes with neighbours in the same column only (bands below and above)"),
     ("effect_inpaint_learned.png", "inpaint", {"inpaint.method": "learned", "inpaint.temperature": "1"},
      "learned categorical naive Bayes inpainting (the model file's prior, sampled)"),
     ("effect_noise.png", "noise", {"noise.amount": "0.5"}, "half the codes replaced by random codes"),
