@@ -572,7 +572,7 @@ def effects(ctx: ExperimentContext) -> dict:
             if done.returncode != 0:
                 raise ParameterError(f"spectro-fx failed ({done.returncode}) for {name}: {done.stderr.strip()[-500:]}")
             ctx.out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(tmp) / name, Path(tmp) / f"{name}.part")
+            _compact_png(Path(tmp) / name, Path(tmp) / f"{name}.part")
             os.replace(Path(tmp) / f"{name}.part", ctx.out / name)
             ctx.captions[name] = (f"The live effect on the demo clip, before (top) and after (bottom): {what}; "
                                   f"band 500-4000 Hz (`spectro-fx --chain {chain}"
@@ -582,6 +582,17 @@ def effects(ctx: ExperimentContext) -> dict:
             rendered.append({"file": name, "chain": chain, "settings": settings,
                              "command": " ".join(["spectro-fx", *args[1:]]).replace(tmp, "TMP")})
     return {"clip": clip.name, "model": model_file.path.name, "rendered": rendered, "skipped": skipped}
+
+
+def _compact_png(src: Path, dst: Path) -> None:
+    """Re-save a spectrogram picture with a 256-colour palette: a third of the bytes, same look
+    (the figures ship inside the wheel)."""
+    from PIL import Image
+
+    with Image.open(src) as image:
+        palette = image.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE)
+    palette.save(dst, format="PNG", optimize=True)
+    os.chmod(dst, 0o644)
 
 
 def _duration_s(path: Path) -> float:
