@@ -445,7 +445,7 @@ def energy(ctx: ExperimentContext) -> dict:
         raise MissingDependency("the energy tracker (spectro_fx.training.energy) is not installed") from exc
     plt = _pyplot()
     digits = load_mnist(ctx.mnist_source)
-    digits = digits.sample(200 if ctx.tiny else 2000, seed=ctx.seed)
+    digits = digits.sample(100 if ctx.tiny else 2000, seed=ctx.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
