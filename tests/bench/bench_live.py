@@ -154,7 +154,10 @@ def soak(server: JackServer, *, model: str, minutes: float, work: Path) -> dict:
         "rss_mb_to": f"{running[-1]['rss_mb']} at {running[-1]['stream_s']:.0f} s",
         "rss_growth_mb": round(running[-1]["rss_mb"] - steady[0]["rss_mb"], 2),
         "rss_mb_max": max(line["rss_mb"] for line in running),
-        "rss_mb_each_minute": [line["rss_mb"] for line in running if int(line["stream_s"]) % 60 == 0][:30],
+        "rss_mb_each_minute": [
+            next(line["rss_mb"] for line in running if line["stream_s"] >= 60 * m)
+            for m in range(int(running[-1]["stream_s"] // 60) + 1)
+        ],
         "load_p50_median": round(float(np.median(p50)), 3),
         "load_p99_median": round(float(np.median(p99)), 3),
         "load_p99_worst_second": round(float(np.max(p99)), 3),
