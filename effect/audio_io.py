@@ -374,6 +374,9 @@ class StreamBridge:
         self.in_peak = 0.0
         self.out_peak = 0.0
         self.last_callback = 0.0  # time.monotonic() of the last callback
+        # (stream position, time.monotonic()) at the start of each block, published as one
+        # tuple so a reader on another thread never pairs a new time with an old position
+        self.clock = (0, 0.0)
         self.source_done = False
         self.callback_error: str | None = None
 
@@ -437,6 +440,7 @@ class StreamBridge:
         """One block: ``inp`` [n, channels] captured, ``out`` [n, out_channels] to play."""
         n = inp.shape[0]
         self.last_callback = time.monotonic()
+        self.clock = (self.frames, self.last_callback)
         self.in_peak = max(float(inp.max()), -float(inp.min()))
         written = self.to_worker.write(inp)
         if written < n:
@@ -511,6 +515,7 @@ class StreamBridge:
     def stream_time_now(self) -> float:
         """Stream time of "now" for events from other threads: the last callback's position
         plus the wall time since it ran."""
-        if self.last_callback == 0.0:
+        frames, at = self.clock
+        if at == 0.0:
             return 0.0
-        return self.frames / self.sr + min(time.monotonic() - self.last_callback, self.blocksize / self.sr)
+        return frames / self.sr + min(time.monotonic() - at, self.blocksize / self.sr)
