@@ -41,7 +41,7 @@ def tiny_config():
 
 def _jack_running() -> bool:
     # jack_wait -c exits 0 either way; it prints "running" or "not running"
-    out = subprocess.run(["jack_wait", "-c"], capture_output=True, text=True).stdout
+    out = subprocess.run(["jack_wait", "-c"], capture_output=True, text=True, timeout=10).stdout
     return out.strip() == "running"
 
 
@@ -59,7 +59,7 @@ def jack_server():
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    if subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True).returncode != 0:
+    if subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, timeout=30).returncode != 0:
         proc.kill()
         pytest.fail("jackd did not start within 10 s")
     time.sleep(0.2)
