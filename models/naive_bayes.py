@@ -31,9 +31,8 @@ batch and the result equals a per-cell loop in that order (checked against sciki
 
 Fallback: a cell with no known neighbour (spatial method) is drawn from ``fallback_log_prior``:
 the learned prior's class log prior when the model has one, else the codebook usage prior
-(``code_log_prior`` of the model file). The learned method needs no fallback: neighbours
-still masked are left out, so with none known its prediction is the learned class prior (times
-the "outside" likelihoods of neighbours beyond the border).
+(``code_log_prior`` of the model file). The learned method needs no fallback: with every
+neighbour unknown its prediction is the learned class prior times the "unknown" likelihoods.
 """
 
 from __future__ import annotations
@@ -156,25 +155,22 @@ def _neighbour_values(state: np.ndarray, rows: np.ndarray, cols: np.ndarray, off
     return np.where(inside, values, -1)
 
 
-OUTSIDE = -2  # neighbour code outside the codemap (-1: inside but still masked)
-
-
 class _PaddedState:
-    """Codes being regenerated, padded by the offsets' reach with ``OUTSIDE`` so that a pass
-    reads all its neighbour codes with one flat gather (masked cells read -1)."""
+    """Codes being regenerated, padded by the offsets' reach with -1 so that a pass reads all
+    its neighbour codes with one flat gather (outside the codemap reads as unknown, -1)."""
 
     def __init__(self, codemap: np.ndarray, mask: np.ndarray, offsets: np.ndarray):
         n_rows, n_cols = codemap.shape
         self.pad_r = int(np.abs(offsets[:, 1]).max(initial=0))
         self.pad_c = int(np.abs(offsets[:, 0]).max(initial=0))
-        self.state = np.full((n_rows + 2 * self.pad_r, n_cols + 2 * self.pad_c), OUTSIDE, dtype=np.int64)
+        self.state = np.full((n_rows + 2 * self.pad_r, n_cols + 2 * self.pad_c), -1, dtype=np.int64)
         self.inner = (slice(self.pad_r, self.pad_r + n_rows), slice(self.pad_c, self.pad_c + n_cols))
         self.state[self.inner] = np.where(mask, -1, codemap)
         self.width = self.state.shape[1]
         self.delta = offsets[:, 1] * self.width + offsets[:, 0]
 
     def values(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Neighbour codes ``[B, M]`` of cells ``(rows, cols)``; -1 still masked, ``OUTSIDE``."""
+        """Neighbour codes ``[B, M]`` of cells ``(rows, cols)``; -1 unknown or outside."""
         base = (rows + self.pad_r) * self.width + (cols + self.pad_c)
         return self.state.ravel()[base[:, None] + self.delta[None, :]]
 
@@ -533,12 +529,10 @@ def categorical_log_posterior(table: np.ndarray, prior: "Prior | PriorTables") -
     return jll - (top + np.log(np.exp(jll - top).sum(axis=1, keepdims=True)))
 
 
-def _categorical_jll(table: np.ndarray, tables: PriorTables, missing: Optional[np.ndarray] = None) -> np.ndarray:
+def _categorical_jll(table: np.ndarray, tables: PriorTables) -> np.ndarray:
     p = tables.value_log_prob.shape[0]
     # feature_log_prob[p, :, v] for each row: gather as [N, P, K], then sum over P
     per_feature = tables.value_log_prob[np.arange(p)[None, :], table]
-    if missing is not None and missing.any():
-        per_feature = np.where(missing[:, :, None], 0.0, per_feature)
     return tables.class_log_prior[None, :] + per_feature.sum(axis=1)
 
 
@@ -554,13 +548,8 @@ def learned_inpaint(
     """Regenerate masked codes with the learned categorical naive Bayes prior.
 
     Each masked cell's neighbours at ``prior.offsets`` give feature values (the code if known
-    or already regenerated, K if outside the codemap); the code is drawn from
-    ``softmax((class_log_prior + sum_p feature_log_prob[p, :, v_p]) / temperature)``. A
-    neighbour inside the codemap that is still masked is left out of the sum (naive Bayes with
-    a missing feature): in training, K only ever meant "beyond the border", so reading a masked
-    band as K made contradictory evidence (first column and bottom row and top row at once)
-    whose posterior favoured extreme codes (a loud burst where a stream starts inside the
-    region). Equal to ``CategoricalNB`` fitted on the known features only.
+    or already regenerated, K if outside the codemap or still masked); the code is drawn from
+    ``softmax((class_log_prior + sum_p feature_log_prob[p, :, v_p]) / temperature)``.
 
     Parameters
     ----------
@@ -594,7 +583,7 @@ def learned_inpaint(
         u = uniforms[start : start + rows.size]
         start += rows.size
         values = state.values(rows, cols)
-        jll = _categorical_jll(np.where(values < 0, k, values), tables, missing=values == -1)
+        jll = _categorical_jll(np.where(values < 0, k, values), tables)
         state.fill(rows, cols, sample_log_weights(jll, u, temperature=temperature))
     return state.result()
 
