@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
+from spectro_fx.models.atomic import atomic_path
 from spectro_fx.models.errors import ParameterError
 
 from .effects import Parameter, available_effects
@@ -216,13 +216,6 @@ def load_ccmap(path: str | os.PathLike, *, parameters: Mapping[str, Parameter] |
 def save_ccmap(ccmap: CCMap, path: str | os.PathLike) -> Path:
     """Write a CC map atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(ccmap.to_toml())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".tmp") as tmp:
+        tmp.write_text(ccmap.to_toml(), encoding="utf-8")
     return path

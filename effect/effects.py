@@ -6,7 +6,7 @@ Built-ins register through the ``spectro_fx.effects`` entry-point group, as thir
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Sequence
 

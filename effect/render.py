@@ -6,19 +6,22 @@ Reads audio and CC automation (standard MIDI files), writes float audio atomical
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from spectro_fx.models.atomic import atomic_path
 from spectro_fx.models.errors import ModelFileError, ParameterError
 from spectro_fx.models.export import ModelFile, load_model
 
 from .ccmap import CCMap
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 OUTPUT_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24"), ".aif": ("AIFF", "FLOAT"), ".aiff": ("AIFF", "FLOAT")}
 
@@ -109,14 +112,6 @@ def read_automation(path: str | os.PathLike, ccmap: CCMap, *, sr: int) -> list[A
     return events
 
 
-def _publish(tmp: str, path: Path) -> None:
-    """Give the temp file the permissions a plainly created file would get, then rename it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
 def _output_format(path: Path) -> tuple[str, str]:
     fmt = OUTPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -137,20 +132,10 @@ def write_audio(path: str | os.PathLike, data: np.ndarray, sr: int) -> int:
         clipped = int(np.count_nonzero(np.abs(data) > 1.0))
         data = np.clip(data, -1.0, 1.0)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    except OSError as exc:
-        raise ParameterError(f"cannot write {path}: {exc}") from None
-    os.close(fd)
-    try:
-        sf.write(tmp, data, sr, format=container, subtype=subtype)
-        _publish(tmp, path)
+        with atomic_path(path) as tmp:
+            sf.write(tmp, data, sr, format=container, subtype=subtype)
     except (OSError, sf.LibsndfileError, RuntimeError) as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise ParameterError(f"cannot write {path}: {exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return clipped
 
 
@@ -373,15 +358,9 @@ def plot_render(
         f"spectro-fx: chain {','.join(e.name for e in engine.chain)}; region in cyan; "
         f"codemap grid {row_hz:.0f} Hz x {1000 * engine.column_period_s:.1f} ms"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
     return path

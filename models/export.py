@@ -5,7 +5,6 @@
 
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .atomic import atomic_path
 from .config import VQVAEConfig
 from .errors import ModelFileError, ParameterError
 from .vqvae import Decoder, Encoder, Normalizer, VQVAE, decoder_receptive_field_columns, receptive_field_frames
@@ -206,21 +206,9 @@ def export_model(
         "config.json": model.cfg.to_json(),
         "metadata.json": json.dumps({"format_version": FORMAT_VERSION, **(metadata or {})}, indent=2),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(module, tmp, _extra_files=extra)
-        # mkstemp makes 0600 files; a model file is meant to be shared, so honour the umask
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".tmp") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(module, str(tmp), _extra_files=extra)
     return path
 
 

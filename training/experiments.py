@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from spectro_fx.models.atomic import atomic_path
 from spectro_fx.models.errors import ParameterError
 
 from .mnist import BUNDLED, MnistTrainConfig, load_mnist, reconstruction_mse, train_mnist
@@ -84,17 +85,11 @@ class ExperimentContext:
         """Write a matplotlib figure as ``out/name`` atomically and remember its caption."""
         import matplotlib.pyplot as plt
 
-        self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / name
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=self.out)
-        os.close(fd)
         try:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight")
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; figures are package data
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=110, bbox_inches="tight")
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
             plt.close(fig)
         self.captions[name] = caption
         self.log(f"wrote {path}")
@@ -637,12 +632,8 @@ def _merge_json(path: Path, update: dict) -> None:
         except json.JSONDecodeError:
             data = {}
     data.update(update)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=float)
-        handle.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
 
 
 def run_experiments(names: list[str], *, out: str | os.PathLike, tiny: bool = False, seed: int = 0,

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
+from spectro_fx.models.atomic import atomic_path
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import Prior
 from spectro_fx.models.naive_bayes import DEFAULT_PRIOR_OFFSETS, fit_categorical_prior
@@ -78,14 +78,8 @@ def save_prior(prior: Prior, path: str | os.PathLike) -> Path:
         "feature_log_prob": prior.feature_log_prob.float().clone(),
         "alpha": float(prior.alpha),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp") as tmp:
         torch.save(data, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
