@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from spectro_fx.models.config import STFTConfig, VQVAEConfig
+from spectro_fx.models.config import VQVAEConfig
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.vqvae import VQVAE
 

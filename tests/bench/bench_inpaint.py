@@ -161,7 +161,7 @@ def bench_engine(quick: bool, model_path: str | None) -> None:
                 print(f"    {label:<22} {1e3 * median:6.3f} ms  ({100 * median / period:5.1f}% of the period, "
                       f"p95 {1e3 * np.percentile(samples, 95):.3f} ms)")
 
-        print(f"\nwhole engine per column (encoder + chain + decoder), band 1-6 kHz, block 256, engines in round-robin")
+        print("\nwhole engine per column (encoder + chain + decoder), band 1-6 kHz, block 256, engines in round-robin")
         x2 = x[:, None]
         engines = []
         for label, name, values in EFFECT_SETTINGS:

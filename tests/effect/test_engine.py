@@ -2,7 +2,6 @@
 streaming == one pass, locality of the region, the gate, parameters and state."""
 
 import threading
-import warnings
 
 import numpy as np
 import pytest

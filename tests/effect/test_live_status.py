@@ -2,7 +2,6 @@
 
 import io
 import json
-import time
 
 from spectro_fx.effect.status import STATS_FIELDS, LiveReport, dbfs, rss_bytes
 

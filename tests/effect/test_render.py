@@ -1,6 +1,5 @@
 """Offline rendering: alignment, formats, automation from a MIDI file, bad input, atomic output."""
 
-import warnings
 
 import mido
 import numpy as np

@@ -4,7 +4,6 @@ python-rtmidi on JACK MIDI ports."""
 import threading
 import time
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.jack
