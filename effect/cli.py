@@ -87,7 +87,8 @@ def list_parameters() -> int:
 
     def line(key, p):
         unit = f" {p.unit}" if p.unit else ""
-        return f"  {key:<22} {p.minimum:g} .. {p.maximum:g}{unit}, default {p.default}  {p.help}".rstrip()
+        values = "|".join(p.choices) if p.kind == "choice" else f"{p.minimum:g} .. {p.maximum:g}{unit}"
+        return f"  {key:<22} {values}, default {p.default}  {p.help}".rstrip()
 
     print("region parameters:")
     for p in REGION_PARAMETERS:

@@ -59,6 +59,8 @@ def test_list_and_help(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     assert "low_hz" in out and "noise.amount" in out
+    # choice parameters list their values, not the numeric index range
+    assert "inpaint.method         spatial|learned" in out
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
