@@ -68,19 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_settings(settings: list[str]) -> dict[str, str]:
-    """``["low_hz=300", ...]`` -> ``{"low_hz": "300"}`` (values are checked by the engine)."""
-    from spectro_fx.models.errors import ParameterError
-
-    values: dict[str, str] = {}
-    for item in settings:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise ParameterError(f"--set {item!r} must look like NAME=VALUE, e.g. --set low_hz=300")
-        values[name.strip()] = value.strip()
-    return values
-
-
 def list_parameters() -> int:
     from .effects import available_effects
     from .params import REGION_PARAMETERS
@@ -103,6 +90,7 @@ def list_parameters() -> int:
 def render_command(args: argparse.Namespace) -> int:
     from spectro_fx.models.errors import ParameterError
 
+    from .params import parse_settings
     from .render import render_file
 
     if args.output is None:

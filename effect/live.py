@@ -20,6 +20,7 @@ import numpy as np
 
 from spectro_fx.models.errors import ParameterError
 
+from .params import parse_settings
 from .ring import FloatRing
 
 LIVE_DEVICES = ("mic", "jack")
@@ -329,15 +330,7 @@ def default_engine_factory(args: argparse.Namespace) -> Callable[..., Any]:
         model_path = getattr(args, "model", None) or asset_path(DEFAULT_MODEL)
         if not Path(model_path).exists():
             raise ParameterError(f"model file {model_path} does not exist (train one with spectro-fx-train, or pass --model)")
-        values = {}
-        for item in (getattr(args, "settings", None) or []) + (getattr(args, "set", None) or []):
-            if isinstance(item, (tuple, list)):
-                name, value = item
-            else:
-                if "=" not in item:
-                    raise ParameterError(f"--set {item!r} must look like NAME=VALUE")
-                name, value = item.split("=", 1)
-            values[name.strip()] = value.strip() if isinstance(value, str) else value
+        values = parse_settings(getattr(args, "settings", None) or [])
         return Engine(
             load_model(model_path), sr=sr, channels=channels, chain=getattr(args, "chain", None) or "none",
             seed=int(getattr(args, "seed", 0) or 0), block_hint=block_hint, values=values,

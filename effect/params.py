@@ -152,3 +152,14 @@ class ParameterBank:
         with self._lock:
             pending, self._pending = self._pending, {}
         return pending
+
+
+def parse_settings(settings: list[str]) -> dict[str, str]:
+    """``["low_hz=300", ...]`` -> ``{"low_hz": "300"}`` (values are checked by the engine)."""
+    values: dict[str, str] = {}
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ParameterError(f"--set {item!r} must look like NAME=VALUE, e.g. --set low_hz=300")
+        values[name.strip()] = value.strip()
+    return values
