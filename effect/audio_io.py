@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -315,6 +315,10 @@ class StreamBridge:
         A file played instead of capture (``output_callback``); looped when ``loop``.
     record_s : float
         Seconds of output kept for the recorder thread (0: no recording).
+    dry_channels : sequence of int, optional
+        Captured channel each dry channel comes from (default: the same one). Live ``mix``
+        captures its second source on channel 2 and processes channel 1 alone: ``(0, 0)``
+        keeps the second source out of the dry path.
     """
 
     def __init__(
@@ -331,9 +335,14 @@ class StreamBridge:
         loop: bool = False,
         ring_s: float = 4.0,
         record_s: float = 0.0,
+        dry_channels: Sequence[int] | None = None,
     ) -> None:
         if margin < blocksize + fade:
             raise ParameterError(f"margin={margin} frames must be at least blocksize + fade = {blocksize + fade}")
+        if dry_channels is not None and (
+            len(dry_channels) != channels or not all(0 <= int(k) < channels for k in dry_channels)
+        ):
+            raise ParameterError(f"dry_channels={tuple(dry_channels)} must give {channels} indices in [0, {channels})")
         self.sr = int(sr)
         self.channels = int(channels)
         self.out_channels = int(out_channels)
@@ -354,6 +363,8 @@ class StreamBridge:
         self.source_pos = 0
         self.input_buf = np.zeros((self.chunk, self.channels), np.float32)
         self.dry_buf = np.zeros((self.chunk, self.channels), np.float32)
+        self.dry_map = None if dry_channels is None else np.asarray(dry_channels, dtype=np.intp)
+        self.dry_src = np.zeros((self.chunk, self.channels), np.float32)
         self.wet_buf = np.zeros((self.chunk, self.channels), np.float32)
         self.mix_buf = np.zeros((self.chunk, self.channels), np.float32)
         self.out_buf = np.zeros((self.chunk, self.out_channels), np.float32)
@@ -446,7 +457,11 @@ class StreamBridge:
         if written < n:
             self.input_dropped += n - written
         dry = self.dry_buf[:n]
-        self.dry_line.write(inp)
+        if self.dry_map is None:
+            self.dry_line.write(inp)
+        else:  # mode="clip" writes straight into the buffer ("raise" would allocate one)
+            np.take(inp, self.dry_map, axis=1, out=self.dry_src[:n], mode="clip")
+            self.dry_line.write(self.dry_src[:n])
         self.dry_line.read(dry)
 
         ring = self.from_worker

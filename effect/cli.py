@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--automation", metavar="FILE.mid", help="standard MIDI file of CC automation")
     parser.add_argument("--map", metavar="FILE.toml", help="CC map for --automation (default: the bundled map)")
     parser.add_argument("--plot", metavar="FILE.png", help="save a before/after spectrogram picture")
-    parser.add_argument("--mix-with", metavar="FILE", help="second source of the `mix` effect (looped to the input's length)")
+    parser.add_argument("--mix-with", metavar="FILE", help="second source of the `mix` effect, looped (live without it, mix takes input channel 2)")
     parser.add_argument("--block-size", type=int, default=16384, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--list", action="store_true", help="list effects and parameters, then exit")

@@ -78,11 +78,16 @@ class CodemapContext:
         The loaded model file's module (``codebook_size``, ``embed``, ``prior_*`` ...).
     history : torch.Tensor [channels, n_rows, n_history] int64
         Codes of earlier columns as the chain output them (regenerated codes included),
-        oldest first; may have zero columns at the start of a stream.
+        oldest first. At the start of a stream the engine fills it with the codes of silence
+        (what its zero-primed STFT saw before the first sample); other callers may pass zero
+        columns.
     rng : np.random.Generator
         The engine's seeded generator: a seeded render is repeatable.
     aux_codes : torch.Tensor [channels, n_rows, n_new] int64 or None
         Codes of a second source for the same columns (``mix``), when an effect asks for one.
+    input_history : torch.Tensor [channels, n_rows, n_history] int64 or None
+        Codes of the same earlier columns as the encoder gave them, before any effect (None:
+        the caller keeps none; effects then use ``history``).
     """
 
     model: Any
@@ -90,6 +95,7 @@ class CodemapContext:
     rng: np.random.Generator
     aux_codes: torch.Tensor | None = None
     aux_latent: torch.Tensor | None = None
+    input_history: torch.Tensor | None = None
 
 
 class Effect:

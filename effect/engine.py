@@ -141,7 +141,7 @@ class Engine:
     """
 
     HISTORY_COLUMNS = 64
-    """Columns of chain output kept in ``CodemapContext.history``."""
+    """Columns kept in ``CodemapContext.history`` and ``CodemapContext.input_history``."""
 
     def __init__(
         self,
@@ -197,6 +197,9 @@ class Engine:
         rf = int(module.receptive_field_frames)
         self._window_frames = -(-rf // self.time_stride) * self.time_stride
         self._decoder_context = max(int(module.decoder_receptive_field_columns) - 1, 0)
+        with torch.no_grad():  # the code of each row for a silent input: what came before the stream
+            silence = torch.zeros(1, self.n_bins, self._window_frames)
+            self._silence_column = self._fast.encode(silence)[:, :, -1:].to(torch.long)
         if isinstance(chain, str) or (chain and isinstance(next(iter(chain)), str)):
             self.chain: list[Effect] = make_chain(chain)
         else:
@@ -291,7 +294,9 @@ class Engine:
         self._latent_hist = torch.zeros(c, int(self._module.code_dim), self.n_rows, 0)
         if self._streaming is not None:
             self._streaming.reset()
-        self._history = torch.zeros(c, self.n_rows, 0, dtype=torch.long)
+        # the stream starts after silence (the STFT is primed with zeros): earlier columns are its codes
+        self._history = self._silence_column.expand(c, -1, self.HISTORY_COLUMNS).clone()
+        self._input_history = self._history.clone()
         self._gate = 1.0 if gate_targets(np.zeros(1), **self._gate_args())[0] else 0.0
         self._rng = np.random.default_rng(self.seed)
         self.nonfinite_samples = 0
@@ -429,12 +434,14 @@ class Engine:
         columns, latents = [], []
         if not codes_effects and not latent_effects:  # no effect changes anything: skip the loop
             self._history = torch.cat([self._history, codes], dim=2)[:, :, -self.HISTORY_COLUMNS :]
+            self._input_history = self._history
             return self._embed(codes)
         for j in range(codes.shape[2]):
             region = torch.from_numpy(wanted[j][:, None].copy())
             column = codes[:, :, j : j + 1]
             aux_codes = None if self._mix_source is None else self._mix_source.column(c0 + j)  # issue 5
-            ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng, aux_codes=aux_codes)
+            ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng, aux_codes=aux_codes,
+                                 input_history=self._input_history)
             for effect in codes_effects:
                 column = effect.process_codes(column, region, ctx)
             if latent_effects:
@@ -443,6 +450,9 @@ class Engine:
                     latent = effect.process_latent(latent, region, ctx)
                 latents.append(latent)
             self._history = torch.cat([self._history, column], dim=2)[:, :, -self.HISTORY_COLUMNS :]
+            self._input_history = torch.cat([self._input_history, codes[:, :, j : j + 1]], dim=2)[
+                :, :, -self.HISTORY_COLUMNS :
+            ]
             columns.append(column)
         return torch.cat(latents, dim=3) if latent_effects else self._embed(torch.cat(columns, dim=2))
 

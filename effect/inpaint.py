@@ -17,6 +17,7 @@ from spectro_fx.models.naive_bayes import AXES, PriorTables, learned_inpaint, pr
 from .effects import CodemapContext, Effect, Parameter
 
 METHODS = ("spatial", "learned")
+HISTORIES = ("input", "output")
 
 
 def model_prior(model: Any) -> Optional[Prior]:
@@ -41,13 +42,20 @@ def fallback_log_prior(model: Any) -> np.ndarray:
 class Inpaint(Effect):
     """Regenerate the codes inside the region with naive Bayes inpainting.
 
-    The known neighbours are the earlier columns as the chain output them (``ctx.history``,
-    regenerated codes included), the cells of the new column outside the region, and the
+    The known neighbours are the earlier columns, the cells of the new column outside the
+    region, and the
     region cells already regenerated (the causal order of :mod:`spectro_fx.models.naive_bayes`:
     oldest column first, then rows in interleaved passes, ``radius + 1`` of them when the
     neighbourhood spans frequency, low row first). Future columns do not exist yet, so in a
     stream the time neighbourhood is one-sided. Channels are regenerated one after the other
     with the same parameters; one uniform is drawn from ``ctx.rng`` per regenerated cell.
+
+    ``history`` says which earlier columns: ``input`` (default) takes the input's own codes
+    (``ctx.input_history``), so each column is regenerated from what was just played and the
+    band follows the input's level; ``output`` takes the chain's output (``ctx.history``,
+    regenerated codes included), the paper's recursion, which fills a gap from its
+    surroundings but, on a region that stays open, copies its own first guesses forward and
+    freezes or goes dark.
 
     ``method=learned`` on a model file without a prior warns once and uses ``spatial``.
     """
@@ -65,6 +73,9 @@ class Inpaint(Effect):
                   help="spatial: neighbours along time (same band), freq (same column) or both (square)"),
         Parameter("alpha", 0.0, 100.0, 0.0, unit="counts", scale="linear",
                   help="learned: Laplace smoothing of the prior's counts; 0 keeps the value it was fitted with"),
+        Parameter("history", 0, 1, "input", kind="choice", choices=HISTORIES,
+                  help="earlier columns seen as neighbours: input (the band follows what is played) or output "
+                       "(the regenerated codes, the paper's recursion: an always-open band freezes)"),
     )
 
     def __init__(self, **values: Any) -> None:
@@ -107,7 +118,8 @@ class Inpaint(Effect):
             reach = int(max(0, -int(prior.offsets[:, 0].min())))
         else:
             reach = radius if self.values["axis"] != "freq" else 0
-        history = ctx.history[..., ctx.history.shape[-1] - min(reach, ctx.history.shape[-1]) :]
+        earlier = ctx.input_history if self.values["history"] == "input" and ctx.input_history is not None else ctx.history
+        history = earlier[..., earlier.shape[-1] - min(reach, earlier.shape[-1]) :]
         n_hist = history.shape[-1]
         full = torch.cat([history.to(codes.dtype), codes], dim=-1).cpu().numpy()
         mask = np.zeros(full.shape[1:], dtype=bool)

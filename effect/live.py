@@ -289,13 +289,13 @@ class Recorder(threading.Thread):
 # ----------------------------------------------------------------------------- sources
 
 
-def _load_source(path: Path, *, channels: int | None) -> tuple[np.ndarray, int]:
+def _load_source(path: Path, *, channels: int | None, option: str = "--input") -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile.LibsndfileError and friends
-        raise ParameterError(f"--input {path}: cannot read it as audio ({exc})") from None
+        raise ParameterError(f"{option} {path}: cannot read it as audio ({exc})") from None
     want = channels or min(data.shape[1], 2)
     if data.shape[1] > want:
         data = data.mean(axis=1, keepdims=True) if want == 1 else data[:, :want]
@@ -321,7 +321,7 @@ def _input_kind(spec: str) -> str:
 def default_engine_factory(args: argparse.Namespace) -> Callable[..., Any]:
     """Engine builder from the command line's model/chain/parameter options (where present)."""
 
-    def build(*, sr: int, channels: int, block_hint: int):
+    def build(*, sr: int, channels: int, block_hint: int, aux_channels: int = 0):
         from spectro_fx.assets import DEFAULT_MODEL, asset_path
         from spectro_fx.models.export import load_model
 
@@ -334,9 +334,51 @@ def default_engine_factory(args: argparse.Namespace) -> Callable[..., Any]:
         return Engine(
             load_model(model_path), sr=sr, channels=channels, chain=getattr(args, "chain", None) or "none",
             seed=int(getattr(args, "seed", 0) or 0), block_hint=block_hint, values=values,
+            aux_channels=aux_channels,
         )
 
     return build
+
+
+def _chain_needs_aux(chain: str | None) -> bool:
+    """True when an effect of ``--chain`` takes a second source (``mix``)."""
+    from .effects import available_effects
+
+    registry = available_effects()
+    names = [n.strip() for n in (chain or "none").split(",") if n.strip()]
+    return any(getattr(registry.get(name), "needs_aux", False) for name in names)
+
+
+class AuxEngine:
+    """The engine as the worker sees it when ``mix`` takes a second source live.
+
+    ``split`` (the second source on the last captured channel): the worker hands over
+    ``[frames, 2]``; channel 1 is processed with channel 2 as ``aux`` and the result is
+    played on both. ``aux_file`` (``--mix-with FILE``, looped at the stream rate): every
+    captured channel is processed, the file's next frames are the ``aux``. Anything else
+    (``set``, ``reset``, ``latency_samples`` ...) is the engine's.
+    """
+
+    def __init__(self, engine: Any, *, split: bool = False, aux_file: np.ndarray | None = None) -> None:
+        self.engine = engine
+        self.split = split
+        self.aux_file = aux_file
+        self.aux_pos = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def _next_aux(self, n: int) -> np.ndarray:
+        total = self.aux_file.shape[0]
+        index = (self.aux_pos + np.arange(n)) % total
+        self.aux_pos = (self.aux_pos + n) % total
+        return self.aux_file[index]
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        if self.split:
+            out = self.engine.process(block[:, :1], block[:, 1:2])
+            return np.repeat(out, block.shape[1], axis=1)
+        return self.engine.process(block, self._next_aux(block.shape[0]))
 
 
 class _ServerGone(Exception):
@@ -398,7 +440,29 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
             channels=args.channels, jack_client=args.jack_name,
         )
     sr = plan.sr
-    engine = make_engine(sr=sr, channels=plan.in_channels, block_hint=plan.blocksize)
+    dry_channels = None
+    mix_with = getattr(args, "mix_with", None)
+    if mix_with is not None:  # issue 5 (mix): a looped file is the second source
+        aux_file, aux_sr = _load_source(Path(mix_with), channels=None, option="--mix-with")
+        if aux_file.shape[0] == 0:
+            raise ParameterError(f"--mix-with {mix_with}: the file holds no samples")
+        aux_file = np.where(np.isfinite(aux_file), aux_file, np.float32(0.0))
+        if aux_sr != sr:
+            import soxr
+
+            aux_file = soxr.resample(aux_file, aux_sr, sr).astype(np.float32)
+        engine = AuxEngine(make_engine(sr=sr, channels=plan.in_channels, block_hint=plan.blocksize,
+                                       aux_channels=aux_file.shape[1]), aux_file=aux_file)
+    elif _chain_needs_aux(getattr(args, "chain", None)):  # issue 5 (mix): the second input channel
+        if plan.in_channels != 2:
+            raise ParameterError(
+                f"--chain {args.chain}: live, mix takes its second source from input channel 2, so it needs "
+                f"exactly 2 input channels (this input gives {plan.in_channels}; use --channels 2, or --mix-with FILE)"
+            )
+        engine = AuxEngine(make_engine(sr=sr, channels=1, block_hint=plan.blocksize, aux_channels=1), split=True)
+        dry_channels = (0, 0)
+    else:
+        engine = make_engine(sr=sr, channels=plan.in_channels, block_hint=plan.blocksize)
     slowest_s = _warm_up(engine, plan.blocksize, plan.in_channels, sr)
     safety_s = args.safety_ms / 1000 if args.safety_ms is not None else auto_safety_s(slowest_s)
 
@@ -407,7 +471,7 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
     bridge = audio_io.StreamBridge(
         sr=sr, channels=plan.in_channels, out_channels=plan.out_channels, blocksize=plan.blocksize,
         engine_latency=int(engine.latency_samples), margin=margin, fade=fade, source=source,
-        loop=args.loop, record_s=20.0 if args.record else 0.0,
+        loop=args.loop, record_s=20.0 if args.record else 0.0, dry_channels=dry_channels,
     )
     session = _Session(args, plan, engine, bridge, ccmap)
     return session.run()

@@ -307,7 +307,7 @@ def plot_render(
     path: str | os.PathLike,
 ) -> Path:
     """Save a before/after spectrogram picture (first channel) with the region outlined and
-    the codemap grid (rows and columns of the model) drawn over the input."""
+    the codemap grid (rows of the model; columns too on short clips) drawn over both panels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -330,15 +330,17 @@ def plot_render(
     axes[1].set_xlabel("time (s)")
     duration = before.shape[0] / sr
     nyquist = min(sr, engine.model_sr) / 2
-    # codemap grid on the input: a row is freq_stride bins, a column time_stride hops
+    # codemap grid, the same on both panels so neither looks brighter: a row is freq_stride
+    # bins, a column time_stride hops (columns drawn only where they stay apart on the page)
     row_hz = engine.freq_stride * engine.model_sr / engine.stft_config.n_fft
-    for r in range(1, engine.n_rows):
-        if r * row_hz < nyquist:
-            axes[0].axhline(r * row_hz, color="white", lw=0.5, alpha=0.5)
     n_columns = int(duration / engine.column_period_s)
-    step = max(1, n_columns // 200)
-    for c in range(step, n_columns, step):
-        axes[0].axvline(c * engine.column_period_s, color="white", lw=0.3, alpha=0.35)
+    for ax in axes:
+        for r in range(1, engine.n_rows):
+            if r * row_hz < nyquist:
+                ax.axhline(r * row_hz, color="white", lw=0.3, alpha=0.25)
+        if n_columns <= 120:
+            for c in range(1, n_columns):
+                ax.axvline(c * engine.column_period_s, color="white", lw=0.3, alpha=0.25)
     for ax in axes:
         for start, stop, low, high, period, duty, mix in _region_shapes(trajectory, frames=before.shape[0], sr=sr):
             if high <= low or mix <= 0:

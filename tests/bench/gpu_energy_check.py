@@ -9,6 +9,15 @@ worked, whatever the figures say; 2 when there is no GPU or no NVML)::
 On a bare GPU box without an install of this project the script imports the package from the
 checkout itself; ``nvidia-ml-py`` is pure Python, so if ``pynvml`` is missing there the script
 loads ``pynvml.py`` from this checkout's ``.venv`` (carry ``.venv/lib/python3.11/site-packages/pynvml.py``).
+codecarbon is not installed on the lent GPU machines and they cannot fetch it: run
+``tests/bench/gpu_energy_wheels.sh`` here first (19 wheels, 21 MB, into ``.whl/``), carry ``.whl`` and
+start the device command with ``python3 -m pip install -q --no-index --no-deps --no-compile
+--no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site &&``
+(the set was checked complete in a Python 3.12 venv holding only the device image's packages).
+``--tdp-estimate-w W`` gives both trackers the same CPU watts where RAPL is unreadable; ours then
+counts W for the whole interval, codecarbon 3.3.2 scales W by the CPU load it reads through psutil
+(20 s dry run on this 2-core VM at W=50: 1014 J against 224 J), so the two CPU figures differ by
+design; the GPU figures are the comparison that counts.
 ``--allow-cpu`` makes a dry run on the CPU (the tracker then reports the GPU as not measured).
 
 What is compared (all kWh of GPU energy over the tracker's interval):
@@ -80,7 +89,7 @@ def _nvml_counters_mj(pynvml) -> dict[int, float]:
     return out
 
 
-def _start_codecarbon(interval_s: float, out_dir: Path):
+def _start_codecarbon(interval_s: float, out_dir: Path, cpu_power_w: float | None):
     try:
         from codecarbon import OfflineEmissionsTracker
     except ImportError as exc:
@@ -89,6 +98,8 @@ def _start_codecarbon(interval_s: float, out_dir: Path):
         country_iso_code="USA", measure_power_secs=interval_s, save_to_file=False,
         log_level="error", tracking_mode="machine", output_dir=str(out_dir),
     )
+    if cpu_power_w is not None:
+        kwargs["force_cpu_power"] = cpu_power_w
     try:
         tracker = OfflineEmissionsTracker(**kwargs)
     except TypeError:  # older codecarbon without some keyword: keep the essential ones
@@ -106,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="epoch marks over the run (per-epoch report)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the tracker's files and results.json")
     parser.add_argument("--allow-cpu", action="store_true", help="dry run on the CPU when there is no GPU")
+    parser.add_argument("--tdp-estimate-w", type=float, default=None, metavar="WATTS",
+                        help="CPU watts both trackers assume where RAPL is unreadable (ours: tdp_estimate_w, "
+                             "codecarbon: force_cpu_power), so their CPU figures can be compared too")
     args = parser.parse_args(argv)
 
     import torch
@@ -146,14 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         torch.cuda.synchronize()
 
-    cc, cc_problem = _start_codecarbon(args.interval, out)
+    cc, cc_problem = _start_codecarbon(args.interval, out, args.tdp_estimate_w)
     t_cc_start = time.monotonic()
     if pynvml is not None and cuda:
         pynvml.nvmlInit()
         before = _nvml_counters_mj(pynvml)
     t0 = time.monotonic()
     steps = 0
-    with energy.EnergyTracker(out, interval_s=args.interval) as tracker:
+    with energy.EnergyTracker(out, interval_s=args.interval, tdp_estimate_w=args.tdp_estimate_w) as tracker:
         t_start = time.monotonic()
         epoch_len = args.seconds / max(1, args.epochs)
         for epoch in range(max(1, args.epochs)):
@@ -183,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             "energy_consumed_kwh": float(data.energy_consumed),
             "duration_s": float(data.duration),
             "version": getattr(data, "codecarbon_version", None),
+            "cpu_mode": str(getattr(data, "tracking_mode", "")) + "/" + str(getattr(cc, "_conf", {}).get("cpu_model", "")),
         }
 
     rep = tracker.report
@@ -220,6 +235,14 @@ def main(argv: list[str] | None = None) -> int:
               f"stops {cc_stop - t1:.3f} s after); its total incl. CPU/RAM {kwh(cc_result['energy_consumed_kwh'])}")
     else:
         print(f"GPU energy, codecarbon: n/a, {cc_problem}")
+    cpu = [c for c in rep["components"] if c["kind"] != "gpu"]
+    ours_cpu = sum(c["energy_kwh"] for c in cpu) if cpu and all(c["energy_kwh"] is not None for c in cpu) else None
+    if cpu:
+        label = ", ".join(c["name"] for c in cpu)
+        print(f"CPU energy, tracker ({label}):  {kwh(ours_cpu)}")
+    if cc_result is not None:
+        print(f"CPU energy, codecarbon ({cc_result['cpu_mode']}):  {kwh(cc_result['cpu_energy_kwh'])}"
+              + ("" if not ours_cpu else f"  ({100 * (cc_result['cpu_energy_kwh'] - ours_cpu) / ours_cpu:+.2f} %)"))
     total = rep["total"]
     print(f"tracker total: {kwh(total['energy_kwh'])}; CO2e {total['co2e_kg']} kg ({total['formula']})")
     results = {
@@ -231,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         "tracker_gpu_kwh": ours,
         "tracker_gpu_power_integral_kwh": ours_power,
         "nvml_direct_gpu_kwh": direct_kwh,
+        "tracker_cpu_kwh": ours_cpu,
+        "tdp_estimate_w": args.tdp_estimate_w,
         "codecarbon": cc_result,
         "codecarbon_problem": cc_problem,
         "report": str(out / energy.REPORT_NAME),

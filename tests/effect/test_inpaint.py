@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from spectro_fx.effect.codemap_effects import Dropout, Mix
-from spectro_fx.effect.effects import CodemapContext, available_effects, make_chain
+from spectro_fx.effect.effects import CodemapContext, Effect, available_effects, make_chain
 from spectro_fx.effect.inpaint import Inpaint
 from spectro_fx.models import ParameterError, STFTConfig, VQVAEConfig
 from spectro_fx.models.export import export_model, load_model
@@ -271,3 +271,102 @@ def test_render_mix_with_a_looped_file(tiny_model_path, tmp_path, capsys):
     alone, _ = sf.read(tmp_path / "alone.wav")
     assert mixed.shape == alone.shape and np.all(np.isfinite(mixed))
     assert not np.allclose(mixed, alone)
+
+
+def test_history_input_takes_the_input_codes_of_earlier_columns(model_files, trained):
+    with_prior = model_files[0]
+    codemap = trained[1][0]
+    n_rows, c = codemap.shape[0], 6
+    column = torch.from_numpy(codemap[None, :, c : c + 1].copy())
+    region = torch.ones(n_rows, 1, dtype=torch.bool)
+    earlier_in = torch.from_numpy(codemap[None, :, :c].copy())
+    earlier_out = torch.full_like(earlier_in, 3)  # what a regenerated band fed back would hold
+    fallback = with_prior.module.prior_class_log_prior.double().numpy()
+
+    def expected(earlier):
+        full = np.concatenate([earlier[0, :, -2:].numpy(), codemap[:, c : c + 1]], axis=1)
+        mask = np.zeros(full.shape, dtype=bool)
+        mask[:, -1] = True
+        return spatial_inpaint(full, mask, radius=2, axis="time", temperature=0.0, rng=np.random.default_rng(0),
+                               fallback_log_prior=fallback)[:, -1]
+
+    outs = {}
+    for history in ("input", "output"):
+        effect = Inpaint(method="spatial", temperature=0.0, radius=2, axis="time", history=history)
+        ctx = ctx_for(with_prior, earlier_out, input_history=earlier_in)
+        outs[history] = effect.process_codes(column, region, ctx)[0, :, 0].numpy()
+    np.testing.assert_array_equal(outs["input"], expected(earlier_in))
+    np.testing.assert_array_equal(outs["output"], expected(earlier_out))
+    assert np.all(outs["output"] == 3) and not np.all(outs["input"] == 3)
+    # a caller that keeps no input history gets the output history, whatever the setting
+    effect = Inpaint(method="spatial", temperature=0.0, radius=2, axis="time", history="input")
+    np.testing.assert_array_equal(effect.process_codes(column, region, ctx_for(with_prior, earlier_out))[0, :, 0],
+                                  outs["output"])
+
+
+class _Recorder(Effect):
+    """Records what the engine hands each effect: the column's codes and both histories."""
+
+    name = "recorder"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def process_codes(self, codes, region, ctx):
+        self.calls.append((codes.clone(), ctx.history.clone(), ctx.input_history.clone()))
+        return codes
+
+
+def test_engine_keeps_input_and_output_history(model_files):
+    from spectro_fx.effect.effects import Noise
+    from spectro_fx.effect.engine import Engine
+
+    with_prior = model_files[0]
+    sr = int(with_prior.module.sample_rate)
+    audio = _chirps(sr, seconds=0.3, count=1, seed=4)[0][:, None]
+    before, after = _Recorder(), _Recorder()
+    engine = Engine(with_prior, sr=sr, channels=1, chain=[before, Noise(amount=1.0), after], seed=2,
+                    values={"low_hz": 20.0, "high_hz": sr / 2})
+    engine.process(audio)
+    assert len(before.calls) > 4
+    # the stream starts after silence: both histories hold the codes of a silent input
+    silence = with_prior.module.encode(torch.zeros(1, int(with_prior.module.n_bins), 64))[0, :, -1]
+    _, history, input_history = before.calls[0]
+    assert history.shape == input_history.shape == (1, int(with_prior.module.n_rows), Engine.HISTORY_COLUMNS)
+    assert torch.all(history[0] == silence[:, None]) and torch.equal(history, input_history)
+    inputs = torch.cat([codes for codes, _, _ in before.calls], dim=2)
+    outputs = torch.cat([codes for codes, _, _ in after.calls], dim=2)
+    assert not torch.equal(inputs, outputs)
+    for j, (_, history, input_history) in enumerate(before.calls[1:], start=1):
+        assert torch.equal(input_history[..., -j:], inputs[..., :j])
+        assert torch.equal(history[..., -j:], outputs[..., :j])
+
+
+def _band_db(out, reference, sr, low, high, *, start):
+    def energy(x):
+        spec = np.abs(np.fft.rfft(x[start:, 0] * np.hanning(len(x) - start))) ** 2
+        freqs = np.fft.rfftfreq(len(x) - start, 1.0 / sr)
+        return spec[(freqs >= low) & (freqs <= high)].sum()
+
+    return 10 * np.log10(energy(out) / energy(reference))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,axis", [("spatial", "both"), ("spatial", "time"), ("learned", "both")])
+def test_always_open_band_follows_the_input(method, axis):
+    """The default model on the demo clip, band 400-3000 Hz open all the time: with the input as
+    history the regenerated band keeps the input's level (the paper's recursion loses 40 dB)."""
+    from spectro_fx.assets import DEMO_CLIP, asset_path
+    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.render import read_audio, render, resolve_model
+
+    audio, sr = read_audio(asset_path(DEMO_CLIP))
+    audio = audio[: 6 * sr]
+    engine = Engine(resolve_model(None), sr=sr, channels=audio.shape[1], chain="inpaint", seed=0,
+                    values={"low_hz": 400.0, "high_hz": 3000.0, "period_s": 0.0,
+                            "inpaint.method": method, "inpaint.axis": axis})
+    assert engine.chain[0].values["history"] == "input"
+    out = render(audio, engine)
+    level = _band_db(out, audio, sr, 400.0, 3000.0, start=3 * sr)
+    assert -6.0 < level < 6.0, f"band level {level:.1f} dB against the input"

@@ -1,0 +1,82 @@
+"""Level of an inpainted band against the input, over time: does the band stay alive?
+
+Renders the demo clip (or ``--input FILE``) through ``--chain inpaint`` with an always-on region
+(``period_s=0``) and with a 1 s / 50 % gate, for each method, axis and ``inpaint.history``, and
+prints the band's energy (inside ``--low``..``--high`` Hz) relative to the input's: the whole
+clip, its last third (a strip that freezes or darkens shows there), and the first 0.3 s (a start
+burst shows there). 0 dB = same level as the input. Prints figures; asserts nothing.
+
+Run: ``.venv/bin/python tests/bench/bench_band_level.py [--input FILE] [--low 400 --high 3000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def band_energy(audio: np.ndarray, sr: int, low: float, high: float, *, n_fft: int = 2048) -> np.ndarray:
+    """Energy inside [low, high] Hz per frame of a mono signal (hop n_fft / 4)."""
+    hop = n_fft // 4
+    window = np.hanning(n_fft)
+    n = 1 + max(0, len(audio) - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop][:n] * window
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    return power[:, (freqs >= low) & (freqs <= high)].sum(axis=1)
+
+
+def db(ratio: float) -> float:
+    return 10.0 * np.log10(max(ratio, 1e-30))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", type=Path, default=REPO / "assets" / "demo.wav")
+    parser.add_argument("--model", default=None, help="model file (default: the bundled one)")
+    parser.add_argument("--low", type=float, default=400.0)
+    parser.add_argument("--high", type=float, default=3000.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.render import read_audio, render, resolve_model
+
+    model = resolve_model(args.model)
+    audio, sr = read_audio(args.input)
+    mono_in = audio.mean(axis=1).astype(np.float64)
+    e_in = band_energy(mono_in, sr, args.low, args.high)
+    hop_s = 512 / sr
+    head = max(1, int(0.3 / hop_s))
+    last = len(e_in) * 2 // 3
+    print(f"input {args.input.name}: {len(audio) / sr:.1f} s at {sr} Hz; band {args.low:g}-{args.high:g} Hz; "
+          f"model {model.path if hasattr(model, 'path') else args.model or 'default'}")
+    print(f"{'gate':<9}{'method':<9}{'axis':<6}{'history':<8}{'whole dB':>9}{'last 1/3':>9}{'first 0.3 s':>12}"
+          f"{'x RT':>7}")
+    cases = [("spatial", axis, context) for context in ("input", "output") for axis in ("both", "time", "freq")]
+    cases += [("learned", "both", context) for context in ("input", "output")]
+    for gate in ("always", "1s/50%"):
+        for method, axis, context in cases:
+            values = {"low_hz": args.low, "high_hz": args.high, "period_s": 0.0 if gate == "always" else 1.0,
+                      "duty": 0.5, "inpaint.method": method, "inpaint.axis": axis, "inpaint.history": context}
+            engine = Engine(model, sr=sr, channels=audio.shape[1], chain="inpaint", seed=args.seed, values=values)
+            started = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = render(audio, engine)
+            speed = len(audio) / sr / (time.perf_counter() - started)
+            e_out = band_energy(out.mean(axis=1).astype(np.float64), sr, args.low, args.high)
+            whole = db(e_out.sum() / e_in.sum())
+            tail = db(e_out[last:].sum() / e_in[last:].sum())
+            first = db(e_out[:head].sum() / max(e_in[:head].sum(), 1e-30))
+            print(f"{gate:<9}{method:<9}{axis:<6}{context:<8}{whole:9.1f}{tail:9.1f}{first:12.1f}{speed:7.1f}")
+
+
+if __name__ == "__main__":
+    main()
