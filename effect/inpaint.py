@@ -84,6 +84,7 @@ class Inpaint(Effect):
         self._prior_cache: tuple[Any, float, Optional[PriorTables]] = (None, 0.0, None)
         self._fallback_cache: tuple[Any, Optional[np.ndarray]] = (None, None)
         self._warned = False
+        self._warned_runaway = False
 
     def _prior(self, model: Any) -> Optional[PriorTables]:
         alpha = float(self.values["alpha"])
@@ -113,6 +114,13 @@ class Inpaint(Effect):
                 warnings.warn("inpaint: the model file has no learned prior; using method=spatial", stacklevel=2)
                 self._warned = True
             method = "spatial"
+        if method == "learned" and self.values["history"] == "output" and not self._warned_runaway:
+            warnings.warn(
+                "inpaint: method=learned with history=output feeds its own samples back into the prior; on a "
+                "region left open it runs away to loud codes (+27 dB on the demo clip); history=input is safe",
+                stacklevel=2,
+            )
+            self._warned_runaway = True
         radius = int(self.values["radius"])
         if method == "learned":
             reach = int(max(0, -int(prior.offsets[:, 0].min())))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -657,6 +658,11 @@ class _Session:
             # the audio callback needs the GIL promptly; the default 5 ms switch interval is
             # about one whole 256-frame block
             sys.setswitchinterval(0.0005)
+            # a full garbage collection walks every object torch and the model made (200,000+,
+            # about 80 ms here) while holding the GIL: the callback would miss its deadline.
+            # Frozen, they are never walked again; what the show allocates is still collected.
+            gc.collect()
+            gc.freeze()
             self.worker = Worker(
                 self.engine, self.bridge, params=self.params, delay_ms=args.debug_worker_delay_ms,
                 delay_every_s=args.debug_worker_delay_every_s,
@@ -680,6 +686,7 @@ class _Session:
             self._abandon()
             raise
         finally:
+            gc.unfreeze()
             sys.setswitchinterval(old_switch)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,7 +87,7 @@ def spectro_fx(args: list[str], env: dict) -> subprocess.Popen:
     )
 
 
-def soak(server: JackServer, *, model: str, minutes: float, work: Path) -> dict:
+def soak(server: JackServer, *, model: str, minutes: float, work: Path, extra: list[str] = ()) -> dict:
     import rtmidi
 
     tag = f"sfxbench{os.getpid()}"
@@ -98,7 +99,7 @@ def soak(server: JackServer, *, model: str, minutes: float, work: Path) -> dict:
     midi_out.open_virtual_port("cc_out")
     proc = spectro_fx(
         ["--input", "jack", "--jack-name", tag, "--model", model, "--midi-in", f"{tag}-cc:cc_out",
-         "--stats-json", str(stats), "--set", "high_hz=8000", "--duration", str(60 * minutes + 3)],
+         "--stats-json", str(stats), "--set", "high_hz=8000", "--duration", str(60 * minutes + 3), *extra],
         server.env,
     )
     sent = 0
@@ -141,6 +142,10 @@ def soak(server: JackServer, *, model: str, minutes: float, work: Path) -> dict:
     cpu = [line["cpu_s_per_audio_s"] for line in lines if line["cpu_s_per_audio_s"] is not None]
     last = lines[-1]
     events = sum(len(line["param_events"]) for line in lines)
+    # per second: do the blocks played dry come with JACK xruns (the server or the VM late) or alone?
+    new_underruns = np.diff([0] + [line["underruns"] for line in lines])
+    new_xruns = np.diff([0] + [line["xruns"] for line in lines])
+    dry_seconds = new_underruns > 0
     return {
         "audio_s": last["stream_s"],
         "ccs_sent": sent,
@@ -163,6 +168,10 @@ def soak(server: JackServer, *, model: str, minutes: float, work: Path) -> dict:
         "load_p99_worst_second": round(float(np.max(p99)), 3),
         "cpu_s_per_audio_s_mean": round(float(np.mean(cpu)), 3),
         "latency_ms": last["latency_ms"],
+        "seconds_with_underruns": int(dry_seconds.sum()),
+        "of_them_with_an_xrun": int((dry_seconds & (new_xruns > 0)).sum()),
+        "underruns_in_seconds_with_an_xrun": int(new_underruns[new_xruns > 0].sum()),
+        "worst_second_load_at_s": lines[int(np.argmax([line["engine_load_p99"] or 0 for line in lines]))]["stream_s"],
     }
 
 
@@ -256,6 +265,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="soak length (default 10)")
     parser.add_argument("--model", help="model file (default: the bundled default model)")
     parser.add_argument("--skip-soak", action="store_true")
+    parser.add_argument("--safety-ms", type=float, help="passed to spectro-fx (default: its own measured margin)")
+    parser.add_argument("--keep", type=Path, help="copy the soak's per-second stats (JSON lines) to this file")
     args = parser.parse_args()
     from spectro_fx.assets import DEFAULT_MODEL, asset_path
 
@@ -269,7 +280,10 @@ def main() -> None:
             print(f"bench_live: model {model}, JACK dummy 48 kHz / 256 frames, {os.cpu_count()} CPUs, "
                   f"load average {os.getloadavg()[0]:.1f} at start")
             if not args.skip_soak:
-                figures = soak(server, model=model, minutes=args.minutes, work=work)
+                extra = [] if args.safety_ms is None else ["--safety-ms", str(args.safety_ms)]
+                figures = soak(server, model=model, minutes=args.minutes, work=work, extra=extra)
+                if args.keep:
+                    shutil.copy(work / "soak.jsonl", args.keep)
                 print(f"soak ({args.minutes:g} min, CC every 10 ms):")
                 for key, value in figures.items():
                     print(f"  {key:28s} {value}")

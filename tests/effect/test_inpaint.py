@@ -370,3 +370,17 @@ def test_always_open_band_follows_the_input(method, axis):
     out = render(audio, engine)
     level = _band_db(out, audio, sr, 400.0, 3000.0, start=3 * sr)
     assert -6.0 < level < 6.0, f"band level {level:.1f} dB against the input"
+
+
+def test_learned_with_output_history_warns_of_runaway(model_files, trained):
+    with_prior = model_files[0]
+    codemap = trained[1][0]
+    mask = np.zeros(codemap.shape, dtype=bool)
+    mask[2:6, 3:] = True
+    with pytest.warns(UserWarning, match="runs away to loud codes"):
+        stream(Inpaint(method="learned", history="output"), with_prior, codemap, mask)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stream(Inpaint(method="learned", history="input"), with_prior, codemap, mask)
