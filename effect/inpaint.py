@@ -43,11 +43,10 @@ class Inpaint(Effect):
     """Regenerate the codes inside the region with naive Bayes inpainting.
 
     The known neighbours are the earlier columns, the cells of the new column outside the
-    region, and the
-    region cells already regenerated (the causal order of :mod:`spectro_fx.models.naive_bayes`:
-    oldest column first, then rows in interleaved passes, ``radius + 1`` of them when the
-    neighbourhood spans frequency, low row first). Future columns do not exist yet, so in a
-    stream the time neighbourhood is one-sided. Channels are regenerated one after the other
+    region, and the region cells already regenerated (the causal order of
+    :mod:`spectro_fx.models.naive_bayes`: oldest column first, then rows in interleaved passes,
+    ``radius + 1`` of them when the neighbourhood spans frequency, low row first). Future
+    columns do not exist yet, so in a stream the time neighbourhood is one-sided. Channels are regenerated one after the other
     with the same parameters; one uniform is drawn from ``ctx.rng`` per regenerated cell.
 
     ``history`` says which earlier columns: ``input`` (default) takes the input's own codes

@@ -35,6 +35,7 @@ live; the latency (engine + safety margin + device) is printed at start.
   spectro-fx --input jack --midi-in "nanoKONTROL"  JACK ports, MIDI knobs from a controller
   spectro-fx --input jack --midi-virtual           open a MIDI port a DAW can connect to
   spectro-fx --input in.wav --loop                 play a file through the effect
+  spectro-fx --input jack --chain mix              mix: input 2 is the second source (or --mix-with FILE)
   spectro-fx --input jack --midi-in 0 --learn low_hz --midi-map knobs.toml   bind the next knob
   spectro-fx --list-devices | --list-midi
 """
@@ -353,7 +354,7 @@ def _chain_needs_aux(chain: str | None) -> bool:
 class AuxEngine:
     """The engine as the worker sees it when ``mix`` takes a second source live.
 
-    ``split`` (the second source on the last captured channel): the worker hands over
+    ``split`` (the second source on input channel 2): the worker hands over
     ``[frames, 2]``; channel 1 is processed with channel 2 as ``aux`` and the result is
     played on both. ``aux_file`` (``--mix-with FILE``, looped at the stream rate): every
     captured channel is processed, the file's next frames are the ``aux``. Anything else
