@@ -493,3 +493,34 @@ def test_live_mix_without_a_second_channel_is_a_clear_error(jack_server, tmp_pat
     assert main(["--input", str(tmp_path / "mono.wav"), "--chain", "mix", "--duration", "1"]) == 2
     err = capsys.readouterr().err
     assert "needs exactly 2 input channels (this input gives 1" in err and "--mix-with FILE" in err, err
+
+
+def test_aux_engine_loops_the_mix_file_in_step_with_the_stream(tmp_path):
+    """`--mix-with FILE` live: every block gets the file's next frames, looped, whatever the
+    block sizes; the result equals the engine fed the looped file in one go."""
+    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.live import AuxEngine
+    from spectro_fx.models.export import load_model
+
+    model = load_model(asset_path(DEFAULT_MODEL))
+    rng = np.random.default_rng(5)
+    x = (0.1 * rng.standard_normal((SR // 2, 2))).astype(np.float32)
+    other = (0.3 * np.sign(np.sin(2 * np.pi * 97 * np.arange(7000) / SR)))[:, None].astype(np.float32)
+    settings = {"low_hz": 300.0, "high_hz": 6000.0, "mix.amount": 1.0}
+
+    def engine():
+        return Engine(model, sr=SR, channels=2, chain="mix", seed=0, values=settings, aux_channels=1)
+
+    live = AuxEngine(engine(), aux_file=other)
+    sizes = [256, 1000, 37, 4096]
+    blocks, pos, k = [], 0, 0
+    while pos < len(x):
+        n = sizes[k % len(sizes)]
+        blocks.append(live.process(x[pos : pos + n]))
+        pos, k = pos + n, k + 1
+    offline = engine().process(x, np.resize(other, (len(x), 1)))
+    np.testing.assert_allclose(np.concatenate(blocks), offline, atol=1e-5)
+    # the file is heard (so a block fed the wrong frames of it would show above)
+    silent_source = engine().process(x, np.zeros((len(x), 1), np.float32))
+    assert np.abs(offline - silent_source).max() > 0.01
+    assert live.latency_samples == live.engine.latency_samples  # the rest is the engine's
