@@ -17,7 +17,7 @@ from spectro_fx.models.naive_bayes import AXES, PriorTables, learned_inpaint, pr
 from .effects import CodemapContext, Effect, Parameter
 
 METHODS = ("spatial", "learned")
-HISTORIES = ("input", "output")
+CONTEXTS = ("input", "output")
 
 
 def model_prior(model: Any) -> Optional[Prior]:
@@ -49,12 +49,13 @@ class Inpaint(Effect):
     columns do not exist yet, so in a stream the time neighbourhood is one-sided. Channels are regenerated one after the other
     with the same parameters; one uniform is drawn from ``ctx.rng`` per regenerated cell.
 
-    ``history`` says which earlier columns: ``input`` (default) takes the input's own codes
-    (``ctx.input_history``), so each column is regenerated from what was just played and the
-    band follows the input's level; ``output`` takes the chain's output (``ctx.history``,
-    regenerated codes included), the paper's recursion, which fills a gap from its
-    surroundings but, on a region that stays open, copies its own first guesses forward and
-    freezes or goes dark.
+    That is ``context=output``, the paper's recursion: the earlier columns are the chain's
+    output (``ctx.history``, regenerated codes included). It fills a gap from its surroundings
+    but, on a region that stays open, copies its own first guesses forward and freezes or goes
+    dark. ``context=input`` (default) redraws every region cell from the input's codes around
+    it instead: earlier columns from ``ctx.input_history`` and the same column as it came in,
+    its own code never read, all cells at once (``redraw=True`` of
+    :mod:`spectro_fx.models.naive_bayes`). The band then follows what is played.
 
     ``method=learned`` on a model file without a prior warns once and uses ``spatial``.
     """
@@ -72,9 +73,9 @@ class Inpaint(Effect):
                   help="spatial: neighbours along time (same band), freq (same column) or both (square)"),
         Parameter("alpha", 0.0, 100.0, 0.0, unit="counts", scale="linear",
                   help="learned: Laplace smoothing of the prior's counts; 0 keeps the value it was fitted with"),
-        Parameter("history", 0, 1, "input", kind="choice", choices=HISTORIES,
-                  help="earlier columns seen as neighbours: input (the band follows what is played) or output "
-                       "(the regenerated codes, the paper's recursion: an always-open band freezes)"),
+        Parameter("context", 0, 1, "input", kind="choice", choices=CONTEXTS,
+                  help="neighbours each code is drawn from: input (the input's codes around it: the band follows "
+                       "what is played) or output (the regenerated codes, the paper's recursion: an open band freezes)"),
     )
 
     def __init__(self, **values: Any) -> None:
@@ -113,10 +114,11 @@ class Inpaint(Effect):
                 warnings.warn("inpaint: the model file has no learned prior; using method=spatial", stacklevel=2)
                 self._warned = True
             method = "spatial"
-        if method == "learned" and self.values["history"] == "output" and not self._warned_runaway:
+        redraw = self.values["context"] == "input" and ctx.input_history is not None
+        if method == "learned" and self.values["context"] == "output" and not self._warned_runaway:
             warnings.warn(
-                "inpaint: method=learned with history=output feeds its own samples back into the prior; on a "
-                "region left open it runs away to loud codes (+27 dB on the demo clip); history=input is safe",
+                "inpaint: method=learned with context=output feeds its own samples back into the prior; on a "
+                "region left open it runs away to loud codes (+27 dB on the demo clip); context=input is safe",
                 stacklevel=2,
             )
             self._warned_runaway = True
@@ -125,7 +127,7 @@ class Inpaint(Effect):
             reach = int(max(0, -int(prior.offsets[:, 0].min())))
         else:
             reach = radius if self.values["axis"] != "freq" else 0
-        earlier = ctx.input_history if self.values["history"] == "input" and ctx.input_history is not None else ctx.history
+        earlier = ctx.input_history if redraw else ctx.history
         history = earlier[..., earlier.shape[-1] - min(reach, earlier.shape[-1]) :]
         n_hist = history.shape[-1]
         full = torch.cat([history.to(codes.dtype), codes], dim=-1).cpu().numpy()
@@ -135,11 +137,11 @@ class Inpaint(Effect):
         out = np.empty((codes.shape[0],) + codes.shape[1:], dtype=np.int64)
         for ch in range(full.shape[0]):
             if method == "learned":
-                filled = learned_inpaint(full[ch], mask, prior, temperature=temperature, rng=ctx.rng)
+                filled = learned_inpaint(full[ch], mask, prior, temperature=temperature, rng=ctx.rng, redraw=redraw)
             else:
                 filled = spatial_inpaint(
                     full[ch], mask, radius=radius, axis=self.values["axis"], temperature=temperature,
-                    rng=ctx.rng, fallback_log_prior=self._fallback(ctx.model),
+                    rng=ctx.rng, fallback_log_prior=self._fallback(ctx.model), redraw=redraw,
                 )
             out[ch] = filled[:, n_hist:]
         result = torch.from_numpy(out).to(codes.device)

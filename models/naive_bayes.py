@@ -145,6 +145,13 @@ def inpaint_passes(mask: np.ndarray, offsets: np.ndarray, *, order: str = "causa
     return [(rows[a:b], cols[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def _redraw_pass(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """All masked cells as one pass, by column then row (so a stream fed column by column
+    draws its uniforms in the same order as the whole map)."""
+    cols, rows = np.nonzero(mask.T)
+    return [(rows, cols)] if rows.size else []
+
+
 def _neighbour_values(state: np.ndarray, rows: np.ndarray, cols: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Codes at ``offsets`` around each cell; -1 outside the codemap or where ``state`` is -1."""
     n_rows, n_cols = state.shape
@@ -311,6 +318,7 @@ def spatial_inpaint(
     rng: Optional[np.random.Generator] = None,
     fallback_log_prior: Optional[np.ndarray] = None,
     order: str = "causal",
+    redraw: bool = False,
 ) -> np.ndarray:
     """Regenerate masked codes with the paper's spatial Gaussian naive Bayes, vectorised.
 
@@ -339,6 +347,10 @@ def spatial_inpaint(
         such a cell occurs.
     order : {"causal", "interleaved"}
         Autoregressive order, see the module docstring.
+    redraw : bool
+        False (the paper): masked codes are unknown until regenerated. True: every masked cell
+        is redrawn from the codes around it as given, masked neighbours included (never its
+        own code), all at once; ``order`` is then unused.
 
     Returns
     -------
@@ -348,12 +360,12 @@ def spatial_inpaint(
     codemap, mask = _check_maps(codemap, mask)
     temperature = _check_temperature(temperature)
     offsets = neighbour_offsets(radius=radius, axis=axis)
-    passes = inpaint_passes(mask, offsets, order=order)
+    passes = _redraw_pass(mask) if redraw else inpaint_passes(mask, offsets, order=order)
     if not passes:
         return codemap
     rng = rng if rng is not None else np.random.default_rng()
     uniforms = rng.random(int(mask.sum()))
-    state = _PaddedState(codemap, mask, offsets)
+    state = _PaddedState(codemap, np.zeros_like(mask) if redraw else mask, offsets)
     start = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         for rows, cols in passes:
@@ -544,6 +556,7 @@ def learned_inpaint(
     temperature: float = 1.0,
     rng: Optional[np.random.Generator] = None,
     order: str = "causal",
+    redraw: bool = False,
 ) -> np.ndarray:
     """Regenerate masked codes with the learned categorical naive Bayes prior.
 
@@ -560,7 +573,7 @@ def learned_inpaint(
         :func:`prior_tables` of them, which saves converting them at every call).
     temperature : float >= 0
         0: the most probable code; 1: the fitted posterior; higher: flatter.
-    rng, order
+    rng, order, redraw
         As :func:`spatial_inpaint`.
 
     Returns
@@ -572,12 +585,12 @@ def learned_inpaint(
     tables = prior_tables(prior)
     offsets = tables.offsets
     k = tables.class_log_prior.shape[0]
-    passes = inpaint_passes(mask, offsets, order=order)
+    passes = _redraw_pass(mask) if redraw else inpaint_passes(mask, offsets, order=order)
     if not passes:
         return codemap
     rng = rng if rng is not None else np.random.default_rng()
     uniforms = rng.random(int(mask.sum()))
-    state = _PaddedState(codemap, mask, offsets)
+    state = _PaddedState(codemap, np.zeros_like(mask) if redraw else mask, offsets)
     start = 0
     for rows, cols in passes:
         u = uniforms[start : start + rows.size]

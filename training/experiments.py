@@ -504,9 +504,9 @@ EFFECT_PICTURES = (
     ("effect_none.png", "none", {}, "plain VQ-VAE resynthesis inside the band"),
     ("effect_inpaint_spatial.png", "inpaint", {"inpaint.method": "spatial"},
      "spatial naive Bayes inpainting (the paper's method; radius 2, posterior sampled at temperature 1), "
-     "earlier columns taken from the input"),
-    ("effect_inpaint_spatial_output.png", "inpaint", {"inpaint.method": "spatial", "inpaint.history": "output"},
-     "spatial naive Bayes with the paper's recursion: earlier columns taken from the regenerated output"),
+     "neighbours taken from the input's codes"),
+    ("effect_inpaint_spatial_output.png", "inpaint", {"inpaint.method": "spatial", "inpaint.context": "output"},
+     "spatial naive Bayes with the paper's recursion: neighbours taken from the regenerated output"),
     ("effect_inpaint_spatial_freq.png", "inpaint", {"inpaint.method": "spatial", "inpaint.axis": "freq"},
      "spatial naive Bayes with neighbours in the same column only (bands below and above)"),
     ("effect_inpaint_learned.png", "inpaint", {"inpaint.method": "learned", "inpaint.temperature": "1"},

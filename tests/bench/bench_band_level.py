@@ -1,7 +1,7 @@
 """Level of an inpainted band against the input, over time: does the band stay alive?
 
 Renders the demo clip (or ``--input FILE``) through ``--chain inpaint`` with an always-on region
-(``period_s=0``) and with a 1 s / 50 % gate, for each method, axis and ``inpaint.history``, and
+(``period_s=0``) and with a 1 s / 50 % gate, for each method, axis and ``inpaint.context``, and
 prints the band's energy (inside ``--low``..``--high`` Hz) relative to the input's: the whole
 clip, its last third (a strip that freezes or darkens shows there), and the first 0.3 s (a start
 burst shows there). 0 dB = same level as the input. Prints figures; asserts nothing.
@@ -57,14 +57,14 @@ def main(argv=None) -> None:
     last = len(e_in) * 2 // 3
     print(f"input {args.input.name}: {len(audio) / sr:.1f} s at {sr} Hz; band {args.low:g}-{args.high:g} Hz; "
           f"model {model.path if hasattr(model, 'path') else args.model or 'default'}")
-    print(f"{'gate':<9}{'method':<9}{'axis':<6}{'history':<8}{'whole dB':>9}{'last 1/3':>9}{'first 0.3 s':>12}"
+    print(f"{'gate':<9}{'method':<9}{'axis':<6}{'context':<8}{'whole dB':>9}{'last 1/3':>9}{'first 0.3 s':>12}"
           f"{'x RT':>7}")
     cases = [("spatial", axis, context) for context in ("input", "output") for axis in ("both", "time", "freq")]
     cases += [("learned", "both", context) for context in ("input", "output")]
     for gate in ("always", "1s/50%"):
         for method, axis, context in cases:
             values = {"low_hz": args.low, "high_hz": args.high, "period_s": 0.0 if gate == "always" else 1.0,
-                      "duty": 0.5, "inpaint.method": method, "inpaint.axis": axis, "inpaint.history": context}
+                      "duty": 0.5, "inpaint.method": method, "inpaint.axis": axis, "inpaint.context": context}
             engine = Engine(model, sr=sr, channels=audio.shape[1], chain="inpaint", seed=args.seed, values=values)
             started = time.perf_counter()
             with warnings.catch_warnings():
