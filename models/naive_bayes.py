@@ -29,6 +29,10 @@ is a sort by ``(pass, column, row)``:
 Cells of one pass are never neighbours of each other, so each pass is computed as one vectorised
 batch and the result equals a per-cell loop in that order (checked against scikit-learn in tests).
 
+``redraw=True`` (the live effect's ``context=input``) is not inpainting proper: masked codes are
+known, every masked cell is redrawn from the codes around it as given (never its own), all in one
+pass; uniforms are drawn by column, then row.
+
 Fallback: a cell with no known neighbour (spatial method) is drawn from ``fallback_log_prior``:
 the learned prior's class log prior when the model has one, else the codebook usage prior
 (``code_log_prior`` of the model file). The learned method needs no fallback: with every
