@@ -156,6 +156,23 @@ def _redraw_pass(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(rows, cols)] if rows.size else []
 
 
+def _regenerate(codemap, mask, offsets, predict, *, order: str, redraw: bool, rng) -> np.ndarray:
+    """The loop both methods share: passes in order, one uniform per masked cell drawn up front,
+    ``predict(neighbour_values [B, M], uniforms [B]) -> codes [B]`` per pass."""
+    passes = _redraw_pass(mask) if redraw else inpaint_passes(mask, offsets, order=order)
+    if not passes:
+        return codemap
+    rng = rng if rng is not None else np.random.default_rng()
+    uniforms = rng.random(int(mask.sum()))
+    state = _PaddedState(codemap, np.zeros_like(mask) if redraw else mask, offsets)
+    start = 0
+    for rows, cols in passes:
+        u = uniforms[start : start + rows.size]
+        start += rows.size
+        state.fill(rows, cols, predict(state.values(rows, cols), u))
+    return state.result()
+
+
 def _neighbour_values(state: np.ndarray, rows: np.ndarray, cols: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Codes at ``offsets`` around each cell; -1 outside the codemap or where ``state`` is -1."""
     n_rows, n_cols = state.shape
@@ -364,27 +381,19 @@ def spatial_inpaint(
     codemap, mask = _check_maps(codemap, mask)
     temperature = _check_temperature(temperature)
     offsets = neighbour_offsets(radius=radius, axis=axis)
-    passes = _redraw_pass(mask) if redraw else inpaint_passes(mask, offsets, order=order)
-    if not passes:
-        return codemap
-    rng = rng if rng is not None else np.random.default_rng()
-    uniforms = rng.random(int(mask.sum()))
-    state = _PaddedState(codemap, np.zeros_like(mask) if redraw else mask, offsets)
-    start = 0
+
+    def predict(values: np.ndarray, u: np.ndarray) -> np.ndarray:
+        codes, has_neighbour = _gaussian_nb_predict(values, offsets, u, temperature)
+        if not has_neighbour.all():
+            if fallback_log_prior is None:
+                raise ParameterError("a masked cell has no known neighbour and no fallback_log_prior was given")
+            lonely = ~has_neighbour
+            prior = np.broadcast_to(np.asarray(fallback_log_prior, dtype=np.float64), (int(lonely.sum()), len(fallback_log_prior)))
+            codes[lonely] = sample_log_weights(prior, u[lonely], temperature=temperature)
+        return codes
+
     with np.errstate(divide="ignore", invalid="ignore"):
-        for rows, cols in passes:
-            u = uniforms[start : start + rows.size]
-            start += rows.size
-            values = state.values(rows, cols)
-            codes, has_neighbour = _gaussian_nb_predict(values, offsets, u, temperature)
-            if not has_neighbour.all():
-                if fallback_log_prior is None:
-                    raise ParameterError("a masked cell has no known neighbour and no fallback_log_prior was given")
-                lonely = ~has_neighbour
-                prior = np.broadcast_to(np.asarray(fallback_log_prior, dtype=np.float64), (int(lonely.sum()), len(fallback_log_prior)))
-                codes[lonely] = sample_log_weights(prior, u[lonely], temperature=temperature)
-            state.fill(rows, cols, codes)
-    return state.result()
+        return _regenerate(codemap, mask, offsets, predict, order=order, redraw=redraw, rng=rng)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,20 +598,12 @@ def learned_inpaint(
     tables = prior_tables(prior)
     offsets = tables.offsets
     k = tables.class_log_prior.shape[0]
-    passes = _redraw_pass(mask) if redraw else inpaint_passes(mask, offsets, order=order)
-    if not passes:
-        return codemap
-    rng = rng if rng is not None else np.random.default_rng()
-    uniforms = rng.random(int(mask.sum()))
-    state = _PaddedState(codemap, np.zeros_like(mask) if redraw else mask, offsets)
-    start = 0
-    for rows, cols in passes:
-        u = uniforms[start : start + rows.size]
-        start += rows.size
-        values = state.values(rows, cols)
+
+    def predict(values: np.ndarray, u: np.ndarray) -> np.ndarray:
         jll = _categorical_jll(np.where(values < 0, k, values), tables)
-        state.fill(rows, cols, sample_log_weights(jll, u, temperature=temperature))
-    return state.result()
+        return sample_log_weights(jll, u, temperature=temperature)
+
+    return _regenerate(codemap, mask, offsets, predict, order=order, redraw=redraw, rng=rng)
 
 
 def resmooth_prior(prior: "Prior | PriorTables", *, alpha: float) -> Prior:

@@ -143,9 +143,13 @@ def test_cc_from_a_jack_midi_port_moves_the_region(jack_server, live_model, tmp_
         assert any(e["name"] == name and e["value"] == pytest.approx(value) for e in events), (name, value, events)
     assert all((e["name"], pytest.approx(e["value"])) in sent for e in events), events
     for e in events:
-        # the engine took each value within 50 ms of stream time of its arrival
-        assert 0.0 <= e["applied_s"] - e["received_s"] <= 0.05, e
+        # taken after it arrived and heard after it was taken (how soon: tests/bench/bench_live.py)
+        assert e["applied_s"] >= e["received_s"], e
         assert e["heard_s"] >= e["applied_s"]
+    # values are taken in the order they arrived
+    received = [e["received_s"] for e in events]
+    assert received == sorted(received)
+    assert [e["applied_s"] for e in events] == sorted(e["applied_s"] for e in events)
     after = [line for line in lines if line["stream_s"] > events[-1]["received_s"] + 1.0]
     assert after and after[-1]["params"]["low_hz"] == pytest.approx(sent[-1][1])
     assert after[-1]["params"]["high_hz"] == pytest.approx(sent[-2][1])

@@ -58,16 +58,21 @@ def sklearn_spatial(codemap, mask, *, radius, axis, order, fallback):
     return state
 
 
-@pytest.mark.parametrize("order", ["causal", "interleaved"])
-@pytest.mark.parametrize("axis", AXES)
-def test_spatial_equals_per_cell_gaussian_nb(axis, order, rng):
-    checked = 0
-    for _ in range(8):
+def random_maps(rng, count=8):
+    """Small random codemaps and masks: ``(codemap, mask, radius, k)``."""
+    for _ in range(count):
         n_rows, n_cols = rng.integers(3, 10, size=2)
         k = int(rng.choice([2, 3, 6, 16]))
         codemap = rng.integers(0, k, size=(n_rows, n_cols))
         mask = rng.random((n_rows, n_cols)) < rng.uniform(0.1, 0.9)
-        radius = int(rng.integers(1, 4))
+        yield codemap, mask, int(rng.integers(1, 4)), k
+
+
+@pytest.mark.parametrize("order", ["causal", "interleaved"])
+@pytest.mark.parametrize("axis", AXES)
+def test_spatial_equals_per_cell_gaussian_nb(axis, order, rng):
+    checked = 0
+    for codemap, mask, radius, k in random_maps(rng):
         fallback = rng.normal(size=k)
         ours = spatial_inpaint(codemap, mask, radius=radius, axis=axis, order=order,
                                fallback_log_prior=fallback, rng=np.random.default_rng(0))
@@ -291,12 +296,7 @@ def test_spatial_redraw_equals_per_cell_gaussian_nb_on_the_given_codes(axis, rng
     """redraw=True: each masked cell is predicted from all its neighbours as given (masked
     ones included, never itself), as a per-cell scikit-learn fit on the original map."""
     checked = 0
-    for _ in range(8):
-        n_rows, n_cols = rng.integers(3, 10, size=2)
-        k = int(rng.choice([2, 3, 6, 16]))
-        codemap = rng.integers(0, k, size=(n_rows, n_cols))
-        mask = rng.random((n_rows, n_cols)) < rng.uniform(0.1, 0.9)
-        radius = int(rng.integers(1, 4))
+    for codemap, mask, radius, k in random_maps(rng):
         ours = spatial_inpaint(codemap, mask, radius=radius, axis=axis, redraw=True,
                                fallback_log_prior=np.zeros(k), rng=np.random.default_rng(0))
         # every cell's neighbours known: the sklearn loop on a one-cell mask at a time
