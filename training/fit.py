@@ -244,6 +244,17 @@ def save_atomic(obj: Any, path: Path) -> None:
         raise
 
 
+def _remove_stale_temps(run_dir: Path) -> None:
+    """Delete the checkpoint temporaries a killed run left half-written in its folder.
+
+    :func:`save_atomic` writes ``.checkpoint.pt.XXXX.tmp`` and renames it; a SIGKILL between
+    the two leaves the temporary behind. A run starting or resuming in the folder owns its
+    checkpoint, so such files are torn leftovers, never results.
+    """
+    for stale in run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by :func:`train` (tensors and plain values only)."""
     path = Path(path)
@@ -371,6 +382,7 @@ def train(
             )
         if ddp.main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temps(run_dir)
             tmp = run_dir / f".{CONFIG_NAME}.tmp"
             tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
             os.replace(tmp, run_dir / CONFIG_NAME)
