@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--record", metavar="FILE", help="record what is heard to FILE (.wav, .flac or .ogg), written when you stop")
     group.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much audio (default: until Ctrl-C)")
     group.add_argument("--safety-ms", type=float, metavar="MS", help="time the engine may take for a block before it plays dry (default: measured at start, 1.5 x the engine's slowest calls; raise it if you see underruns)")
+    group.add_argument("--rt-priority", type=int, default=1, metavar="N", help="run the engine's worker thread under SCHED_FIFO at priority N, below the audio callback's (default 1; 0 = normal priority). Needs root or an rtprio limit, else it says so at start and runs at normal priority")
     group.add_argument("--jack-name", default="spectro-fx", metavar="NAME", help="JACK client name (ports NAME:in_0, NAME:out_0 ...)")
     group.add_argument("--no-auto-connect", action="store_true", help="JACK: do not stay connected to system capture/playback")
     group.add_argument("--midi-in", metavar="PORT", help="MIDI input port: name substring or index (see --list-midi)")
@@ -95,8 +96,12 @@ class Worker(threading.Thread):
         delay_ms: float = 0.0,
         delay_every_s: float = 0.5,
         resync_s: float = 0.3,
+        rt_priority: int = 0,
     ) -> None:
         super().__init__(name="spectro-fx-worker", daemon=True)
+        self.rt_priority = int(rt_priority)
+        self.scheduling = "not started"
+        self.scheduled = threading.Event()  # set once the thread has chosen its scheduling
         self.engine = engine
         self.bridge = bridge
         self.params = params
@@ -119,6 +124,8 @@ class Worker(threading.Thread):
         self._since_stall = 0
 
     def run(self) -> None:
+        self.scheduling = _realtime_thread(self.rt_priority)
+        self.scheduled.set()
         try:
             self._loop()
         except BaseException as exc:  # reported by the main thread; audio goes on dry
@@ -228,6 +235,30 @@ class Worker(threading.Thread):
     def stop(self) -> None:
         self.stop_event.set()
         self.join(timeout=5)
+
+
+def _realtime_thread(priority: int) -> str:
+    """Put the calling thread under ``SCHED_FIFO`` at ``priority`` (0: leave it as it is).
+
+    A JACK server running realtime gives its clients' audio threads FIFO priority; a worker
+    left at normal priority then competes with every other process for the CPU it needs
+    within a few milliseconds. Priority 1 stays below any audio callback (JACK's are its own
+    priority minus 5, usually 5 or more), so the callback still preempts the worker. The
+    worker sleeps whenever it has nothing to do, and the kernel's realtime throttling keeps
+    5 % of each second for other tasks anyway. Needs root or an ``rtprio`` limit (the
+    ``audio`` group of most Linux audio setups); otherwise the thread keeps normal priority.
+    Returns a description for the start message.
+    """
+    if priority <= 0:
+        return "normal priority (--rt-priority 0)"
+    if not hasattr(os, "sched_setscheduler"):
+        return "normal priority (no realtime scheduling on this system)"
+    try:
+        # pid 0 is the calling thread on Linux: scheduling policy is per thread
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        return f"normal priority (realtime priority {priority} not permitted: {exc.strerror}; see --rt-priority)"
+    return f"realtime (SCHED_FIFO priority {priority})"
 
 
 # ----------------------------------------------------------------------------- recorder
@@ -411,6 +442,8 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
             raise ParameterError(f"--{option} is for rendering a file (give --output); live, use MIDI knobs")
     if args.learn and not (args.midi_in or args.midi_virtual):
         raise ParameterError("--learn needs a MIDI input: --midi-in PORT or --midi-virtual")
+    if not 0 <= args.rt_priority <= 99:
+        raise ParameterError(f"--rt-priority={args.rt_priority} must be 0 (normal priority) or a SCHED_FIFO priority 1-99")
     if args.safety_ms is not None and args.safety_ms < 0:
         raise ParameterError(f"--safety-ms={args.safety_ms} must be >= 0")
     make_engine = make_engine or default_engine_factory(args)
@@ -574,6 +607,7 @@ class _Session:
             "input_dropped": b.input_dropped,
             "record_dropped": b.record_dropped,
             "resyncs": self.worker.resyncs if self.worker else 0,
+            "worker_scheduling": self.worker.scheduling if self.worker else "not started",
             "latency_ms": round(self.latency_ms, 2),
             "latency": {
                 "engine_frames": b.engine_latency,
@@ -666,7 +700,7 @@ class _Session:
             gc.freeze()
             self.worker = Worker(
                 self.engine, self.bridge, params=self.params, delay_ms=args.debug_worker_delay_ms,
-                delay_every_s=args.debug_worker_delay_every_s,
+                delay_every_s=args.debug_worker_delay_every_s, rt_priority=args.rt_priority,
             )
             self.stream = audio_io.open_stream(self.plan, self.bridge)
             self.device_latency_s = audio_io.stream_latency_s(self.stream)
@@ -677,6 +711,8 @@ class _Session:
             if self.recorder is not None:
                 self.recorder.start()
             self.worker.start()
+            self.worker.scheduled.wait(1.0)
+            self._say(f"engine worker: {self.worker.scheduling}")
             self.stream.start()
             if self.plan.is_jack and args.no_auto_connect:
                 audio_io.jack_disconnect_system(client=args.jack_name)

@@ -245,13 +245,14 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 
 def _remove_stale_temps(run_dir: Path) -> None:
-    """Delete the checkpoint temporaries a killed run left half-written in its folder.
+    """Delete the temporaries a killed run left half-written in its folder.
 
-    :func:`save_atomic` writes ``.checkpoint.pt.XXXX.tmp`` and renames it; a SIGKILL between
-    the two leaves the temporary behind. A run starting or resuming in the folder owns its
-    checkpoint, so such files are torn leftovers, never results.
+    Every file of a run folder (checkpoint, config, energy CSV and report) is written to a
+    ``.NAME[.XXXX].tmp`` beside it and renamed; a SIGKILL between the two leaves the temporary
+    behind. Called before this run writes anything (the energy tracker starts later), so
+    such files are torn leftovers, never results.
     """
-    for stale in run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):
+    for stale in run_dir.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
 
 

@@ -60,12 +60,12 @@ class JackServer:
     """A private jackd (its own server name), so the bench neither disturbs nor is disturbed
     by tests running on the default server."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, realtime: bool = False) -> None:
         self.name = name
         self.env = {**os.environ, "JACK_DEFAULT_SERVER": name}
         os.environ["JACK_DEFAULT_SERVER"] = name  # for the rtmidi clients of this process
         self.proc = subprocess.Popen(
-            ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(SR), "-p", str(BLOCK)],
+            ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime", "-d", "dummy", "-r", str(SR), "-p", str(BLOCK)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env,
         )
         if subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env=self.env).returncode:
@@ -168,6 +168,7 @@ def soak(server: JackServer, *, model: str, minutes: float, work: Path, extra: l
         "load_p99_worst_second": round(float(np.max(p99)), 3),
         "cpu_s_per_audio_s_mean": round(float(np.mean(cpu)), 3),
         "latency_ms": last["latency_ms"],
+        "worker_scheduling": last.get("worker_scheduling"),
         "seconds_with_underruns": int(dry_seconds.sum()),
         "of_them_with_an_xrun": int((dry_seconds & (new_xruns > 0)).sum()),
         "underruns_in_seconds_with_an_xrun": int(new_underruns[new_xruns > 0].sum()),
@@ -266,6 +267,9 @@ def main() -> None:
     parser.add_argument("--model", help="model file (default: the bundled default model)")
     parser.add_argument("--skip-soak", action="store_true")
     parser.add_argument("--safety-ms", type=float, help="passed to spectro-fx (default: its own measured margin)")
+    parser.add_argument("--rt-priority", type=int, help="passed to spectro-fx (default: its own, 1)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="run jackd with SCHED_FIFO threads, as a musician's setup does (needs root or an rtprio limit)")
     parser.add_argument("--keep", type=Path, help="copy the soak's per-second stats (JSON lines) to this file")
     args = parser.parse_args()
     from spectro_fx.assets import DEFAULT_MODEL, asset_path
@@ -273,14 +277,15 @@ def main() -> None:
     model = args.model or str(asset_path(DEFAULT_MODEL))
     if not Path(model).exists():
         raise SystemExit(f"model file {model} does not exist; pass --model")
-    server = JackServer("spectro-fx-bench")  # a fixed name: see test_live's dying server
+    server = JackServer("spectro-fx-bench", realtime=args.realtime)  # a fixed name: see test_live's dying server
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            print(f"bench_live: model {model}, JACK dummy 48 kHz / 256 frames, {os.cpu_count()} CPUs, "
+            print(f"bench_live: model {model}, JACK dummy 48 kHz / 256 frames ({'realtime' if args.realtime else 'no realtime'}), {os.cpu_count()} CPUs, "
                   f"load average {os.getloadavg()[0]:.1f} at start")
             if not args.skip_soak:
                 extra = [] if args.safety_ms is None else ["--safety-ms", str(args.safety_ms)]
+                extra += [] if args.rt_priority is None else ["--rt-priority", str(args.rt_priority)]
                 figures = soak(server, model=model, minutes=args.minutes, work=work, extra=extra)
                 if args.keep:
                     shutil.copy(work / "soak.jsonl", args.keep)

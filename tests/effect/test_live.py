@@ -154,6 +154,7 @@ def test_cc_from_a_jack_midi_port_moves_the_region(jack_server, live_model, tmp_
     assert after and after[-1]["params"]["low_hz"] == pytest.approx(sent[-1][1])
     assert after[-1]["params"]["high_hz"] == pytest.approx(sent[-2][1])
     assert lines[-1]["midi"]["connected"] is False
+    assert lines[-1]["worker_scheduling"].startswith(("realtime (SCHED_FIFO priority 1)", "normal priority (realtime"))
     assert lines[-1]["stream_s"] >= 20.0
     assert all(line["latency_ms"] > 0 and line["cpu_s_per_audio_s"] is not None for line in lines[1:])
 
@@ -339,7 +340,7 @@ def test_killing_jackd_ends_with_one_clear_line_and_an_intact_recording(live_mod
     assert "Traceback" not in err
     ours = [line for line in err.splitlines() if line.startswith("spectro-fx: error")]
     assert len(ours) == 1 and "the JACK server went away; recording saved to" in ours[0], err
-    start_lines = ("spectro-fx live:", "latency ", "MIDI:", "recording to")
+    start_lines = ("spectro-fx live:", "latency ", "MIDI:", "recording to", "engine worker:")
     assert [line for line in err.splitlines()[:-1] if line.strip() and not line.startswith(start_lines)] == [], err
     heard, sr = sf.read(record)
     last = stats_lines(stats)[-1]
@@ -416,6 +417,7 @@ def test_worker_resyncs_after_a_long_stall_and_the_output_stays_aligned():
         (["--input", "jack", "--midi-virtual", "--midi-map", "{bad}"], r"bad.toml: not valid TOML: .*line 3"),
         (["--input", "jack", "--midi-virtual", "--midi-map", "{unknown}"], "unknown parameter 'wobble'; valid: low_hz"),
         (["--input", "jack", "--safety-ms", "-1"], "--safety-ms=-1"),
+        (["--input", "jack", "--rt-priority", "100"], r"--rt-priority=100 must be 0 \(normal priority\) or a SCHED_FIFO priority 1-99"),
         (["--input", "mic", "--automation", "knobs.mid"], "--automation is for rendering a file"),
     ],
 )
@@ -432,6 +434,33 @@ def test_live_command_line_errors_are_one_line(tmp_path, capsys, argv, message):
     import re
 
     assert re.search(message, err), err
+
+
+def test_worker_realtime_priority_applies_to_its_own_thread_only():
+    """The worker's SCHED_FIFO request changes the worker thread's policy (or says why not),
+    never the rest of the process; 0 leaves the thread alone."""
+    import threading
+
+    from spectro_fx.effect.live import _realtime_thread
+
+    seen = {}
+
+    def probe(priority):
+        said = _realtime_thread(priority)
+        seen[priority] = (said, os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+
+    for priority in (0, 3):
+        thread = threading.Thread(target=probe, args=(priority,))
+        thread.start()
+        thread.join()
+    said, policy, level = seen[0]
+    assert said == "normal priority (--rt-priority 0)" and policy == os.SCHED_OTHER
+    said, policy, level = seen[3]
+    if said.startswith("realtime"):
+        assert said == "realtime (SCHED_FIFO priority 3)" and (policy, level) == (os.SCHED_FIFO, 3)
+    else:  # no permission here: it says so and the thread keeps its policy
+        assert "realtime priority 3 not permitted" in said and policy == os.SCHED_OTHER
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this (main) thread is untouched
 
 
 def test_listings(jack_server, capsys):

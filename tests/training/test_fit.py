@@ -169,6 +169,7 @@ def test_kill_9_then_resume(tmp_path, tiny_config, tones):
     assert saved >= 10 and saved % 5 == 0
     # a kill during torch.save leaves the temporary behind; make sure there is one either way
     (run / f".{CHECKPOINT_NAME}.torn0000.tmp").write_bytes(b"half a checkpoint")
+    (run / ".energy.csv.torn0000.tmp").write_text("time,gpu")
     assert main(["fit", "--run", str(run), "--resume", "--steps", str(saved + 5), "--no-progress"]) == 0
     assert load_checkpoint(run / CHECKPOINT_NAME)["step"] == saved + 5
     assert not list(run.glob(".*.tmp"))
