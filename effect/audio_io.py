@@ -6,6 +6,7 @@ The only module that imports sounddevice, and only when a device is actually nee
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
 import sys
@@ -390,11 +391,21 @@ class StreamBridge:
         self.clock = (0, 0.0)
         self.source_done = False
         self.callback_error: str | None = None
+        # (policy, priority) of the thread PortAudio calls us on, noted at the first callback
+        self.callback_scheduling: tuple[int, int] | None = None
 
     # -- the two PortAudio callbacks ---------------------------------------------------------
 
+    def _note_scheduling(self) -> None:
+        if hasattr(os, "sched_getscheduler"):
+            self.callback_scheduling = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+        else:
+            self.callback_scheduling = (0, 0)
+
     def duplex_callback(self, indata, outdata, frames, time_info, status) -> None:
         try:
+            if self.callback_scheduling is None:
+                self._note_scheduling()
             if status:
                 self._count_status(status)
             done = 0
@@ -408,6 +419,8 @@ class StreamBridge:
 
     def output_callback(self, outdata, frames, time_info, status) -> None:
         try:
+            if self.callback_scheduling is None:
+                self._note_scheduling()
             if status:
                 self._count_status(status)
             done = 0

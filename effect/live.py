@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--record", metavar="FILE", help="record what is heard to FILE (.wav, .flac or .ogg), written when you stop")
     group.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much audio (default: until Ctrl-C)")
     group.add_argument("--safety-ms", type=float, metavar="MS", help="time the engine may take for a block before it plays dry (default: measured at start, 1.5 x the engine's slowest calls; raise it if you see underruns)")
-    group.add_argument("--rt-priority", type=int, default=1, metavar="N", help="run the engine's worker thread under SCHED_FIFO at priority N, below the audio callback's (default 1; 0 = normal priority). Needs root or an rtprio limit, else it says so at start and runs at normal priority")
+    group.add_argument("--rt-priority", type=int, default=1, metavar="N", help="when the audio callback runs realtime (JACK started with -R), run the engine's worker under SCHED_FIFO priority N, always below the callback's (default 1; 0 = never). Needs root or an rtprio limit; the start message says what the worker got")
     group.add_argument("--jack-name", default="spectro-fx", metavar="NAME", help="JACK client name (ports NAME:in_0, NAME:out_0 ...)")
     group.add_argument("--no-auto-connect", action="store_true", help="JACK: do not stay connected to system capture/playback")
     group.add_argument("--midi-in", metavar="PORT", help="MIDI input port: name substring or index (see --list-midi)")
@@ -124,8 +124,6 @@ class Worker(threading.Thread):
         self._since_stall = 0
 
     def run(self) -> None:
-        self.scheduling = _realtime_thread(self.rt_priority)
-        self.scheduled.set()
         try:
             self._loop()
         except BaseException as exc:  # reported by the main thread; audio goes on dry
@@ -136,6 +134,8 @@ class Worker(threading.Thread):
         buf = np.zeros((self.max_chunk, ring_in.channels), np.float32)
         poll = min(0.001, self.bridge.blocksize / self.sr / 4)
         while not self.stop_event.is_set():
+            if not self.scheduled.is_set() and self.bridge.callback_scheduling is not None:
+                self._choose_scheduling(*self.bridge.callback_scheduling)
             self._apply_params()
             n = ring_in.readable()
             if n == 0:
@@ -157,6 +157,14 @@ class Worker(threading.Thread):
             self._account(n, time.perf_counter() - started)
             self._write(out)
             self.pos += n
+
+    def _choose_scheduling(self, policy: int, priority: int) -> None:
+        """Once the audio callback has run: go realtime just below it, or stay normal."""
+        wanted, why = worker_priority(self.rt_priority, policy, priority)
+        self.scheduling = _realtime_thread(wanted) if wanted else f"normal priority ({why})"
+        if wanted and why:
+            self.scheduling += f" {why}"
+        self.scheduled.set()
 
     def _write(self, out: np.ndarray) -> None:
         ring = self.bridge.from_worker
@@ -237,20 +245,44 @@ class Worker(threading.Thread):
         self.join(timeout=5)
 
 
-def _realtime_thread(priority: int) -> str:
-    """Put the calling thread under ``SCHED_FIFO`` at ``priority`` (0: leave it as it is).
+def worker_priority(requested: int, callback_policy: int, callback_priority: int) -> tuple[int, str]:
+    """The ``SCHED_FIFO`` priority for the engine worker (0: stay at normal priority) and why.
 
-    A JACK server running realtime gives its clients' audio threads FIFO priority; a worker
-    left at normal priority then competes with every other process for the CPU it needs
-    within a few milliseconds. Priority 1 stays below any audio callback (JACK's are its own
-    priority minus 5, usually 5 or more), so the callback still preempts the worker. The
-    worker sleeps whenever it has nothing to do, and the kernel's realtime throttling keeps
-    5 % of each second for other tasks anyway. Needs root or an ``rtprio`` limit (the
-    ``audio`` group of most Linux audio setups); otherwise the thread keeps normal priority.
-    Returns a description for the start message.
+    A realtime audio server (JACK started with ``-R``, as on a musician's machine) runs its
+    clients' audio callbacks under FIFO priority; a worker left at normal priority then
+    competes with every other process for the few milliseconds it needs, and blocks play dry.
+    A worker above the callback, or realtime while the callback is not, starves the callback
+    instead (measured: a FIFO worker beside a non-realtime JACK tripled the underruns). So
+    the worker goes realtime only when the callback is, and strictly below it.
     """
-    if priority <= 0:
-        return "normal priority (--rt-priority 0)"
+    if requested <= 0:
+        return 0, "--rt-priority 0"
+    if callback_policy not in (getattr(os, "SCHED_FIFO", -1), getattr(os, "SCHED_RR", -1)):
+        return 0, "the audio callback runs at normal priority, so the worker does too; a JACK server started with -R makes both realtime"
+    if callback_priority <= 1:
+        return 0, f"the audio callback's realtime priority {callback_priority} leaves none below it"
+    if requested >= callback_priority:
+        return callback_priority - 1, f"(--rt-priority {requested} lowered below the audio callback's {callback_priority})"
+    return requested, ""
+
+
+def _policy_name(scheduling: tuple[int, int] | None) -> str:
+    if scheduling is None:
+        return "no callback yet"
+    policy, priority = scheduling
+    for name in ("SCHED_FIFO", "SCHED_RR"):
+        if policy == getattr(os, name, None):
+            return f"{name} priority {priority}"
+    names = {getattr(os, n): n for n in ("SCHED_OTHER", "SCHED_BATCH", "SCHED_IDLE") if hasattr(os, n)}
+    return names.get(policy, f"policy {policy}")
+
+
+def _realtime_thread(priority: int) -> str:
+    """Put the calling thread under ``SCHED_FIFO`` at ``priority`` >= 1; returns a description
+    for the start message. The worker sleeps whenever it has nothing to do, and the kernel's
+    realtime throttling keeps 5 % of each second for other tasks anyway. Needs root or an
+    ``rtprio`` limit (the ``audio`` group of most Linux audio setups); otherwise the thread
+    keeps normal priority and the description says why."""
     if not hasattr(os, "sched_setscheduler"):
         return "normal priority (no realtime scheduling on this system)"
     try:
@@ -607,6 +639,7 @@ class _Session:
             "input_dropped": b.input_dropped,
             "record_dropped": b.record_dropped,
             "resyncs": self.worker.resyncs if self.worker else 0,
+            "audio_callback_scheduling": _policy_name(b.callback_scheduling),
             "worker_scheduling": self.worker.scheduling if self.worker else "not started",
             "latency_ms": round(self.latency_ms, 2),
             "latency": {
@@ -711,9 +744,9 @@ class _Session:
             if self.recorder is not None:
                 self.recorder.start()
             self.worker.start()
-            self.worker.scheduled.wait(1.0)
-            self._say(f"engine worker: {self.worker.scheduling}")
             self.stream.start()
+            if self.worker.scheduled.wait(2.0):
+                self._say(f"engine worker: {self.worker.scheduling}")
             if self.plan.is_jack and args.no_auto_connect:
                 audio_io.jack_disconnect_system(client=args.jack_name)
             self._loop()

@@ -154,7 +154,9 @@ def test_cc_from_a_jack_midi_port_moves_the_region(jack_server, live_model, tmp_
     assert after and after[-1]["params"]["low_hz"] == pytest.approx(sent[-1][1])
     assert after[-1]["params"]["high_hz"] == pytest.approx(sent[-2][1])
     assert lines[-1]["midi"]["connected"] is False
-    assert lines[-1]["worker_scheduling"].startswith(("realtime (SCHED_FIFO priority 1)", "normal priority (realtime"))
+    # the test server runs without realtime, so the callback and the worker stay at normal priority
+    assert lines[-1]["audio_callback_scheduling"] == "SCHED_OTHER"
+    assert lines[-1]["worker_scheduling"].startswith("normal priority (the audio callback runs at normal priority")
     assert lines[-1]["stream_s"] >= 20.0
     assert all(line["latency_ms"] > 0 and line["cpu_s_per_audio_s"] is not None for line in lines[1:])
 
@@ -438,29 +440,75 @@ def test_live_command_line_errors_are_one_line(tmp_path, capsys, argv, message):
 
 def test_worker_realtime_priority_applies_to_its_own_thread_only():
     """The worker's SCHED_FIFO request changes the worker thread's policy (or says why not),
-    never the rest of the process; 0 leaves the thread alone."""
+    never the rest of the process."""
     import threading
 
     from spectro_fx.effect.live import _realtime_thread
 
-    seen = {}
+    seen = []
 
-    def probe(priority):
-        said = _realtime_thread(priority)
-        seen[priority] = (said, os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+    def probe():
+        said = _realtime_thread(3)
+        seen.append((said, os.sched_getscheduler(0), os.sched_getparam(0).sched_priority))
 
-    for priority in (0, 3):
-        thread = threading.Thread(target=probe, args=(priority,))
-        thread.start()
-        thread.join()
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
     said, policy, level = seen[0]
-    assert said == "normal priority (--rt-priority 0)" and policy == os.SCHED_OTHER
-    said, policy, level = seen[3]
     if said.startswith("realtime"):
         assert said == "realtime (SCHED_FIFO priority 3)" and (policy, level) == (os.SCHED_FIFO, 3)
     else:  # no permission here: it says so and the thread keeps its policy
         assert "realtime priority 3 not permitted" in said and policy == os.SCHED_OTHER
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this (main) thread is untouched
+
+
+@pytest.mark.slow
+def test_on_a_realtime_jack_server_the_worker_runs_realtime_below_the_callback(live_model, tmp_path):
+    """jackd -R gives the audio callback FIFO priority; the worker follows it, one step below
+    at most (as root or with an rtprio limit; without either, both stay at normal priority)."""
+    server = "spectro-fx-test-realtime"  # fixed: see the dying-server test on jackd's registry
+    env = {"JACK_DEFAULT_SERVER": server}
+    jackd = subprocess.Popen(
+        ["jackd", "-n", server, "-R", "-d", "dummy", "-r", "48000", "-p", "256"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+    )
+    try:
+        ready = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env={**os.environ, **env}, timeout=30)
+        assert ready.returncode == 0, "a realtime jackd did not start"
+        stats = tmp_path / "stats.jsonl"
+        proc = spectro_fx("--input", "jack", "--model", live_model, "--stats-json", str(stats), "--no-status",
+                          "--duration", "2", "--jack-name", f"sfxrt{os.getpid()}", env=env)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        jackd.send_signal(signal.SIGINT)
+        jackd.wait(timeout=10)
+    assert proc.returncode == 0, err
+    last = stats_lines(stats)[-1]
+    callback, worker = last["audio_callback_scheduling"], last["worker_scheduling"]
+    assert f"engine worker: {worker}" in err
+    if callback.startswith("SCHED_FIFO"):
+        assert int(callback.split()[-1]) > 1 and worker == "realtime (SCHED_FIFO priority 1)", (callback, worker)
+    else:  # jackd could not go realtime here
+        assert callback == "SCHED_OTHER" and worker.startswith("normal priority (the audio callback"), (callback, worker)
+
+
+@pytest.mark.parametrize(
+    "requested, policy, priority, wanted, why",
+    [
+        (1, "SCHED_FIFO", 5, 1, ""),
+        (4, "SCHED_RR", 5, 4, ""),
+        (10, "SCHED_FIFO", 5, 4, "lowered below the audio callback's 5"),
+        (1, "SCHED_FIFO", 1, 0, "leaves none below it"),
+        (1, "SCHED_OTHER", 0, 0, "audio callback runs at normal priority"),
+        (1, "SCHED_BATCH", 0, 0, "audio callback runs at normal priority"),
+        (0, "SCHED_FIFO", 50, 0, "--rt-priority 0"),
+    ],
+)
+def test_worker_goes_realtime_only_below_a_realtime_callback(requested, policy, priority, wanted, why):
+    from spectro_fx.effect.live import worker_priority
+
+    got, reason = worker_priority(requested, getattr(os, policy), priority)
+    assert got == wanted and why in reason
 
 
 def test_listings(jack_server, capsys):
