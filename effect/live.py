@@ -163,7 +163,7 @@ class Worker(threading.Thread):
         wanted, why = worker_priority(self.rt_priority, policy, priority)
         self.scheduling = _realtime_thread(wanted) if wanted else f"normal priority ({why})"
         if wanted and why:
-            self.scheduling += f" {why}"
+            self.scheduling += f" ({why})"
         self.scheduled.set()
 
     def _write(self, out: np.ndarray) -> None:
@@ -262,7 +262,7 @@ def worker_priority(requested: int, callback_policy: int, callback_priority: int
     if callback_priority <= 1:
         return 0, f"the audio callback's realtime priority {callback_priority} leaves none below it"
     if requested >= callback_priority:
-        return callback_priority - 1, f"(--rt-priority {requested} lowered below the audio callback's {callback_priority})"
+        return callback_priority - 1, f"--rt-priority {requested} lowered below the audio callback's {callback_priority}"
     return requested, ""
 
 
