@@ -72,10 +72,15 @@ def test_matches_offline_whole_file_computation(tiny_model, rng):
     np.testing.assert_allclose(out[:final], expected[:final], atol=1e-5)
 
 
-@pytest.mark.parametrize("sr,channels,chain", [(48000, 1, "noise"), (44100, 2, "none")])
+@pytest.mark.parametrize("sr,channels,chain", [(48000, 1, "noise"), (44100, 2, "none"), (48000, 2, "inpaint")])
 def test_streaming_equals_one_pass(tiny_model, rng, sr, channels, chain):
     x = _noise(rng, sr // 2, channels)
-    values = {"low_hz": 800.0, "high_hz": 5000.0, "noise.amount": 0.5} if chain == "noise" else {"low_hz": 800.0}
+    values = {
+        "noise": {"low_hz": 800.0, "high_hz": 5000.0, "noise.amount": 0.5},
+        "none": {"low_hz": 800.0},
+        # stereo, sampled (temperature 1), gated so that some columns hold no region cell
+        "inpaint": {"low_hz": 800.0, "high_hz": 5000.0, "period_s": 0.1, "duty": 0.5, "inpaint.temperature": 1.0},
+    }[chain]
     outputs = {}
     for block in (len(x) + 10000, 64, 65, 1000):
         engine = Engine(tiny_model, sr=sr, channels=channels, chain=chain, seed=3, values=values)
