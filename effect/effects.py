@@ -142,6 +142,14 @@ class Effect:
         """``latent`` [channels, code_dim, n_rows, n_new] float -> same shape."""
         return latent
 
+    def process_columns(self, codes: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor | None:
+        """Several new columns at once, ``codes`` [channels, n_rows, n_new] with ``ctx`` as
+        before the first of them, giving exactly what :meth:`process_codes` gives one column
+        at a time (random draws included), or None when the effect cannot (its columns read
+        its own earlier output). The engine uses it, where it can, to save the per-column
+        overhead of long blocks (offline rendering)."""
+        return None
+
 
 class Passthrough(Effect):
     name = "none"

@@ -426,7 +426,9 @@ class Engine:
         return band_mask(low, high, sr=self.model_sr, n_fft=self.stft_config.n_fft)
 
     def _chain(self, codes: torch.Tensor, wanted: np.ndarray, c0: int) -> torch.Tensor:
-        """The effect chain, one column at a time (so any blocking gives the same result), on
+        """The effect chain, one column at a time (so any blocking gives the same result; a lone
+        codes effect may take all columns at once when it gives the same, see
+        :meth:`Effect.process_columns`), on
         ``codes`` [channels, n_rows, n_new] with region cells ``wanted`` [n_new, n_rows];
         returns the latents [channels, D, n_rows, n_new] for the decoder."""
         codes_effects = [e for e in self.chain if type(e).process_codes is not Effect.process_codes]
@@ -436,6 +438,14 @@ class Engine:
             self._history = torch.cat([self._history, codes], dim=2)[:, :, -self.HISTORY_COLUMNS :]
             self._input_history = self._history
             return self._embed(codes)
+        if len(codes_effects) == 1 and not latent_effects and self._mix_source is None and codes.shape[2] > 1:
+            ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng,
+                                 input_history=self._input_history)
+            out = codes_effects[0].process_columns(codes, torch.from_numpy(np.ascontiguousarray(wanted.T)), ctx)
+            if out is not None:
+                self._history = torch.cat([self._history, out], dim=2)[:, :, -self.HISTORY_COLUMNS :]
+                self._input_history = torch.cat([self._input_history, codes], dim=2)[:, :, -self.HISTORY_COLUMNS :]
+                return self._embed(out)
         for j in range(codes.shape[2]):
             region = torch.from_numpy(wanted[j][:, None].copy())
             column = codes[:, :, j : j + 1]

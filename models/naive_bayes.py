@@ -340,6 +340,7 @@ def spatial_inpaint(
     fallback_log_prior: Optional[np.ndarray] = None,
     order: str = "causal",
     redraw: bool = False,
+    later_columns: bool = True,
 ) -> np.ndarray:
     """Regenerate masked codes with the paper's spatial Gaussian naive Bayes, vectorised.
 
@@ -372,6 +373,10 @@ def spatial_inpaint(
         False (the paper): masked codes are unknown until regenerated. True: every masked cell
         is redrawn from the codes around it as given, masked neighbours included (never its
         own code), all at once; ``order`` is then unused.
+    later_columns : bool
+        False: no cell reads a neighbour in a later column, as in a stream, where later columns
+        do not exist yet (unknown neighbours are left out of the fit). With ``redraw``, several
+        columns then come out exactly as when each is redrawn alone, in column order.
 
     Returns
     -------
@@ -381,6 +386,8 @@ def spatial_inpaint(
     codemap, mask = _check_maps(codemap, mask)
     temperature = _check_temperature(temperature)
     offsets = neighbour_offsets(radius=radius, axis=axis)
+    if not later_columns:
+        offsets = offsets[offsets[:, 0] <= 0]
 
     def predict(values: np.ndarray, u: np.ndarray) -> np.ndarray:
         codes, has_neighbour = _gaussian_nb_predict(values, offsets, u, temperature)

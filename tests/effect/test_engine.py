@@ -78,8 +78,8 @@ def test_streaming_equals_one_pass(tiny_model, rng, sr, channels, chain):
     values = {
         "noise": {"low_hz": 800.0, "high_hz": 5000.0, "noise.amount": 0.5},
         "none": {"low_hz": 800.0},
-        # stereo, sampled (temperature 1), gated so that some columns hold no region cell
-        "inpaint": {"low_hz": 800.0, "high_hz": 5000.0, "period_s": 0.1, "duty": 0.5, "inpaint.temperature": 1.0},
+        # stereo, sampled (temperature 1), the whole band (edge rows too), gated so that some columns hold no region cell
+        "inpaint": {"low_hz": 20.0, "high_hz": 24000.0, "period_s": 0.1, "duty": 0.5, "inpaint.temperature": 1.0},
     }[chain]
     outputs = {}
     for block in (len(x) + 10000, 64, 65, 1000):
