@@ -72,6 +72,20 @@ def stats_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def start_private_jackd(server: str, *, realtime: bool = False) -> subprocess.Popen:
+    """A second JACK dummy server named ``server`` (48 kHz / 256), answering when returned."""
+    env = {**os.environ, "JACK_DEFAULT_SERVER": server}
+    proc = subprocess.Popen(
+        ["jackd", "-n", server, "-R" if realtime else "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    ready = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env=env, timeout=30)
+    if ready.returncode != 0:
+        proc.kill()
+        pytest.fail(f"a second jackd ({server}) did not start: {proc.communicate()[1][-500:]}")
+    return proc
+
+
 def jack_ports(env=None) -> list[str]:
     # jack_lsp was seen to hang now and then on a busy server: never let it stall the suite
     try:
@@ -306,18 +320,7 @@ def test_killing_jackd_ends_with_one_clear_line_and_an_intact_recording(live_mod
     server = "spectro-fx-test-dying"
     env = {"JACK_DEFAULT_SERVER": server}
 
-    def start_jackd():
-        proc = subprocess.Popen(
-            ["jackd", "-n", server, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
-        )
-        ready = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env={**os.environ, **env}, timeout=30)
-        if ready.returncode != 0:
-            proc.kill()
-            pytest.fail(f"a second jackd ({server}) did not start: {proc.communicate()[1][-500:]}")
-        return proc
-
-    jackd = start_jackd()
+    jackd = start_private_jackd(server)
     try:
         src = _test_signal(1.0)
         sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
@@ -335,7 +338,7 @@ def test_killing_jackd_ends_with_one_clear_line_and_an_intact_recording(live_mod
             jackd.kill()
             jackd.wait(timeout=10)
         # start and stop it cleanly once more: that frees its registry entry
-        clean = start_jackd()
+        clean = start_private_jackd(server)
         clean.send_signal(signal.SIGINT)
         clean.wait(timeout=10)
     assert proc.returncode == 1
@@ -468,13 +471,8 @@ def test_on_a_realtime_jack_server_the_worker_runs_realtime_below_the_callback(l
     at most (as root or with an rtprio limit; without either, both stay at normal priority)."""
     server = "spectro-fx-test-realtime"  # fixed: see the dying-server test on jackd's registry
     env = {"JACK_DEFAULT_SERVER": server}
-    jackd = subprocess.Popen(
-        ["jackd", "-n", server, "-R", "-d", "dummy", "-r", "48000", "-p", "256"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
-    )
+    jackd = start_private_jackd(server, realtime=True)
     try:
-        ready = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env={**os.environ, **env}, timeout=30)
-        assert ready.returncode == 0, "a realtime jackd did not start"
         stats = tmp_path / "stats.jsonl"
         proc = spectro_fx("--input", "jack", "--model", live_model, "--stats-json", str(stats), "--no-status",
                           "--duration", "2", "--jack-name", f"sfxrt{os.getpid()}", env=env)
