@@ -890,15 +890,15 @@ class _Session:
             self.worker.stop()
         if self.midi is not None:
             self.midi.close()
-        if self.ui is not None:
-            self.ui.stop()
         # the recording first: after a hangup the terminal writes below may fail
         path = self.recorder.finish() if self.recorder is not None else None
         if self.report is not None:
             try:
-                self.report.close()
+                self.report.close()  # its last line still counts the open pages
             except OSError:
                 pass
+        if self.ui is not None:
+            self.ui.stop()
         if path is not None:
             self._say(f"recorded {self.recorder.frames / self.bridge.sr:.1f} s to {path}")
         b = self.bridge
