@@ -19,7 +19,7 @@ import torch
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile
 
-from .effects import CodemapContext, Effect, Parameter, make_chain
+from .effects import CodemapContext, Effect, Parameter, make_chain, order_note, stages
 from .params import REGION_PARAMETERS, ParameterBank, Smoother
 from .region import band_mask, gate_targets, region_cells, slew_gate
 from .stft import StreamingISTFT, StreamingSTFT
@@ -87,7 +87,7 @@ class Engine:
     resample_quality : {"QQ", "LQ", "MQ", "HQ", "VHQ"}
         soxr quality of the wet path when rates differ; lower ones have less latency.
     aux_channels : int >= 0
-        Channels of a second source for ``mix`` (issue 5), passed to :meth:`process` as ``aux``
+        Channels of a second source (for ``cross``), passed to :meth:`process` as ``aux``
         (0: none; ``ctx.aux_codes`` stays None).
 
     Notes
@@ -97,7 +97,7 @@ class Engine:
     frames, and the decoder's head runs only on the region's cells.
 
     Output = input delayed by :attr:`latency_samples` + (resynthesis - input) inside the region:
-    outside the region, with ``mix=0`` or an empty band the output is exactly the delayed input.
+    outside the region, with ``wet=0`` or an empty band the output is exactly the delayed input.
     """
 
     HISTORY_COLUMNS = 64
@@ -153,11 +153,23 @@ class Engine:
             self.chain: list[Effect] = make_chain(chain)
         else:
             self.chain = list(chain)
+        note = order_note(self.chain)
+        if note is not None:
+            warnings.warn(note, stacklevel=2)
         self._bank = ParameterBank(self.chain)
         self._mask_cache: tuple[tuple[float, float], np.ndarray] | None = None
         self._apply_lock = threading.Lock()
         self._hop_s = self.hop / self.model_sr
+        # region parameters and the effects' float parameters declared with a smoothing time
+        # ramp per hop; effects see one value per column
         self._smoothers = {p.name: Smoother(p, hop_s=self._hop_s) for p in REGION_PARAMETERS}
+        self._effect_ramps = [
+            key for key, p in self._bank.parameters().items()
+            if self._bank.owner(key) is not None and p.kind == "float" and p.smoothing_s > 0
+        ]
+        for key in self._effect_ramps:
+            self._smoothers[key] = Smoother(self._bank.parameters()[key], hop_s=self._hop_s)
+            self._smoothers[key].set_target(float(self._bank.values()[key]), immediate=True)
         self.column_period_s = self.time_stride * self._hop_s
         self.resampling = self.sr != self.model_sr
         win = self.stft_config.win_length
@@ -173,12 +185,12 @@ class Engine:
         else:
             self.latency_samples = _stft_latency(win=win, hop=self.hop, time_stride=self.time_stride)
         self.column_times: deque[float] = deque(maxlen=2048)
-        # issue 5 (mix): the second source, encoded in lockstep with the input
-        self._mix_source = None
+        # the second source, encoded in lockstep with the input
+        self._aux_source = None
         if aux_channels:
-            from .codemap_effects import MixSource
+            from .codemap_effects import AuxSource
 
-            self._mix_source = MixSource(module, channels=int(aux_channels), sr=self.sr, resample_quality=resample_quality)
+            self._aux_source = AuxSource(module, channels=int(aux_channels), sr=self.sr, resample_quality=resample_quality)
         self.reset()
         for name, value in (values or {}).items():
             self.set(name, value)
@@ -211,9 +223,9 @@ class Engine:
         with self._apply_lock:
             for key, value in self._bank.take_pending().items():
                 owner = self._bank.owner(key)
-                if owner is None:
+                if key in self._smoothers:
                     self._smoothers[key].set_target(float(value), immediate=immediate)
-                else:
+                if owner is not None and (immediate or key not in self._smoothers):
                     owner.set(key.split(".", 1)[1], value)
 
     # ------------------------------------------------------------------ stream state
@@ -223,8 +235,10 @@ class Engine:
 
         c = self.channels
         self._apply_pending(immediate=True)
-        for smoother in self._smoothers.values():
+        for key, smoother in self._smoothers.items():
             smoother.snap()
+            if key in self._effect_ramps:
+                self._bank.owner(key).values[key.split(".", 1)[1]] = smoother.value
         self._stft = StreamingSTFT(self.stft_config, channels=c)
         self._istft = StreamingISTFT(self.stft_config, channels=c)
         if self.resampling:
@@ -250,8 +264,8 @@ class Engine:
         self.column_times.clear()
         for effect in self.chain:
             effect.reset()
-        if self._mix_source is not None:  # issue 5 (mix)
-            self._mix_source.reset()
+        if self._aux_source is not None:
+            self._aux_source.reset()
 
     @property
     def latency_s(self) -> float:
@@ -280,7 +294,7 @@ class Engine:
             The output, ``latency_samples`` behind the input.
 
         aux : np.ndarray [frames, aux_channels], optional
-            The second source of ``mix`` for the same frames (engines built with
+            The second source (for ``cross``) for the same frames (engines built with
             ``aux_channels``; silence when omitted).
         """
         x = np.asarray(block)
@@ -304,10 +318,10 @@ class Engine:
         if self.resampling:
             xm = self._rs_in.resample_chunk(xm)
         self._samples_in += n
-        if self._mix_source is not None:  # issue 5 (mix): before the input's analysis, same samples
+        if self._aux_source is not None:  # before the input's analysis, same samples
             if aux is not None and np.shape(aux)[0] != n:
                 raise ParameterError(f"aux has {np.shape(aux)[0]} frames; expected {n}, as the block")
-            self._mix_source.push(np.zeros((n, self._mix_source.channels)) if aux is None else aux)
+            self._aux_source.push(np.zeros((n, self._aux_source.channels)) if aux is None else aux)
         delta = self._analyse(xm.T)
         if delta.shape[1]:
             if self._pre_roll_left:
@@ -368,20 +382,27 @@ class Engine:
             return np.repeat(self._mask_cache[1], len(low), axis=0)
         return band_mask(low, high, sr=self.model_sr, n_fft=self.stft_config.n_fft)
 
-    def _chain(self, codes: torch.Tensor, wanted: np.ndarray, c0: int) -> torch.Tensor:
+    def _ramp_effects(self, ramps: dict[str, np.ndarray], j: int) -> None:
+        """Smoothed effect parameters take their value of column ``j``."""
+        for key, ramp in ramps.items():
+            self._bank.owner(key).values[key.split(".", 1)[1]] = float(ramp[j])
+
+    def _chain(self, codes: torch.Tensor, wanted: np.ndarray, c0: int, ramps: dict[str, np.ndarray]) -> torch.Tensor:
         """The effect chain, one column at a time (so any blocking gives the same result; a lone
         codes effect may take all columns at once when it gives the same, see
         :meth:`Effect.process_columns`), on
-        ``codes`` [channels, n_rows, n_new] with region cells ``wanted`` [n_new, n_rows];
+        ``codes`` [channels, n_rows, n_new] with region cells ``wanted`` [n_new, n_rows] and the
+        smoothed effect parameters' values per column ``ramps`` {name: [n_new]};
         returns the latents [channels, D, n_rows, n_new] for the decoder."""
-        codes_effects = [e for e in self.chain if type(e).process_codes is not Effect.process_codes]
-        latent_effects = [e for e in self.chain if type(e).process_latent is not Effect.process_latent]
+        codes_effects, latent_effects = stages(self.chain)
         columns, latents = [], []
+        steady = all(ramp[0] == ramp[-1] for ramp in ramps.values())  # ramps are monotonic
+        self._ramp_effects(ramps, 0)
         if not codes_effects and not latent_effects:  # no effect changes anything: skip the loop
             self._history = torch.cat([self._history, codes], dim=2)[:, :, -self.HISTORY_COLUMNS :]
             self._input_history = self._history
             return self._embed(codes)
-        if len(codes_effects) == 1 and not latent_effects and self._mix_source is None and codes.shape[2] > 1:
+        if len(codes_effects) == 1 and not latent_effects and self._aux_source is None and codes.shape[2] > 1 and steady:
             ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng,
                                  input_history=self._input_history)
             out = codes_effects[0].process_columns(codes, torch.from_numpy(np.ascontiguousarray(wanted.T)), ctx)
@@ -390,9 +411,10 @@ class Engine:
                 self._input_history = torch.cat([self._input_history, codes], dim=2)[:, :, -self.HISTORY_COLUMNS :]
                 return self._embed(out)
         for j in range(codes.shape[2]):
+            self._ramp_effects(ramps, j)
             region = torch.from_numpy(wanted[j][:, None].copy())
             column = codes[:, :, j : j + 1]
-            aux_codes = None if self._mix_source is None else self._mix_source.column(c0 + j)  # issue 5
+            aux_codes = None if self._aux_source is None else self._aux_source.column(c0 + j)
             ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng, aux_codes=aux_codes,
                                  input_history=self._input_history)
             for effect in codes_effects:
@@ -426,19 +448,21 @@ class Engine:
         # the region, frame by frame, with smoothed parameters
         low = self._smoothers["low_hz"].advance(n_frames)
         high = self._smoothers["high_hz"].advance(n_frames)
-        mix = self._smoothers["mix"].advance(n_frames)
+        wet = self._smoothers["wet"].advance(n_frames)
         for name in ("period_s", "duty"):
             self._smoothers[name].advance(n_frames)
+        # an effect acts on whole columns: each takes the value of its column's last hop
+        ramps = {key: self._smoothers[key].advance(n_frames)[ts - 1 :: ts] for key in self._effect_ramps}
         targets = gate_targets(np.arange(c0 * ts, end), **self._gate_args())
         gate = slew_gate(targets, self._gate)
         self._gate = float(gate[-1])
-        mask = self._band_mask(low, high) * (gate * mix)[:, None]
+        mask = self._band_mask(low, high) * (gate * wet)[:, None]
 
         magnitude = np.abs(spec)
         with torch.no_grad():
             codes = self._module.stream_encode(torch.from_numpy(magnitude.astype(np.float32)))
             wanted = region_cells(mask, time_stride=ts, freq_stride=self.freq_stride, n_rows=self.n_rows)
-            latent_new = self._chain(codes, wanted, c0)
+            latent_new = self._chain(codes, wanted, c0, ramps)
             # only cells inside the region are heard: the decoder head runs on those alone
             rows = np.flatnonzero(wanted.any(axis=0))
             columns = np.flatnonzero(wanted.any(axis=1))

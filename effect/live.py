@@ -35,7 +35,7 @@ live; the latency (engine + safety margin + device) is printed at start.
   spectro-fx --input jack --midi-in "nanoKONTROL"  JACK ports, MIDI knobs from a controller
   spectro-fx --input jack --midi-virtual           open a MIDI port a DAW can connect to
   spectro-fx --input in.wav --loop                 play a file through the effect
-  spectro-fx --input jack --chain mix              mix: input 2 is the second source (or --mix-with FILE)
+  spectro-fx --input jack --chain cross            cross: input 2 is the second source (or --cross-with FILE)
   spectro-fx --input jack --midi-in 0 --learn low_hz --midi-map knobs.toml   bind the next knob
   spectro-fx --list-devices | --list-midi
 """
@@ -406,20 +406,20 @@ def default_engine_factory(args: argparse.Namespace) -> Callable[..., Any]:
 
 
 def _chain_needs_aux(chain: str | None) -> bool:
-    """True when an effect of ``--chain`` takes a second source (``mix``)."""
-    from .effects import available_effects
+    """True when an effect of ``--chain`` takes a second source (``cross``)."""
+    from .effects import RENAMED_EFFECTS, available_effects
 
     registry = available_effects()
-    names = [n.strip() for n in (chain or "none").split(",") if n.strip()]
+    names = [RENAMED_EFFECTS.get(n.strip(), n.strip()) for n in (chain or "none").split(",") if n.strip()]
     return any(getattr(registry.get(name), "needs_aux", False) for name in names)
 
 
 class AuxEngine:
-    """The engine as the worker sees it when ``mix`` takes a second source live.
+    """The engine as the worker sees it when ``cross`` takes a second source live.
 
     ``split`` (the second source on input channel 2): the worker hands over
     ``[frames, 2]``; channel 1 is processed with channel 2 as ``aux`` and the result is
-    played on both. ``aux_file`` (``--mix-with FILE``, looped at the stream rate): every
+    played on both. ``aux_file`` (``--cross-with FILE``, looped at the stream rate): every
     captured channel is processed, the file's next frames are the ``aux``. Anything else
     (``set``, ``reset``, ``latency_samples`` ...) is the engine's.
     """
@@ -508,11 +508,11 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
         )
     sr = plan.sr
     dry_channels = None
-    mix_with = getattr(args, "mix_with", None)
-    if mix_with is not None:  # issue 5 (mix): a looped file is the second source
-        aux_file, aux_sr = _load_source(Path(mix_with), channels=None, option="--mix-with")
+    cross_with = getattr(args, "cross_with", None)
+    if cross_with is not None:  # a looped file is the second source
+        aux_file, aux_sr = _load_source(Path(cross_with), channels=None, option="--cross-with")
         if aux_file.shape[0] == 0:
-            raise ParameterError(f"--mix-with {mix_with}: the file holds no samples")
+            raise ParameterError(f"--cross-with {cross_with}: the file holds no samples")
         aux_file = np.where(np.isfinite(aux_file), aux_file, np.float32(0.0))
         if aux_sr != sr:
             import soxr
@@ -520,11 +520,11 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
             aux_file = soxr.resample(aux_file, aux_sr, sr).astype(np.float32)
         engine = AuxEngine(make_engine(sr=sr, channels=plan.in_channels, block_hint=plan.blocksize,
                                        aux_channels=aux_file.shape[1]), aux_file=aux_file)
-    elif _chain_needs_aux(getattr(args, "chain", None)):  # issue 5 (mix): the second input channel
+    elif _chain_needs_aux(getattr(args, "chain", None)):  # the second input channel is the second source
         if plan.in_channels != 2:
             raise ParameterError(
-                f"--chain {args.chain}: live, mix takes its second source from input channel 2, so it needs "
-                f"exactly 2 input channels (this input gives {plan.in_channels}; use --channels 2, or --mix-with FILE)"
+                f"--chain {args.chain}: live, cross takes its second source from input channel 2, so it needs "
+                f"exactly 2 input channels (this input gives {plan.in_channels}; use --channels 2, or --cross-with FILE)"
             )
         engine = AuxEngine(make_engine(sr=sr, channels=1, block_hint=plan.blocksize, aux_channels=1), split=True)
         dry_channels = (0, 0)
@@ -544,7 +544,7 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
     return session.run()
 
 
-WARM_UP_VALUES = (("mix", 1.0), ("low_hz", 20.0), ("high_hz", 24000.0), ("period_s", 0.0))
+WARM_UP_VALUES = (("wet", 1.0), ("low_hz", 20.0), ("high_hz", 24000.0), ("period_s", 0.0))
 
 
 def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> float:
