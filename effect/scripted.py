@@ -301,6 +301,8 @@ class ScriptedEffect(nn.Module):
 
     def _advance(self, index: int, n: int) -> torch.Tensor:
         """Values of parameter ``index`` for the next ``n`` hops (the engine's Smoother)."""
+        if self.left[index] == 0:  # settled: no per-hop loop
+            return torch.full([n], self.value[index], dtype=torch.float64)
         out = torch.empty(n, dtype=torch.float64)
         for i in range(n):
             if self.left[index] > 0:
@@ -500,11 +502,11 @@ class ScriptedEffect(nn.Module):
         low = self._advance(0, n_frames)
         high = self._advance(1, n_frames)
         wet = self._advance(4, n_frames)
+        self._advance(2, n_frames)  # period and duty are not smoothed: the gate reads their values
+        self._advance(3, n_frames)
         gate = torch.empty(n_frames, dtype=torch.float64)
         step = self.gate_step
         for i in range(n_frames):
-            self._advance(2, 1)
-            self._advance(3, 1)
             target = 1.0 if self._gate_open(c0 * ts + i) else 0.0
             self.gate = min(max(target, self.gate - step), self.gate + step)
             gate[i] = self.gate
@@ -557,12 +559,24 @@ class ScriptedEffect(nn.Module):
         else:
             frames = torch.fft.irfft(spec.transpose(1, 2), n=self.n_fft, dim=-1) * self.window
         start = self.n_fft - self.win
-        acc = self.overlap
-        for t in range(count):
-            acc = acc + frames[:, t]
-            out[:, t * hop : (t + 1) * hop] = acc[:, start : start + hop]
-            acc = torch.cat([acc[:, hop:], torch.zeros(acc.shape[0], hop, dtype=torch.float64)], dim=1)
-        self.overlap = acc
+        streams = spec.shape[0]
+        if self.n_fft % hop == 0:
+            # all frames at once, one hop-long segment of every frame per pass, the oldest
+            # frame's segment first at every sample: the additions of the frame-by-frame loop
+            buf = torch.zeros(streams, self.n_fft + count * hop, dtype=torch.float64)
+            buf[:, : self.n_fft] = self.overlap
+            for seg in range(self.n_fft // hop - 1, -1, -1):
+                part = frames[:, :, seg * hop : (seg + 1) * hop].reshape(streams, count * hop)
+                buf[:, seg * hop : seg * hop + count * hop] += part
+            out = buf[:, start : start + count * hop]
+            self.overlap = buf[:, count * hop : count * hop + self.n_fft].clone()
+        else:
+            acc = self.overlap
+            for t in range(count):
+                acc = acc + frames[:, t]
+                out[:, t * hop : (t + 1) * hop] = acc[:, start : start + hop]
+                acc = torch.cat([acc[:, hop:], torch.zeros(streams, hop, dtype=torch.float64)], dim=1)
+            self.overlap = acc
         return out / self.synthesis_norm.repeat(count)[None]
 
     # ------------------------------------------------------------------ codemap effects
@@ -629,35 +643,45 @@ class ScriptedEffect(nn.Module):
 
     def _spatial_pick(self, values: torch.Tensor, offsets: torch.Tensor, uniforms: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         """The paper's Gaussian NB per cell (``naive_bayes._gaussian_nb_predict``), all cells at
-        once over one-hot classes; cells without a known neighbour draw from the fallback prior."""
-        k = self.codebook_size
+        once: each class (a code among the cell's known neighbours) is summed over the
+        neighbours holding it, in neighbour order; classes are then taken in ascending code
+        order (the first maximum wins, as scikit-learn's). Cells without a known neighbour
+        draw from the fallback prior."""
+        n, m = values.shape[0], values.shape[1]
         known = values >= 0
         x = offsets[:, 0].double()[None, :]
         y = offsets[:, 1].double()[None, :]
-        total = known.sum(dim=1).double()
-        has = total > 0
         kn = known.double()
+        total = kn.sum(dim=1)
+        has = total > 0
         safe_total = torch.where(has, total, torch.ones_like(total))
         all_mean_x = (kn * x).sum(1) / safe_total
         all_mean_y = (kn * y).sum(1) / safe_total
         all_var_x = (kn * (x - all_mean_x[:, None]) ** 2).sum(1) / safe_total
         all_var_y = (kn * (y - all_mean_y[:, None]) ** 2).sum(1) / safe_total
         epsilon = self.var_smoothing * torch.maximum(all_var_x, all_var_y)
-        onehot = (values[:, :, None] == torch.arange(k)[None, None, :]).double()  # unknown (-1) matches none
-        count = onehot.sum(1)  # [N, K]
-        present = count > 0
-        safe_count = torch.where(present, count, torch.ones_like(count))
-        mean_x = (onehot * x[:, :, None]).sum(1) / safe_count
-        mean_y = (onehot * y[:, :, None]).sum(1) / safe_count
-        var_x = (onehot * (x[:, :, None] - mean_x[:, None, :]) ** 2).sum(1) / safe_count + epsilon[:, None]
-        var_y = (onehot * (y[:, :, None] - mean_y[:, None, :]) ** 2).sum(1) / safe_count + epsilon[:, None]
+        # same[i, a, b]: neighbours a and b of cell i hold the same known code
+        same = ((values[:, :, None] == values[:, None, :]) & known[:, :, None] & known[:, None, :]).double()
+        count = same.sum(2)  # [N, M]: size of neighbour a's class (0 where a is unknown)
+        safe_count = torch.where(count > 0, count, torch.ones_like(count))
+        mean_x = (same * x[:, None, :]).sum(2) / safe_count
+        mean_y = (same * y[:, None, :]).sum(2) / safe_count
+        var_x = (same * (x[:, None, :] - mean_x[:, :, None]) ** 2).sum(2) / safe_count + epsilon[:, None]
+        var_y = (same * (y[:, None, :] - mean_y[:, :, None]) ** 2).sum(2) / safe_count + epsilon[:, None]
         two_pi = 2.0 * math.pi
         jll = torch.log(safe_count / safe_total[:, None])
         jll = jll - 0.5 * (torch.log(two_pi * var_x) + torch.log(two_pi * var_y))
         jll = jll - 0.5 * ((mean_x ** 2) / var_x + (mean_y ** 2) / var_y)
-        single = present.sum(1) == 1
-        jll = torch.where(single[:, None], torch.zeros_like(jll), jll)
-        jll = torch.where(present, jll, torch.full_like(jll, -math.inf))
-        fallback = self.fallback_log_prior[None, :].expand(values.shape[0], k)
-        jll = torch.where(has[:, None], jll, fallback)
-        return _pick(jll, uniforms, temperature)
+        # one slot per class: the first neighbour holding the code; classes in ascending code order
+        earlier = torch.tril(torch.ones(m, m, dtype=torch.bool), diagonal=-1)
+        first = known & ~((same > 0) & earlier[None]).any(dim=2)
+        n_classes = first.sum(1)
+        jll = torch.where(n_classes[:, None] == 1, torch.zeros_like(jll), jll)
+        k = self.codebook_size
+        key = torch.where(first, values, torch.full_like(values, k))
+        key, slot = torch.sort(key, dim=1, stable=True)
+        jll = jll.gather(1, slot)
+        jll = torch.where(key < k, jll, torch.full_like(jll, -math.inf))
+        picked = key.gather(1, _pick(jll, uniforms, temperature)[:, None])[:, 0]
+        lonely = _pick(self.fallback_log_prior[None, :].expand(n, k), uniforms, temperature)
+        return torch.where(has, picked, lonely)
