@@ -30,6 +30,9 @@ examples:
   spectro-fx --input in.wav --output out.wav --set low_hz=200 --set high_hz=2000
   spectro-fx --input in.wav --output out.wav --chain noise --set noise.amount=0.5 --plot out.png
   spectro-fx --input in.wav --output out.wav --automation knobs.mid --map map.toml
+
+commands (each with its own --help):
+  spectro-fx export --format nn --output FILE ...   the effect as one file for nn~ in Max/Pd
 """
 
 EXIT_USAGE = 2
@@ -139,7 +142,19 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     print(f"spectro-fx: warning: {message}", file=sys.stderr)
 
 
+SUBCOMMANDS = {
+    "export": ("spectro_fx.effect.export_cmd", "write the effect as one TorchScript file for nn~ (Max/Pd)"),
+}
+"""``spectro-fx NAME ...``: commands with their own options, dispatched on the first argument
+to the module's ``main(argv)``."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return importlib.import_module(SUBCOMMANDS[argv[0]][0]).main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:

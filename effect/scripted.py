@@ -52,12 +52,14 @@ def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def _uniforms(counter: int, n: int, seed: int) -> torch.Tensor:
-    """``n`` float64 uniforms in [0, 1) from a splitmix64 of ``seed`` and ``counter + i``:
-    repeatable, no generator object (TorchScript has none to keep)."""
-    # splitmix64; its constants as signed 64-bit integers
-    golden = -7046029254386353131
-    z = torch.arange(counter, counter + n, dtype=torch.long) + torch.tensor(seed + 1, dtype=torch.long) * golden
+def _uniforms(keys: torch.Tensor, seed: int) -> torch.Tensor:
+    """One float64 uniform in [0, 1) per int64 key: a splitmix64 hash of ``seed`` and the key.
+
+    Keys name what a draw is for (column, stream, row, purpose), so the draws do not depend on
+    how the stream was cut into blocks, and no generator object is kept (TorchScript has none).
+    """
+    golden = -7046029254386353131  # splitmix64's constants as signed 64-bit integers
+    z = keys + torch.tensor(seed + 1, dtype=torch.long) * golden
     z = (z ^ _shr(z, 30)) * -4658895280553007687
     z = (z ^ _shr(z, 27)) * -7723592293110705685
     z = z ^ _shr(z, 31)
@@ -242,7 +244,6 @@ class ScriptedEffect(nn.Module):
         self.samples_in = 0
         self.frames_done = 0
         self.columns_done = 0
-        self.draws = 0
         self.gate = 1.0
         if self.n_rows > 0 and channels > 0:
             self._start(channels)
@@ -261,7 +262,6 @@ class ScriptedEffect(nn.Module):
         self.samples_in = 0
         self.frames_done = 0
         self.columns_done = 0
-        self.draws = 0
         for i in range(len(self.value)):
             self.value[i] = self.target[i]
             self.left[i] = 0
@@ -580,16 +580,20 @@ class ScriptedEffect(nn.Module):
         return out / self.synthesis_norm.repeat(count)[None]
 
     # ------------------------------------------------------------------ codemap effects
-    def _draw(self, n: int) -> torch.Tensor:
-        u = _uniforms(self.draws, n, self.seed)
-        self.draws += n
-        return u
+    def _draw(self, streams: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, purpose: int) -> torch.Tensor:
+        """Uniforms for cells (stream, row, column of this block), keyed by the absolute column."""
+        absolute = self.columns_done + columns
+        keys = ((absolute * self.streams + streams) * self.n_rows + rows) * 4 + purpose
+        return _uniforms(keys, self.seed)
 
     def _noise(self, codes: torch.Tensor, region: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
         """Each region code replaced by a random one with probability ``amount`` (per column)."""
         s, r, n = codes.shape[0], codes.shape[1], codes.shape[2]
-        hit = (self._draw(s * r * n).reshape(s, r, n) < amount[None, None, :]) & region.t()[None]
-        random_codes = (self._draw(s * r * n).reshape(s, r, n) * self.codebook_size).long()
+        streams = torch.arange(s)[:, None, None].expand(s, r, n)
+        rows = torch.arange(r)[None, :, None].expand(s, r, n)
+        columns = torch.arange(n)[None, None, :].expand(s, r, n)
+        hit = (self._draw(streams, rows, columns, 0) < amount[None, None, :]) & region.t()[None]
+        random_codes = (self._draw(streams, rows, columns, 1) * self.codebook_size).long()
         return torch.where(hit, random_codes, codes)
 
     def _spatial_offsets(self, radius: int, axis: int) -> torch.Tensor:
@@ -623,7 +627,7 @@ class ScriptedEffect(nn.Module):
         values = full[cells[:, 0:1], rows.clamp(0, self.n_rows - 1), cols.clamp(0, full.shape[2] - 1)]
         values = torch.where(inside, values, torch.full_like(values, -1))
         temperature = per_column[2][cells[:, 2]]
-        uniforms = self._draw(cells.shape[0])
+        uniforms = self._draw(cells[:, 0], cells[:, 1], cells[:, 2], 2)
         if method == 1:
             jll = self._learned_log_weights(values)
             picked = _pick(jll, uniforms, temperature)
