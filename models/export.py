@@ -7,6 +7,7 @@ import json
 import os
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -305,7 +306,7 @@ def load_model(path: Union[str, os.PathLike]) -> ModelFile:
         try:
             # torch.jit.load does not check the members' CRC-32: a flipped bit in the weights loads silently
             damaged = archive.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as exc:
             raise ModelFileError(f"{path} is damaged: {exc}") from None
     if damaged is not None:
         raise ModelFileError(

@@ -278,9 +278,9 @@ def test_far_beyond_full_scale_leaves_the_model_loud_not_lost(tiny_model, rng):
     while input within +-1 is untouched: the engine gives the same output as before for it."""
     engine = Engine(tiny_model, sr=48000, channels=1, values={"low_hz": 20.0, "high_hz": 24000.0})
     x = _noise(rng, 2048, 1, scale=1.0).clip(-1, 1)
-    spec = engine._stft.push(x.T.astype(np.float64))
-    np.testing.assert_array_equal(engine._model_input(spec), np.abs(spec).astype(np.float32))
-    loud = engine._model_input(spec * 1e6)
+    magnitude = np.abs(engine._stft.push(x.T.astype(np.float64)))
+    np.testing.assert_array_equal(engine._model_input(magnitude), magnitude.astype(np.float32))
+    loud = engine._model_input(magnitude * 1e6)
     energy = (loud.astype(np.float64) ** 2).sum(axis=1)
     assert energy.max() <= engine._energy_ceiling * (1 + 1e-5)
 
