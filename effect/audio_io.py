@@ -317,7 +317,7 @@ class StreamBridge:
     record_s : float
         Seconds of output kept for the recorder thread (0: no recording).
     dry_channels : sequence of int, optional
-        Captured channel each dry channel comes from (default: the same one). Live ``mix``
+        Captured channel each dry channel comes from (default: the same one). Live ``cross``
         captures its second source on channel 2 and processes channel 1 alone: ``(0, 0)``
         keeps the second source out of the dry path.
     """
@@ -367,7 +367,7 @@ class StreamBridge:
         self.dry_map = None if dry_channels is None else np.asarray(dry_channels, dtype=np.intp)
         self.dry_src = np.zeros((self.chunk, self.channels), np.float32)
         self.wet_buf = np.zeros((self.chunk, self.channels), np.float32)
-        self.mix_buf = np.zeros((self.chunk, self.channels), np.float32)
+        self.play_buf = np.zeros((self.chunk, self.channels), np.float32)  # heard: wet, dry or a fade between
         self.out_buf = np.zeros((self.chunk, self.out_channels), np.float32)
         t = (np.arange(self.fade, dtype=np.float64) + 0.5) / self.fade
         self.fade_in = (0.5 - 0.5 * np.cos(np.pi * t)).astype(np.float32)[:, None]
@@ -484,15 +484,15 @@ class StreamBridge:
         aligned = want >= 0 and ring.read_pos == want
         available = ring.write_pos - want if aligned else 0
         f = min(self.fade, n)
-        mix = self.mix_buf[:n]
+        play = self.play_buf[:n]
         if available >= n + f:
             wet = self.wet_buf[:n]
             ring.read(wet)
             if self.wet:
-                np.copyto(mix, wet)
+                np.copyto(play, wet)
             else:  # dry -> wet
-                self._crossfade(mix[:f], dry[:f], wet[:f], f)
-                np.copyto(mix[f:], wet[f:])
+                self._crossfade(play[:f], dry[:f], wet[:f], f)
+                np.copyto(play[f:], wet[f:])
                 self.wet = True
         else:
             if want >= 0:
@@ -502,18 +502,18 @@ class StreamBridge:
                 # the previous block left `f` frames of lookahead for exactly this fade-out
                 wet = self.wet_buf[:f]
                 ring.read(wet)
-                self._crossfade(mix[:f], wet, dry[:f], f)
-                np.copyto(mix[f:], dry[f:])
+                self._crossfade(play[:f], wet, dry[:f], f)
+                np.copyto(play[f:], dry[f:])
             else:
-                np.copyto(mix, dry)
+                np.copyto(play, dry)
             self.wet = False
 
         if self.out_channels == self.channels:
-            np.copyto(out, mix)
+            np.copyto(out, play)
         else:
             for k in range(self.out_channels):
-                np.copyto(out[:, k], mix[:, k % self.channels])
-        self.out_peak = max(float(mix.max()), -float(mix.min()))
+                np.copyto(out[:, k], play[:, k % self.channels])
+        self.out_peak = max(float(play.max()), -float(play.min()))
         if self.record_ring is not None and self.record_ring.write(out) < n:
             self.record_dropped += n
         self.frames += n

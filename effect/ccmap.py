@@ -6,9 +6,10 @@ File format (one ``[[binding]]`` table per knob)::
 
     # spectro-fx MIDI CC map
     [[binding]]
-    parameter = "low_hz"   # a parameter name: region ones (low_hz, high_hz, period_s, duty, mix)
+    parameter = "low_hz"   # a parameter name: region ones (low_hz, high_hz, period_s, duty, wet)
                            # or effect ones as "effect.param" (noise.amount); a bare effect
-                           # parameter name is accepted when only one effect has it
+                           # parameter name is accepted when only one effect has it; a choice
+                           # parameter (inpaint.method) takes the knob's value as an index
     cc = 74                # controller number 0..127
     channel = 1            # MIDI channel 1..16 as printed on hardware; omit for any channel
     curve = "log"          # "linear", "log" (for Hz) or "toggle" (>= 64 is max, else min);
@@ -34,7 +35,7 @@ from spectro_fx.models.atomic import atomic_path
 from spectro_fx.models.errors import ParameterError
 
 from .effects import Parameter, available_effects
-from .params import REGION_PARAMETERS
+from .params import REGION_PARAMETERS, resolve_name, upgrade_name
 
 CURVES = ("linear", "log", "toggle")
 BINDING_KEYS = ("parameter", "cc", "channel", "curve", "min", "max")
@@ -49,11 +50,12 @@ def known_parameters() -> dict[str, Parameter]:
     return known
 
 
-def _resolve(name: str, parameters: Mapping[str, Parameter]) -> str | None:
-    if name in parameters:
-        return name
-    matches = [k for k in parameters if "." in k and k.split(".", 1)[1] == name]
-    return matches[0] if len(matches) == 1 else None
+def _known(name: str, parameters: Mapping[str, Parameter]) -> bool:
+    try:
+        resolve_name(name, parameters)
+    except ParameterError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ class CCMap:
     def restricted_to(self, parameters: Mapping[str, Parameter]) -> tuple["CCMap", list[CCBinding]]:
         """Split into bindings whose parameter exists in ``parameters`` (e.g. an engine's, with
         its chain) and those that do not (an effect not in the chain)."""
-        active = tuple(b for b in self.bindings if _resolve(b.parameter, parameters) is not None)
+        active = tuple(b for b in self.bindings if _known(b.parameter, parameters))
         inactive = [b for b in self.bindings if b not in active]
         return replace(self, bindings=active), inactive
 
@@ -143,14 +145,16 @@ def binding(
     parameters: Mapping[str, Parameter] | None = None,
     where: str = "binding",
 ) -> CCBinding:
-    """Build a validated binding (defaults from the parameter's declaration)."""
+    """Build a validated binding (defaults from the parameter's declaration). An old parameter
+    name is stored under its new one (with a warning), so a map saved again is upgraded."""
     parameters = known_parameters() if parameters is None else parameters
-    if not isinstance(parameter, str) or _resolve(parameter, parameters) is None:
-        similar = [k for k in parameters if isinstance(parameter, str) and k.endswith(f".{parameter}")]
-        if similar:
-            raise ParameterError(f"{where}: parameter {parameter!r} is ambiguous; say which: {', '.join(similar)}")
-        raise ParameterError(f"{where}: unknown parameter {parameter!r}; valid: {', '.join(parameters)}")
-    declared = parameters[_resolve(parameter, parameters)]
+    if not isinstance(parameter, str):
+        raise ParameterError(f"{where}: parameter={parameter!r} must be a name; valid: {', '.join(parameters)}")
+    parameter = upgrade_name(parameter)
+    try:
+        declared = parameters[resolve_name(parameter, parameters)]
+    except ParameterError as exc:
+        raise ParameterError(f"{where}: {exc}") from None
     if not isinstance(cc, int) or isinstance(cc, bool) or not 0 <= cc <= 127:
         raise ParameterError(f"{where}: cc={cc!r} must be an integer in [0, 127]")
     if channel is not None and (not isinstance(channel, int) or isinstance(channel, bool) or not 1 <= channel <= 16):

@@ -22,7 +22,7 @@ EPILOG = """\
 region parameters (--set NAME=VALUE):
   low_hz, high_hz   the frequency band, in Hz (default 500 .. 4000)
   period_s, duty    time gate: on for duty x period of every period (period_s=0: always on)
-  mix               0 = dry, 1 = fully regenerated inside the region
+  wet               0 = dry, 1 = fully regenerated inside the region (formerly `mix`)
   effect parameters are named effect.param (e.g. noise.amount); see --list
 
 examples:
@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", metavar="FILE", help="model file (default: the bundled default model)")
     parser.add_argument(
         "--chain", default="none", metavar="A,B",
-        help="effects in order, e.g. inpaint,noise (default: none = plain resynthesis); see --list",
+        help="effects in order, e.g. inpaint,noise (default: none = plain resynthesis); effects on the "
+             "codemap run before effects on its latents, as --list marks them, else re-quantising would "
+             "undo the latent change",
     )
     parser.add_argument(
         "--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
@@ -58,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--automation", metavar="FILE.mid", help="standard MIDI file of CC automation")
     parser.add_argument("--map", metavar="FILE.toml", help="CC map for --automation (default: the bundled map)")
     parser.add_argument("--plot", metavar="FILE.png", help="save a before/after spectrogram picture")
-    parser.add_argument("--mix-with", metavar="FILE", help="second source of the `mix` effect, looped (live without it, mix takes input channel 2)")
+    parser.add_argument("--cross-with", metavar="FILE", help="second source of the `cross` effect (cross-synthesis), looped (live without it, cross takes input channel 2)")
+    parser.add_argument("--mix-with", dest="old_mix_with", metavar="FILE", help=argparse.SUPPRESS)  # old name of --cross-with
     parser.add_argument("--block-size", type=int, default=16384, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--list", action="store_true", help="list effects and parameters, then exit")
@@ -69,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_parameters() -> int:
-    from .effects import available_effects
+    from .effects import Effect, available_effects
     from .params import REGION_PARAMETERS
 
     def line(key, p):
@@ -81,7 +84,9 @@ def list_parameters() -> int:
     for p in REGION_PARAMETERS:
         print(line(p.name, p))
     for name, cls in sorted(available_effects().items()):
-        print(f"effect {name}: {cls.description}")
+        acts = [stage for stage, method in (("codes", "process_codes"), ("latents", "process_latent"))
+                if getattr(cls, method) is not getattr(Effect, method)]
+        print(f"effect {name} (on {' and '.join(acts) or 'nothing'}): {cls.description}")
         for p in cls.parameters:
             print(line(f"{name}.{p.name}", p))
     return 0
@@ -110,13 +115,24 @@ def render_command(args: argparse.Namespace) -> int:
     result = render_file(
         args.input, args.output, model=args.model, chain=args.chain, values=parse_settings(args.settings),
         seed=args.seed, automation=args.automation, ccmap=ccmap, plot=args.plot,
-        block_size=args.block_size, progress=not args.quiet, log=log, mix_with=args.mix_with,
+        block_size=args.block_size, progress=not args.quiet, log=log, cross_with=args.cross_with,
     )
     log(
         f"wrote {result.output} ({result.frames / result.sr:.2f} s, {result.channels} ch, {result.sr} Hz) "
         f"in {result.seconds:.2f} s ({result.realtime_factor:.0f}x real time)"
     )
     return 0
+
+
+def _upgrade_old_options(args: argparse.Namespace) -> None:
+    """Options renamed in this release: accepted for one more, with a warning naming the new one."""
+    if args.old_mix_with is not None:
+        if args.cross_with is not None:
+            from spectro_fx.models.errors import ParameterError
+
+            raise ParameterError("--mix-with is the old name of --cross-with; give one of them")
+        warnings.warn("--mix-with is now --cross-with; the old name is accepted until the next release", FutureWarning)
+        args.cross_with = args.old_mix_with
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):
@@ -137,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = _warning_line
         try:
+            _upgrade_old_options(args)
             # the live mode dispatches here on live inputs (mic, jack, a device) before files
             from .live import run_live, wants_live
 

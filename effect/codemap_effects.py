@@ -1,6 +1,6 @@
-"""The paper's other codemap transformations as effects: `dropout` (Fig. 7) and `mix` (Fig. 8).
+"""The paper's other codemap transformations as effects: `dropout` (Fig. 7) and `cross` (Fig. 8).
 
-`dropout` silences latent channels inside the region; `mix` takes codes (or latents) from a second source.
+`dropout` silences latent channels inside the region; `cross` (cross-synthesis) takes codes or latents from a second source.
 """
 
 from __future__ import annotations
@@ -38,21 +38,21 @@ class Dropout(Effect):
         return latent.masked_fill(zero[None], 0.0)
 
 
-class Mix(Effect):
-    """Mix a second source into the region (the paper's Figure 8).
+class Cross(Effect):
+    """Cross-synthesis: a second source's codes inside the region (the paper's Figure 8).
 
     ``mode=codes``: each code inside the region is replaced by the second source's code at the
     same cell with probability ``amount``. ``mode=latent``: latents inside the region are
-    interpolated, ``(1 - amount) * latent + amount * aux_latent`` (``aux_latent`` from the
-    context, else the embedding of ``aux_codes``).
+    interpolated, ``(1 - amount) * latent + amount * aux_latent`` (the embedding of ``aux_codes``).
 
-    The engine provides the second source in ``CodemapContext.aux_codes`` (a file offline with
-    ``--mix-with``, the second input channel live); without one the effect warns once and
+    The engine provides the second source in ``CodemapContext.aux_codes`` (a looped file with
+    ``--cross-with``, or the second input channel live); without one the effect warns once and
     passes the codes through. When channel counts differ, the source's first channel serves all.
+    (Formerly ``mix``; that name is accepted with a warning until the next release.)
     """
 
-    name = "mix"
-    description = "take the region's codes from a second source with probability `amount`, or blend latents (paper Fig. 8)"
+    name = "cross"
+    description = "cross-synthesis: take the region's codes from a second source with probability `amount`, or blend latents (paper Fig. 8)"
     needs_aux = True
     parameters = (
         Parameter("amount", 0.0, 1.0, 0.5, unit="probability", smoothing_s=0.05,
@@ -67,7 +67,7 @@ class Mix(Effect):
 
     def _missing(self) -> None:
         if not self._warned:
-            warnings.warn("mix: no second source (aux codes) was given; passing the codes through", stacklevel=3)
+            warnings.warn("cross: no second source (aux codes) was given; passing the codes through", stacklevel=3)
             self._warned = True
 
     def process_codes(self, codes: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
@@ -92,13 +92,10 @@ class Mix(Effect):
         amount = float(self.values["amount"])
         if amount <= 0.0 or not bool(region.any()):
             return latent
-        aux = ctx.aux_latent
-        if aux is None and ctx.aux_codes is not None:
-            aux = ctx.model.embed(ctx.aux_codes)
-        if aux is None:
+        if ctx.aux_codes is None:
             self._missing()
             return latent
-        aux = aux.to(latent.device, latent.dtype)
+        aux = ctx.model.embed(ctx.aux_codes).to(latent.device, latent.dtype)
         if aux.shape[0] != latent.shape[0]:
             aux = aux[:1]
         aux = aux.expand_as(latent)
@@ -106,8 +103,11 @@ class Mix(Effect):
         return torch.where(region[None, None].to(latent.device), blended, latent)
 
 
-class MixSource:
-    """The second source of `mix`, encoded in lockstep with the engine's input.
+Mix = Cross  # the old class name: entry points of installs made before the rename load it
+
+
+class AuxSource:
+    """The engine's second input (for `cross`), encoded in lockstep with the main input.
 
     The engine feeds it the same number of samples as its input at every block (before its own
     analysis), so it completes the same STFT frames and codemap columns at the same time; the
@@ -168,7 +168,7 @@ class MixSource:
         """Feed ``block`` ``[frames, channels]`` (I/O rate) and encode the columns it completes."""
         x = np.asarray(block, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.channels:
-            raise ParameterError(f"mix source block has shape {x.shape}; expected [frames, {self.channels}]")
+            raise ParameterError(f"second source block has shape {x.shape}; expected [frames, {self.channels}]")
         x = np.where(np.isfinite(x), x, 0.0)
         if self._resampler is not None:
             x = self._resampler.resample_chunk(x)

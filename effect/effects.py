@@ -6,6 +6,7 @@ Built-ins register through the ``spectro_fx.effects`` entry-point group, as thir
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Sequence
@@ -17,13 +18,18 @@ from spectro_fx.models.errors import ParameterError
 
 ENTRY_POINT_GROUP = "spectro_fx.effects"
 
+RENAMED_EFFECTS: dict[str, str] = {"mix": "cross"}
+"""Old effect names, accepted in a chain (and in ``effect.param`` names) with a warning until
+the next release."""
+
 
 @dataclass(frozen=True)
 class Parameter:
     """A declared, bindable parameter.
 
-    ``kind`` is "float", "int", "bool" or "choice" (then ``choices`` lists the values and the
-    numeric value is an index). ``scale`` ("linear" or "log") is how a MIDI knob sweeps it.
+    ``kind`` is "float", "int", "bool" or "choice" (then ``choices`` lists the values, and a
+    number, as a MIDI knob sends, is rounded to an index into them and clamped: a knob sweeps
+    the choices in order). ``scale`` ("linear" or "log") is how a MIDI knob sweeps it.
     ``smoothing_s`` is the time a change takes to settle (0 for discrete parameters).
     """
 
@@ -38,6 +44,14 @@ class Parameter:
     smoothing_s: float = 0.0
     help: str = ""
 
+    def __post_init__(self) -> None:
+        if self.kind == "choice" and (self.minimum, self.maximum) != (0, len(self.choices) - 1):
+            # a knob's range is the index range: it must cover the choices exactly
+            raise ParameterError(
+                f"choice parameter {self.name!r} must declare minimum=0, maximum={len(self.choices) - 1} "
+                f"(indices of {', '.join(self.choices)}), not {self.minimum:g}, {self.maximum:g}"
+            )
+
     def coerce(self, value: Any, *, owner: str = "") -> tuple[Any, bool]:
         """Validate ``value``; returns ``(value, clamped)``. Out-of-range numbers are clamped
         (the caller warns); wrong types and unknown choices raise ParameterError."""
@@ -45,9 +59,12 @@ class Parameter:
         if self.kind == "choice":
             if isinstance(value, str):
                 if value not in self.choices:
-                    raise ParameterError(f"{label}={value!r} must be one of {', '.join(self.choices)}")
+                    raise ParameterError(
+                        f"{label}={value!r} must be one of {', '.join(self.choices)} "
+                        f"(or an index 0..{len(self.choices) - 1})"
+                    )
                 return value, False
-            raise ParameterError(f"{label}={value!r} must be one of {', '.join(self.choices)}")
+            return self._choice_at(value, label)
         if self.kind == "bool":
             if isinstance(value, str):
                 if value.lower() not in ("0", "1", "true", "false", "on", "off"):
@@ -67,6 +84,14 @@ class Parameter:
             clamped = int(round(clamped))
         return clamped, clamped != number
 
+    def _choice_at(self, value: Any, label: str) -> tuple[str, bool]:
+        """A number as an index into ``choices``: rounded, clamped into range."""
+        last = len(self.choices) - 1
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or math.isnan(value):
+            raise ParameterError(f"{label}={value!r} must be one of {', '.join(self.choices)} (or an index 0..{last})")
+        index = min(max(int(round(float(value))), 0), last)
+        return self.choices[index], not 0 <= float(value) <= last
+
 
 @dataclass
 class CodemapContext:
@@ -84,7 +109,8 @@ class CodemapContext:
     rng : np.random.Generator
         The engine's seeded generator: a seeded render is repeatable.
     aux_codes : torch.Tensor [channels, n_rows, n_new] int64 or None
-        Codes of a second source for the same columns (``mix``), when an effect asks for one.
+        Codes of a second source for the same columns (``cross``), when an effect asks for one;
+        an effect working on latents embeds them (``model.embed``).
     input_history : torch.Tensor [channels, n_rows, n_history] int64 or None
         Codes of the same earlier columns as the encoder gave them, before any effect (None:
         the caller keeps none; effects then use ``history``).
@@ -94,7 +120,6 @@ class CodemapContext:
     history: torch.Tensor
     rng: np.random.Generator
     aux_codes: torch.Tensor | None = None
-    aux_latent: torch.Tensor | None = None
     input_history: torch.Tensor | None = None
 
 
@@ -105,6 +130,11 @@ class Effect:
     ``process_latent``. ``region`` is a bool tensor ``[n_rows, n_new]``: True where the
     effect applies. Effects must leave cells outside the region unchanged, and must be a
     bit-exact no-op when ``region`` is all False.
+
+    A chain runs in two stages (:func:`stages`): every ``process_codes`` in chain order on the
+    codemap, then every ``process_latent`` in chain order on its embedding, which the decoder
+    reads. Float parameters declared with ``smoothing_s > 0`` are ramped by the engine, one
+    value per column, in ``values``.
     """
 
     name: ClassVar[str] = ""
@@ -173,6 +203,33 @@ class Noise(Effect):
         return torch.where(hit, random_codes, codes)
 
 
+def stages(chain: Sequence[Effect]) -> tuple[list[Effect], list[Effect]]:
+    """The chain's code effects and latent effects, each in chain order (see :class:`Effect`).
+
+    Codes are discrete and latents continuous: a latent change followed by a code effect would
+    have to be re-quantised to the nearest codes first, which undoes it (a dropped channel
+    snaps back to a whole code). So every code effect runs before every latent effect.
+    """
+    codes = [e for e in chain if type(e).process_codes is not Effect.process_codes]
+    latent = [e for e in chain if type(e).process_latent is not Effect.process_latent]
+    return codes, latent
+
+
+def order_note(chain: Sequence[Effect]) -> str | None:
+    """A sentence saying how the chain will run when that differs from the order given, else None."""
+    codes, latent = stages(chain)
+    first_latent = next((i for i, e in enumerate(chain) if e in latent and e not in codes), None)
+    late_codes = [e.name for e in chain[first_latent + 1 :] if e in codes] if first_latent is not None else []
+    if not late_codes:
+        return None
+    ran = [e.name for e in codes] + [e.name for e in latent if e not in codes]
+    return (
+        f"chain {','.join(e.name for e in chain)} runs as {','.join(ran)}: code effects ({', '.join(late_codes)}) "
+        f"change the codemap before latent effects ({chain[first_latent].name}) change its embedding; "
+        "the other way round, re-quantising would undo the latent change"
+    )
+
+
 def available_effects() -> dict[str, type[Effect]]:
     """All registered effect classes by name (entry points of ``spectro_fx.effects``)."""
     found: dict[str, type[Effect]] = {}
@@ -183,12 +240,19 @@ def available_effects() -> dict[str, type[Effect]]:
 
 
 def make_chain(names: Sequence[str] | str) -> list[Effect]:
-    """Instantiate effects by name, in order (``"inpaint,noise"`` or a list)."""
+    """Instantiate effects by name, in order (``"inpaint,noise"`` or a list); an old name
+    (:data:`RENAMED_EFFECTS`) is accepted with a FutureWarning naming the new one."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     registry = available_effects()
     chain = []
     for name in names:
+        if name in RENAMED_EFFECTS and name not in registry:
+            warnings.warn(
+                f"effect {name!r} is now called {RENAMED_EFFECTS[name]!r}; the old name is accepted until the next release",
+                FutureWarning, stacklevel=2,
+            )
+            name = RENAMED_EFFECTS[name]
         if name not in registry:
             raise ParameterError(f"unknown effect {name!r}; available: {', '.join(sorted(registry))}")
         chain.append(registry[name]())

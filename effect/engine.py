@@ -5,6 +5,7 @@ Causal STFT -> encoder per completed column -> effect chain -> decoder -> region
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import time
@@ -18,7 +19,7 @@ import torch
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile
 
-from .effects import CodemapContext, Effect, Parameter, make_chain
+from .effects import CodemapContext, Effect, Parameter, make_chain, order_note, stages
 from .params import REGION_PARAMETERS, ParameterBank, Smoother
 from .region import band_mask, gate_targets, region_cells, slew_gate
 from .stft import StreamingISTFT, StreamingSTFT
@@ -65,46 +66,6 @@ def _resampled_latency(
     return worst
 
 
-def _streaming_model(model: ModelFile):
-    """The cached-convolution runner of ``model``, checked against the model file's own
-    encode/decode on a random spectrogram; None (recompute windows instead) if it cannot run
-    this model or disagrees with it."""
-    from .streaming_model import StreamingModel, UnsupportedLayer
-
-    module = model.module
-    try:
-        runner = StreamingModel(model)
-    except UnsupportedLayer as exc:
-        warnings.warn(f"streaming the model with cached convolutions is not possible ({exc}); recomputing windows")
-        return None
-    generator = torch.Generator().manual_seed(0)
-    frames = 6 * int(module.time_stride)
-    mag = torch.rand(1, int(module.n_bins), frames, generator=generator) * 2.0
-    with torch.no_grad():
-        ref_latent = module.encode_latent(mag)
-        ref_mag = module.decode_latent(ref_latent, 0)
-        latent = torch.cat([runner.encode_latent(mag[:, :, i : i + frames // 2]) for i in (0, frames // 2)], dim=3)
-        decoded = torch.cat([runner.decode_latent(ref_latent[:, :, :, i : i + 3]) for i in (0, 3)], dim=2)
-    runner.reset()
-    scale_latent = float(ref_latent.abs().max()) + 1e-12
-    scale_mag = float(ref_mag.abs().max()) + 1e-12
-    if float((latent - ref_latent).abs().max()) > 1e-4 * scale_latent or float((decoded - ref_mag).abs().max()) > 1e-4 * scale_mag:
-        warnings.warn("the cached-convolution runner disagrees with the model file; recomputing windows")
-        return None
-    return runner
-
-
-def _frozen(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
-    """A frozen copy for the heavy calls (about 1.3-1.6x faster on one core); the original
-    module is what effects see. Falls back to the module itself if freezing fails."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.jit.freeze(module.eval(), preserved_attrs=["encode", "decode_latent"])
-    except Exception:  # freezing is an optimisation only; any failure keeps the plain module
-        return module
-
-
 class Engine:
     """Streaming spectro-fx effect for one stream of ``channels`` channels at rate ``sr``.
 
@@ -127,19 +88,18 @@ class Engine:
         Initial parameter values (as :meth:`set`), applied without smoothing.
     resample_quality : {"QQ", "LQ", "MQ", "HQ", "VHQ"}
         soxr quality of the wet path when rates differ; lower ones have less latency.
-    runner : {"auto", "cached", "recompute"}
-        How the model runs per column: ``cached`` convolutions compute only new frames (the
-        fast path, checked against the model file at start); ``recompute`` runs the model
-        file's methods on each column's receptive-field window; ``auto`` picks cached when it
-        can run the model, else recompute.
     aux_channels : int >= 0
-        Channels of a second source for ``mix`` (issue 5), passed to :meth:`process` as ``aux``
+        Channels of a second source (for ``cross``), passed to :meth:`process` as ``aux``
         (0: none; ``ctx.aux_codes`` stays None).
 
     Notes
     -----
+    The model runs through the model file's own streaming methods (``stream_encode``,
+    ``stream_decode_latent``) on a private copy of its module: each column costs only its new
+    frames, and the decoder's head runs only on the region's cells.
+
     Output = input delayed by :attr:`latency_samples` + (resynthesis - input) inside the region:
-    outside the region, with ``mix=0`` or an empty band the output is exactly the delayed input.
+    outside the region, with ``wet=0`` or an empty band the output is exactly the delayed input.
     """
 
     HISTORY_COLUMNS = 64
@@ -157,7 +117,6 @@ class Engine:
         values: Mapping[str, Any] | None = None,
         resample_quality: str = "HQ",
         aux_channels: int = 0,
-        runner: str = "auto",
     ):
         if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
             raise ParameterError(f"sr={sr!r} must be a positive integer (Hz)")
@@ -177,18 +136,10 @@ class Engine:
         self.channels = int(channels)
         self.seed = int(seed)
         self.resample_quality = resample_quality
-        module = model.module
+        # the layers keep the stream's state: one copy of the module per engine
+        module = copy.deepcopy(model.module)
         self._module = module
-        # cached convolutions compute only new frames; recomputing receptive-field windows
-        # with the model file's own methods is the fallback for models they cannot run
-        if runner not in ("auto", "cached", "recompute"):
-            raise ParameterError(f"runner={runner!r} must be one of auto, cached, recompute")
-        self._streaming = None if runner == "recompute" else _streaming_model(model)
-        if runner == "cached" and self._streaming is None:
-            raise ParameterError("runner='cached' cannot run this model (see the warning); use 'auto' or 'recompute'")
-        self._fast = _frozen(module) if self._streaming is None else module
         self._codebook = module.codebook.detach()
-        self.model_runner = "cached convolutions" if self._streaming is not None else "window recompute"
         self.stft_config = model.config.stft
         self.model_sr = int(module.sample_rate)
         self.hop = int(module.hop_length)
@@ -197,20 +148,30 @@ class Engine:
         self.n_rows = int(module.n_rows)
         self.n_bins = int(module.n_bins)
         rf = int(module.receptive_field_frames)
-        self._window_frames = -(-rf // self.time_stride) * self.time_stride
-        self._decoder_context = max(int(module.decoder_receptive_field_columns) - 1, 0)
         with torch.no_grad():  # the code of each row for a silent input: what came before the stream
-            silence = torch.zeros(1, self.n_bins, self._window_frames)
-            self._silence_column = self._fast.encode(silence)[:, :, -1:].to(torch.long)
+            silence = torch.zeros(1, self.n_bins, -(-rf // self.time_stride) * self.time_stride)
+            self._silence_column = module.encode(silence)[:, :, -1:].to(torch.long)
         if isinstance(chain, str) or (chain and isinstance(next(iter(chain)), str)):
             self.chain: list[Effect] = make_chain(chain)
         else:
             self.chain = list(chain)
+        note = order_note(self.chain)
+        if note is not None:
+            warnings.warn(note, stacklevel=2)
         self._bank = ParameterBank(self.chain)
         self._mask_cache: tuple[tuple[float, float], np.ndarray] | None = None
         self._apply_lock = threading.Lock()
         self._hop_s = self.hop / self.model_sr
+        # region parameters and the effects' float parameters declared with a smoothing time
+        # ramp per hop; effects see one value per column
         self._smoothers = {p.name: Smoother(p, hop_s=self._hop_s) for p in REGION_PARAMETERS}
+        self._effect_ramps = [
+            key for key, p in self._bank.parameters().items()
+            if self._bank.owner(key) is not None and p.kind == "float" and p.smoothing_s > 0
+        ]
+        for key in self._effect_ramps:
+            self._smoothers[key] = Smoother(self._bank.parameters()[key], hop_s=self._hop_s)
+            self._smoothers[key].set_target(float(self._bank.values()[key]), immediate=True)
         self.column_period_s = self.time_stride * self._hop_s
         self.resampling = self.sr != self.model_sr
         span = self.stft_config.synthesis_span
@@ -226,12 +187,12 @@ class Engine:
         else:
             self.latency_samples = _stft_latency(span=span, hop=self.hop, time_stride=self.time_stride)
         self.column_times: deque[float] = deque(maxlen=2048)
-        # issue 5 (mix): the second source, encoded in lockstep with the input
-        self._mix_source = None
+        # the second source, encoded in lockstep with the input
+        self._aux_source = None
         if aux_channels:
-            from .codemap_effects import MixSource
+            from .codemap_effects import AuxSource
 
-            self._mix_source = MixSource(module, channels=int(aux_channels), sr=self.sr, resample_quality=resample_quality)
+            self._aux_source = AuxSource(module, channels=int(aux_channels), sr=self.sr, resample_quality=resample_quality)
         self.reset()
         for name, value in (values or {}).items():
             self.set(name, value)
@@ -264,9 +225,9 @@ class Engine:
         with self._apply_lock:
             for key, value in self._bank.take_pending().items():
                 owner = self._bank.owner(key)
-                if owner is None:
+                if key in self._smoothers:
                     self._smoothers[key].set_target(float(value), immediate=immediate)
-                else:
+                if owner is not None and (immediate or key not in self._smoothers):
                     owner.set(key.split(".", 1)[1], value)
 
     # ------------------------------------------------------------------ stream state
@@ -276,8 +237,10 @@ class Engine:
 
         c = self.channels
         self._apply_pending(immediate=True)
-        for smoother in self._smoothers.values():
+        for key, smoother in self._smoothers.items():
             smoother.snap()
+            if key in self._effect_ramps:
+                self._bank.owner(key).values[key.split(".", 1)[1]] = smoother.value
         self._stft = StreamingSTFT(self.stft_config, channels=c)
         self._istft = StreamingISTFT(self.stft_config, channels=c)
         if self.resampling:
@@ -290,12 +253,8 @@ class Engine:
         self._samples_in = 0
         self._frames_done = 0
         self._columns_done = 0
-        self._mag_hist = np.zeros((c, self.n_bins, 0), dtype=np.float32)
-        self._mag_start = 0
         self._spec_pending = np.zeros((c, self.n_bins, 0), dtype=np.complex128)
-        self._latent_hist = torch.zeros(c, int(self._module.code_dim), self.n_rows, 0)
-        if self._streaming is not None:
-            self._streaming.reset()
+        self._module.reset_stream()
         # the stream starts after silence (the STFT is primed with zeros): earlier columns are its codes
         self._history = self._silence_column.expand(c, -1, self.HISTORY_COLUMNS).clone()
         self._input_history = self._history.clone()
@@ -307,8 +266,8 @@ class Engine:
         self.column_times.clear()
         for effect in self.chain:
             effect.reset()
-        if self._mix_source is not None:  # issue 5 (mix)
-            self._mix_source.reset()
+        if self._aux_source is not None:
+            self._aux_source.reset()
 
     @property
     def latency_s(self) -> float:
@@ -337,7 +296,7 @@ class Engine:
             The output, ``latency_samples`` behind the input.
 
         aux : np.ndarray [frames, aux_channels], optional
-            The second source of ``mix`` for the same frames (engines built with
+            The second source (for ``cross``) for the same frames (engines built with
             ``aux_channels``; silence when omitted).
         """
         x = np.asarray(block)
@@ -361,10 +320,10 @@ class Engine:
         if self.resampling:
             xm = self._rs_in.resample_chunk(xm)
         self._samples_in += n
-        if self._mix_source is not None:  # issue 5 (mix): before the input's analysis, same samples
+        if self._aux_source is not None:  # before the input's analysis, same samples
             if aux is not None and np.shape(aux)[0] != n:
                 raise ParameterError(f"aux has {np.shape(aux)[0]} frames; expected {n}, as the block")
-            self._mix_source.push(np.zeros((n, self._mix_source.channels)) if aux is None else aux)
+            self._aux_source.push(np.zeros((n, self._aux_source.channels)) if aux is None else aux)
         delta = self._analyse(xm.T)
         if delta.shape[1]:
             if self._pre_roll_left:
@@ -405,8 +364,6 @@ class Engine:
         if spec.shape[2]:
             self._frames_done += spec.shape[2]
             self._spec_pending = np.concatenate([self._spec_pending, spec], axis=2)
-            if self._streaming is None:
-                self._mag_hist = np.concatenate([self._mag_hist, np.abs(spec).astype(np.float32)], axis=2)
         n_new = self._spec_pending.shape[2] // self.time_stride
         if n_new == 0:
             return np.zeros((self.channels, 0))
@@ -427,20 +384,27 @@ class Engine:
             return np.repeat(self._mask_cache[1], len(low), axis=0)
         return band_mask(low, high, sr=self.model_sr, n_fft=self.stft_config.n_fft)
 
-    def _chain(self, codes: torch.Tensor, wanted: np.ndarray, c0: int) -> torch.Tensor:
+    def _ramp_effects(self, ramps: dict[str, np.ndarray], j: int) -> None:
+        """Smoothed effect parameters take their value of column ``j``."""
+        for key, ramp in ramps.items():
+            self._bank.owner(key).values[key.split(".", 1)[1]] = float(ramp[j])
+
+    def _chain(self, codes: torch.Tensor, wanted: np.ndarray, c0: int, ramps: dict[str, np.ndarray]) -> torch.Tensor:
         """The effect chain, one column at a time (so any blocking gives the same result; a lone
         codes effect may take all columns at once when it gives the same, see
         :meth:`Effect.process_columns`), on
-        ``codes`` [channels, n_rows, n_new] with region cells ``wanted`` [n_new, n_rows];
+        ``codes`` [channels, n_rows, n_new] with region cells ``wanted`` [n_new, n_rows] and the
+        smoothed effect parameters' values per column ``ramps`` {name: [n_new]};
         returns the latents [channels, D, n_rows, n_new] for the decoder."""
-        codes_effects = [e for e in self.chain if type(e).process_codes is not Effect.process_codes]
-        latent_effects = [e for e in self.chain if type(e).process_latent is not Effect.process_latent]
+        codes_effects, latent_effects = stages(self.chain)
         columns, latents = [], []
+        steady = all(ramp[0] == ramp[-1] for ramp in ramps.values())  # ramps are monotonic
+        self._ramp_effects(ramps, 0)
         if not codes_effects and not latent_effects:  # no effect changes anything: skip the loop
             self._history = torch.cat([self._history, codes], dim=2)[:, :, -self.HISTORY_COLUMNS :]
             self._input_history = self._history
             return self._embed(codes)
-        if len(codes_effects) == 1 and not latent_effects and self._mix_source is None and codes.shape[2] > 1:
+        if len(codes_effects) == 1 and not latent_effects and self._aux_source is None and codes.shape[2] > 1 and steady:
             ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng,
                                  input_history=self._input_history)
             out = codes_effects[0].process_columns(codes, torch.from_numpy(np.ascontiguousarray(wanted.T)), ctx)
@@ -449,9 +413,10 @@ class Engine:
                 self._input_history = torch.cat([self._input_history, codes], dim=2)[:, :, -self.HISTORY_COLUMNS :]
                 return self._embed(out)
         for j in range(codes.shape[2]):
+            self._ramp_effects(ramps, j)
             region = torch.from_numpy(wanted[j][:, None].copy())
             column = codes[:, :, j : j + 1]
-            aux_codes = None if self._mix_source is None else self._mix_source.column(c0 + j)  # issue 5
+            aux_codes = None if self._aux_source is None else self._aux_source.column(c0 + j)
             ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng, aux_codes=aux_codes,
                                  input_history=self._input_history)
             for effect in codes_effects:
@@ -478,8 +443,6 @@ class Engine:
         ts = self.time_stride
         c0 = self._columns_done
         end = (c0 + n_new) * ts
-        start = max(0, (c0 + 1) * ts - self._window_frames)
-        window = self._mag_hist[:, :, start - self._mag_start : end - self._mag_start]
         n_frames = n_new * ts
         spec = self._spec_pending[:, :, :n_frames]
         self._spec_pending = self._spec_pending[:, :, n_frames:]
@@ -487,38 +450,29 @@ class Engine:
         # the region, frame by frame, with smoothed parameters
         low = self._smoothers["low_hz"].advance(n_frames)
         high = self._smoothers["high_hz"].advance(n_frames)
-        mix = self._smoothers["mix"].advance(n_frames)
+        wet = self._smoothers["wet"].advance(n_frames)
         for name in ("period_s", "duty"):
             self._smoothers[name].advance(n_frames)
+        # an effect acts on whole columns: each takes the value of its column's last hop
+        ramps = {key: self._smoothers[key].advance(n_frames)[ts - 1 :: ts] for key in self._effect_ramps}
         targets = gate_targets(np.arange(c0 * ts, end), **self._gate_args())
         gate = slew_gate(targets, self._gate)
         self._gate = float(gate[-1])
-        mask = self._band_mask(low, high) * (gate * mix)[:, None]
-
-        with torch.no_grad():
-            if self._streaming is not None:
-                codes = self._streaming.encode(torch.from_numpy(np.abs(spec).astype(np.float32)))
-            else:
-                codes = self._fast.encode(torch.from_numpy(np.ascontiguousarray(window)))[:, :, -n_new:]
-            wanted = region_cells(mask, time_stride=ts, freq_stride=self.freq_stride, n_rows=self.n_rows)
-            latent_new = self._chain(codes, wanted, c0)
-            if self._streaming is not None:
-                # only cells inside the region are heard: the decoder head runs on those alone
-                decoded = self._streaming.decode_latent(
-                    latent_new, rows=torch.from_numpy(wanted.any(axis=0)),
-                    columns=torch.from_numpy(wanted.any(axis=1)),
-                ).double().numpy()
-            else:
-                latent_window = torch.cat([self._latent_hist, latent_new], dim=3)
-                decoded = self._fast.decode_latent(latent_window, n_new).double().numpy()
-                self._latent_hist = latent_window[:, :, :, max(latent_window.shape[3] - self._decoder_context, 0) :]
-
-        self._columns_done += n_new
-        keep_from = max(0, (self._columns_done + 1) * ts - self._window_frames)
-        self._mag_hist = self._mag_hist[:, :, keep_from - self._mag_start :]
-        self._mag_start = keep_from
+        mask = self._band_mask(low, high) * (gate * wet)[:, None]
 
         magnitude = np.abs(spec)
+        with torch.no_grad():
+            codes = self._module.stream_encode(torch.from_numpy(magnitude.astype(np.float32)))
+            wanted = region_cells(mask, time_stride=ts, freq_stride=self.freq_stride, n_rows=self.n_rows)
+            latent_new = self._chain(codes, wanted, c0, ramps)
+            # only cells inside the region are heard: the decoder head runs on those alone
+            rows = np.flatnonzero(wanted.any(axis=0))
+            columns = np.flatnonzero(wanted.any(axis=1))
+            row_lo, row_hi = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+            first = int(columns[0]) if columns.size else n_new
+            decoded = self._module.stream_decode_latent(latent_new, row_lo, row_hi, first).double().numpy()
+        self._columns_done += n_new
+
         # a model that overflows (exp of a large log-magnitude) must not reach the output
         decoded = np.where(np.isfinite(decoded), decoded, magnitude)
         phase = np.where(magnitude > 0.0, spec / np.where(magnitude > 0.0, magnitude, 1.0), 1.0)

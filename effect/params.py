@@ -1,6 +1,7 @@
 """Engine parameters: the region's declarations, per-hop smoothing, and name resolution.
 
 Region parameters and effect parameters (``effect.param``) share one namespace, thread-safe to set.
+Names are resolved in one place, :func:`resolve_name`, for the engine, ``--set`` and CC maps alike.
 """
 
 from __future__ import annotations
@@ -8,13 +9,13 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from spectro_fx.models.errors import ParameterError
 
-from .effects import Effect, Parameter
+from .effects import RENAMED_EFFECTS, Effect, Parameter
 
 REGION_PARAMETERS: tuple[Parameter, ...] = (
     Parameter(
@@ -34,10 +35,49 @@ REGION_PARAMETERS: tuple[Parameter, ...] = (
         help="fraction of each gate period during which the region is on",
     ),
     Parameter(
-        "mix", 0.0, 1.0, 1.0, unit="fraction", smoothing_s=0.03,
+        "wet", 0.0, 1.0, 1.0, unit="fraction", smoothing_s=0.03,
         help="wet/dry blend inside the region (0 = input untouched)",
     ),
 )
+
+RENAMED_PARAMETERS: dict[str, str] = {"mix": "wet"}
+"""Old region parameter names, accepted with a warning until the next release."""
+
+
+def upgrade_name(name: str) -> str:
+    """``name``, or its new spelling when it is an old one (``mix`` -> ``wet``,
+    ``mix.amount`` -> ``cross.amount``), with a FutureWarning that names the new one."""
+    new = RENAMED_PARAMETERS.get(name)
+    if new is None:
+        effect, dot, rest = name.partition(".")
+        if dot and effect in RENAMED_EFFECTS:
+            new = f"{RENAMED_EFFECTS[effect]}.{rest}"
+    if new is None:
+        return name
+    warnings.warn(
+        f"parameter {name!r} is now called {new!r}; the old name is accepted until the next release",
+        FutureWarning, stacklevel=3,
+    )
+    return new
+
+
+def resolve_name(name: str, names: Iterable[str]) -> str:
+    """The full name of parameter ``name`` among ``names`` (region names and ``effect.param``).
+
+    An old spelling is upgraded (:func:`upgrade_name`); a bare effect parameter name is
+    accepted when exactly one effect has it (``amount`` -> ``noise.amount``). Unknown and
+    ambiguous names raise ParameterError listing the choices.
+    """
+    names = list(names)
+    name = upgrade_name(name)
+    if name in names:
+        return name
+    matches = [k for k in names if "." in k and k.split(".", 1)[1] == name]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ParameterError(f"parameter {name!r} is ambiguous; say which: {', '.join(matches)}")
+    raise ParameterError(f"unknown parameter {name!r}; valid: {', '.join(names)}")
 
 
 class Smoother:
@@ -115,15 +155,9 @@ class ParameterBank:
         return list(self._parameters)
 
     def resolve(self, name: str) -> str:
-        """The full name of ``name`` (``amount`` -> ``noise.amount`` when unique)."""
-        if name in self._parameters:
-            return name
-        matches = [k for k in self._parameters if "." in k and k.split(".", 1)[1] == name]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise ParameterError(f"parameter {name!r} is ambiguous; say which: {', '.join(matches)}")
-        raise ParameterError(f"unknown parameter {name!r}; valid: {', '.join(self._parameters)}")
+        """The full name of ``name`` (``amount`` -> ``noise.amount`` when unique; see
+        :func:`resolve_name`)."""
+        return resolve_name(name, self._parameters)
 
     def owner(self, key: str) -> Effect | None:
         return self._owners[key]
@@ -134,9 +168,10 @@ class ParameterBank:
         parameter = self._parameters[key]
         coerced, clamped = parameter.coerce(value, owner=key.rsplit(".", 1)[0] if "." in key else "")
         if clamped:
+            shown = repr(coerced) if isinstance(coerced, str) else f"{coerced:g}"
             warnings.warn(
                 f"{key}={value} is outside [{parameter.minimum:g}, {parameter.maximum:g}] "
-                f"{parameter.unit}; clamped to {coerced:g}".replace(" ;", ";"),
+                f"{parameter.unit}; clamped to {shown}".replace(" ;", ";"),
                 stacklevel=3,
             )
         with self._lock:

@@ -152,8 +152,8 @@ def render(
     """Run ``audio`` ``[frames, channels]`` float32 through ``engine`` (from its current state),
     output aligned with the input: the latency is trimmed and the tail flushed with zeros.
 
-    ``aux`` ``[frames, aux_channels]``: the second source of ``mix`` (engines built with
-    ``aux_channels``), fed in step with ``audio`` (issue 5).
+    ``aux`` ``[frames, aux_channels]``: the engine's second source (for ``cross``; engines
+    built with ``aux_channels``), fed in step with ``audio``.
 
     ``events`` are applied at their sample index (blocks are split there). ``on_change(sample,
     values)`` is called at the start and after each group of events, for drawing the region.
@@ -163,7 +163,7 @@ def render(
     frames, channels = audio.shape
     latency = engine.latency_samples
     padded = np.concatenate([audio, np.zeros((latency, channels), dtype=np.float32)], axis=0)
-    if aux is not None:  # issue 5 (mix)
+    if aux is not None:
         aux = np.concatenate([aux[:frames], np.zeros((latency + max(frames - len(aux), 0), aux.shape[1]), dtype=np.float32)])
     total = padded.shape[0]
     pending = sorted((e for e in events if e.sample < frames), key=lambda e: e.sample)
@@ -212,14 +212,14 @@ def render_file(
     block_size: int = 16384,
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
-    mix_with: str | os.PathLike | None = None,
+    cross_with: str | os.PathLike | None = None,
 ) -> RenderResult:
     """Render ``input`` to ``output`` (may be the same path) through the effect.
 
     Everything is checked before any output exists; the output appears only complete
     (temp file + rename). Non-finite input samples are replaced by 0, counted and warned about.
-    ``mix_with``: audio file of the second source of ``mix``, resampled to the input's rate and
-    looped to its length (issue 5).
+    ``cross_with``: audio file of the second source (for ``cross``), resampled to the input's
+    rate and looped to its length.
     """
     from .engine import Engine
 
@@ -236,15 +236,15 @@ def render_file(
         audio = np.where(finite, audio, np.float32(0.0))
     # validate names and values before rendering (an engine is cheap to build)
     aux = None
-    if mix_with is not None:  # issue 5 (mix): the second source, looped
-        aux, aux_sr = read_audio(mix_with)
+    if cross_with is not None:  # the second source, looped
+        aux, aux_sr = read_audio(cross_with)
         if aux_sr != sr:
             import soxr
 
             aux = soxr.resample(aux, aux_sr, sr).astype(np.float32)
         aux = np.where(np.isfinite(aux), aux, np.float32(0.0))
         if aux.shape[0] == 0:
-            raise ParameterError(f"--mix-with {mix_with}: the file holds no samples")
+            raise ParameterError(f"--cross-with {cross_with}: the file holds no samples")
         aux = np.resize(aux, (audio.shape[0], aux.shape[1]))  # np.resize repeats the rows: a loop
     engine = Engine(model, sr=sr, channels=audio.shape[1], chain=chain, seed=seed, block_hint=block_size, values=values,
                     aux_channels=0 if aux is None else aux.shape[1])
@@ -287,13 +287,13 @@ def render_file(
 
 
 def _region_shapes(trajectory, *, frames: int, sr: int):
-    """Per-sample-range region values: list of (start_s, stop_s, low_hz, high_hz, period_s, duty, mix)."""
+    """Per-sample-range region values: list of (start_s, stop_s, low_hz, high_hz, period_s, duty, wet)."""
     spans = []
     for k, (sample, values) in enumerate(trajectory):
         stop = trajectory[k + 1][0] if k + 1 < len(trajectory) else frames
         if stop > sample:
             spans.append((sample / sr, stop / sr, values["low_hz"], values["high_hz"],
-                          values["period_s"], values["duty"], values["mix"]))
+                          values["period_s"], values["duty"], values["wet"]))
     return spans
 
 
@@ -342,8 +342,8 @@ def plot_render(
             for c in range(1, n_columns):
                 ax.axvline(c * engine.column_period_s, color="white", lw=0.3, alpha=0.25)
     for ax in axes:
-        for start, stop, low, high, period, duty, mix in _region_shapes(trajectory, frames=before.shape[0], sr=sr):
-            if high <= low or mix <= 0:
+        for start, stop, low, high, period, duty, wet in _region_shapes(trajectory, frames=before.shape[0], sr=sr):
+            if high <= low or wet <= 0:
                 continue
             if period <= 0 or duty >= 1:
                 on = [(start, stop)]
@@ -353,7 +353,7 @@ def plot_render(
             for a, b in on:
                 if b > a:
                     ax.add_patch(Rectangle((a, low), b - a, min(high, nyquist) - low, fill=False,
-                                           edgecolor="cyan", lw=1.0, alpha=0.5 + 0.5 * mix))
+                                           edgecolor="cyan", lw=1.0, alpha=0.5 + 0.5 * wet))
         ax.set_ylim(0, nyquist)
         ax.set_xlim(0, duration)
     fig.suptitle(

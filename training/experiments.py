@@ -513,7 +513,8 @@ EFFECT_PICTURES = (
      "learned categorical naive Bayes inpainting (the model file's prior, sampled)"),
     ("effect_noise.png", "noise", {"noise.amount": "0.5"}, "half the codes replaced by random codes"),
     ("effect_dropout.png", "dropout", {"dropout.channels": "1"}, "one latent channel kept (Fig. 7 on audio)"),
-    ("effect_mix.png", "mix", {"mix.amount": "0.5"}, "codes mixed with a second clip, FluidR3_GM flute notes (Fig. 8 on audio)"),
+    ("effect_cross.png", "cross", {"cross.amount": "0.5"},
+     "cross-synthesis, codes taken from a second clip, FluidR3_GM flute notes (Fig. 8 on audio)"),
 )
 TINY_EFFECTS = ("effect_noise.png",)
 
@@ -532,7 +533,7 @@ def _spectro_fx() -> list[str]:
 def effects(ctx: ExperimentContext) -> dict:
     """Before/after spectrograms of the live effect on the demo clip, rendered offline by the
     ``spectro-fx`` command (``--plot``): resynthesis, spatial and learned inpainting, noise,
-    dropout and mix."""
+    dropout and cross-synthesis."""
     from spectro_fx.assets import DEMO_CLIP, asset_path
 
     model_file = _default_model(ctx)
@@ -546,7 +547,7 @@ def effects(ctx: ExperimentContext) -> dict:
     has_prior = bool(model_file.module.has_prior)
     rendered, skipped = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        mix_source = Path(tmp) / "mix_source.wav"
+        second_source = Path(tmp) / "second_source.wav"
         for name, chain, settings, what in EFFECT_PICTURES:
             if ctx.tiny and name not in TINY_EFFECTS:
                 continue
@@ -554,13 +555,13 @@ def effects(ctx: ExperimentContext) -> dict:
             if settings.get("inpaint.method") == "learned" and not has_prior:
                 skipped[name] = "the model file has no learned prior"
                 continue
-            if chain == "mix":
-                if "--mix-with" not in help_text:
-                    skipped[name] = "this spectro-fx has no --mix-with option yet"
+            if chain == "cross":
+                if "--cross-with" not in help_text:
+                    skipped[name] = "this spectro-fx has no --cross-with option yet"
                     continue
-                if not mix_source.is_file():
-                    _write_mix_source(mix_source, sr=model_file.sr, seconds=_duration_s(clip))
-                extra = ["--mix-with", str(mix_source)]
+                if not second_source.is_file():
+                    _write_second_source(second_source, sr=model_file.sr, seconds=_duration_s(clip))
+                extra = ["--cross-with", str(second_source)]
             args = [*command, "--input", str(clip), "--output", str(Path(tmp) / "out.wav"),
                     "--model", str(model_file.path), "--chain", chain, "--seed", str(ctx.seed), "--quiet",
                     "--plot", str(Path(tmp) / name), *extra]
@@ -575,10 +576,11 @@ def effects(ctx: ExperimentContext) -> dict:
             ctx.captions[name] = (f"The live effect on the demo clip, before (top) and after (bottom): {what}; "
                                   f"band 500-4000 Hz (`spectro-fx --chain {chain}"
                                   + "".join(f" --set {k}={v}" for k, v in settings.items())
-                                  + (" --mix-with FLUTE.wav" if extra else "") + "`).")
+                                  + (" --cross-with FLUTE.wav" if extra else "") + "`).")
             ctx.log(f"wrote {ctx.out / name}")
             rendered.append({"file": name, "chain": chain, "settings": settings,
-                             "command": " ".join(["spectro-fx", *args[1:]]).replace(tmp, "TMP")})
+                             # paths inside the checkout are written relative to it: the record holds no machine path
+                             "command": " ".join(["spectro-fx", *args[1:]]).replace(tmp, "TMP").replace(f"{ROOT}/", "")})
     return {"clip": clip.name, "model": model_file.path.name, "rendered": rendered, "skipped": skipped}
 
 
@@ -599,8 +601,8 @@ def _duration_s(path: Path) -> float:
     return soundfile.info(str(path)).duration
 
 
-def _write_mix_source(path: Path, *, sr: int, seconds: float) -> None:
-    """A second source for the mix picture: FluidR3_GM flute notes (an arpeggio) as long as the clip."""
+def _write_second_source(path: Path, *, sr: int, seconds: float) -> None:
+    """A second source for the cross-synthesis picture: FluidR3_GM flute notes (an arpeggio) as long as the clip."""
     import soundfile
 
     from .render_notes import NoteRenderer, NoteSpec

@@ -108,7 +108,7 @@ EFFECT_SETTINGS = [
     ("inpaint learned", "inpaint", {"method": "learned"}),
     ("noise", "noise", {}),
     ("dropout", "dropout", {}),
-    ("mix", "mix", {"amount": 0.5}),
+    ("cross", "cross", {"amount": 0.5}),
 ]
 
 
@@ -168,10 +168,10 @@ def bench_engine(quick: bool, model_path: str | None) -> None:
             engines.append((label, Engine(model, sr=sr, channels=1, chain=name, seed=0, block_hint=256,
                                           values={"low_hz": 1000.0, "high_hz": 6000.0,
                                                   **{f"{name}.{k}": v for k, v in values.items()}},
-                                          aux_channels=1 if name == "mix" else 0)))
+                                          aux_channels=1 if name == "cross" else 0)))
         for i in range(0, len(x2), 256):
             for label, engine in engines:
-                engine.process(x2[i : i + 256], x2[::-1][i : i + 256] if label == "mix" else None)
+                engine.process(x2[i : i + 256], x2[::-1][i : i + 256] if label == "cross" else None)
         for label, engine in engines:
             samples = np.array(engine.column_times)[8:]
             median = float(np.median(samples))

@@ -177,8 +177,8 @@ def soak(server: JackServer, *, model: str, minutes: float, work: Path, extra: l
 
 
 def knob_latency(server: JackServer, *, model: str, work: Path, toggles: int = 8) -> dict:
-    """A known file through the effect with mix=0 (the output is then exactly the delayed
-    input); each CC turns mix to 1 and the first sample that departs from the delayed input
+    """A known file through the effect with wet=0 (the output is then exactly the delayed
+    input); each CC turns wet to 1 and the first sample that departs from the delayed input
     marks when the knob was heard. Times are stream times: the CC's send time is mapped
     through the stats lines' (wall, stream) pairs."""
     import rtmidi
@@ -195,7 +195,7 @@ def knob_latency(server: JackServer, *, model: str, work: Path, toggles: int = 8
     proc = spectro_fx(
         ["--input", str(work / "noise.wav"), "--loop", "--jack-name", tag, "--model", model,
          "--midi-in", f"{tag}-cc:cc_out", "--stats-json", str(stats), "--record", str(record),
-         "--set", "mix=0", "--set", "low_hz=1000", "--set", "high_hz=8000", "--duration", str(duration)],
+         "--set", "wet=0", "--set", "low_hz=1000", "--set", "high_hz=8000", "--duration", str(duration)],
         server.env,
     )
     sends = []
@@ -204,7 +204,7 @@ def knob_latency(server: JackServer, *, model: str, work: Path, toggles: int = 8
         for _ in range(toggles):
             time.sleep(0.7)
             sends.append(time.monotonic())
-            midi_out.send_message([0xB0, 72, 127])  # knob 3: mix -> 1
+            midi_out.send_message([0xB0, 72, 127])  # knob 3: wet -> 1
             time.sleep(0.7)
             midi_out.send_message([0xB0, 72, 0])
         proc.wait(timeout=60)
@@ -293,7 +293,7 @@ def main() -> None:
                 for key, value in figures.items():
                     print(f"  {key:28s} {value}")
             figures = knob_latency(server, model=model, work=work)
-            print("knob-to-sound (mix 0 -> 1 by CC, heard = first output sample departing from the dry input):")
+            print("knob-to-sound (wet 0 -> 1 by CC, heard = first output sample departing from the dry input):")
             for key, value in figures.items():
                 print(f"  {key:28s} {value}")
             print(f"load average {os.getloadavg()[0]:.1f} at end")

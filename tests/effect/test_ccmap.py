@@ -17,7 +17,7 @@ min = 100.0
 max = 8000.0
 
 [[binding]]
-parameter = "mix"
+parameter = "wet"
 cc = 1
 
 [[binding]]
@@ -35,17 +35,17 @@ port = "x"
 
 def test_parse_defaults_curves_and_channels():
     ccmap = parse_ccmap(GOOD, source="good.toml")
-    low, mix, amount = ccmap.bindings
+    low, wet, amount = ccmap.bindings
     assert (low.curve, low.channel, low.minimum, low.maximum) == ("log", 1, 100.0, 8000.0)
-    assert (mix.curve, mix.channel, mix.minimum, mix.maximum) == ("linear", None, 0.0, 1.0)
+    assert (wet.curve, wet.channel, wet.minimum, wet.maximum) == ("linear", None, 0.0, 1.0)
     assert low.value(0) == pytest.approx(100.0) and low.value(127) == pytest.approx(8000.0)
     assert low.value(64) == pytest.approx(math.exp(math.log(100) + 64 / 127 * math.log(80)))
-    assert mix.value(127) == 1.0 and mix.value(0) == 0.0
+    assert wet.value(127) == 1.0 and wet.value(0) == 0.0
     assert amount.value(63) == 0.0 and amount.value(64) == 0.8
     # channels in messages are 0-based; the map says 1..16
     assert ccmap.handle(0, 74, 127) == [("low_hz", pytest.approx(8000.0))]
     assert ccmap.handle(1, 74, 127) == []
-    assert ccmap.handle(5, 1, 0) == [("mix", 0.0)]
+    assert ccmap.handle(5, 1, 0) == [("wet", 0.0)]
     assert ccmap.handle(1, 7, 100) == [("noise.amount", 0.8)]
 
 
@@ -57,7 +57,7 @@ def test_unknown_parameter_lists_the_valid_ones():
 def test_bare_effect_parameter_names():
     from spectro_fx.effect.effects import Parameter
 
-    only_noise = {"mix": Parameter("mix", 0, 1, 1), "noise.amount": Parameter("amount", 0, 1, 0.3)}
+    only_noise = {"wet": Parameter("wet", 0, 1, 1), "noise.amount": Parameter("amount", 0, 1, 0.3)}
     ccmap = parse_ccmap('[[binding]]\nparameter = "amount"\ncc = 3\n', parameters=only_noise)
     assert ccmap.handle(0, 3, 127) == [("amount", 1.0)]
     two = {**only_noise, "other.amount": Parameter("amount", 0, 1, 0.3)}
@@ -67,7 +67,7 @@ def test_bare_effect_parameter_names():
 
 def test_malformed_toml_names_the_line(tmp_path):
     path = tmp_path / "broken.toml"
-    path.write_text('[[binding]]\nparameter = "mix"\ncc = = 3\n')
+    path.write_text('[[binding]]\nparameter = "wet"\ncc = = 3\n')
     with pytest.raises(ParameterError, match=r"broken.toml: not valid TOML: .*line 3"):
         load_ccmap(path)
 
@@ -75,13 +75,13 @@ def test_malformed_toml_names_the_line(tmp_path):
 @pytest.mark.parametrize(
     "body,match",
     [
-        ('parameter = "mix"\ncc = 128', r"cc=128 must be an integer in \[0, 127\]"),
-        ('parameter = "mix"\ncc = 1\nchannel = 0', r"channel=0 must be an integer in \[1, 16\]"),
-        ('parameter = "mix"\ncc = 1\ncurve = "expo"', r"curve='expo' must be one of linear, log, toggle"),
-        ('parameter = "mix"\ncc = 1\ncurve = "log"', r"curve='log' needs min and max > 0"),
-        ('parameter = "mix"\ncc = 1\nknob = 3', r"unknown keys \['knob'\]"),
-        ('parameter = "mix"', r"needs 'parameter' and 'cc'"),
-        ('parameter = "mix"\ncc = 1\nmin = "low"', r"min='low' must be a finite number"),
+        ('parameter = "wet"\ncc = 128', r"cc=128 must be an integer in \[0, 127\]"),
+        ('parameter = "wet"\ncc = 1\nchannel = 0', r"channel=0 must be an integer in \[1, 16\]"),
+        ('parameter = "wet"\ncc = 1\ncurve = "expo"', r"curve='expo' must be one of linear, log, toggle"),
+        ('parameter = "wet"\ncc = 1\ncurve = "log"', r"curve='log' needs min and max > 0"),
+        ('parameter = "wet"\ncc = 1\nknob = 3', r"unknown keys \['knob'\]"),
+        ('parameter = "wet"', r"needs 'parameter' and 'cc'"),
+        ('parameter = "wet"\ncc = 1\nmin = "low"', r"min='low' must be a finite number"),
     ],
 )
 def test_bad_bindings(body, match):
@@ -98,9 +98,9 @@ def test_round_trip_and_learn_replacement(tmp_path):
     ccmap = parse_ccmap(GOOD)
     path = save_ccmap(ccmap, tmp_path / "sub" / "map.toml")
     assert load_ccmap(path).bindings == ccmap.bindings
-    learned = ccmap.with_binding(binding("mix", 20, channel=3))
-    assert [b.parameter for b in learned.bindings] == ["low_hz", "noise.amount", "mix"]
-    assert learned.handle(2, 20, 127) == [("mix", 1.0)]
+    learned = ccmap.with_binding(binding("wet", 20, channel=3))
+    assert [b.parameter for b in learned.bindings] == ["low_hz", "noise.amount", "wet"]
+    assert learned.handle(2, 20, 127) == [("wet", 1.0)]
     assert learned.handle(0, 1, 127) == []
 
 
@@ -109,6 +109,6 @@ def test_restricted_to_a_chain():
 
     ccmap = parse_ccmap(GOOD)
     active, inactive = ccmap.restricted_to({p.name: p for p in REGION_PARAMETERS})
-    assert [b.parameter for b in active.bindings] == ["low_hz", "mix"]
+    assert [b.parameter for b in active.bindings] == ["low_hz", "wet"]
     assert [b.parameter for b in inactive] == ["noise.amount"]
     assert isinstance(active, CCMap)

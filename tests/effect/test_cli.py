@@ -19,7 +19,7 @@ def test_render_with_settings(tiny_model_path, clip, tmp_path, capsys):
     path, x = clip
     out = tmp_path / "sub" / "out.wav"
     rc = main(["--input", str(path), "--output", str(out), "--model", str(tiny_model_path),
-               "--chain", "noise", "--set", "mix=0", "--set", "noise.amount=0.9", "--seed", "2"])
+               "--chain", "noise", "--set", "wet=0", "--set", "noise.amount=0.9", "--seed", "2"])
     assert rc == 0
     y, sr = sf.read(str(out), dtype="float32", always_2d=True)
     np.testing.assert_array_equal(y, x)

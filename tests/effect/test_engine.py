@@ -32,9 +32,9 @@ def _noise(rng, frames, channels, scale=0.1):
 @pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("sr", [44100, 48000])
 @pytest.mark.parametrize("channels", [1, 2])
-@pytest.mark.parametrize("setting", ["mix=0", "empty band"])
+@pytest.mark.parametrize("setting", ["wet=0", "empty band"])
 def test_null_output_is_delayed_input(tiny_model, rng, block, sr, channels, setting):
-    values = {"mix": 0.0} if setting == "mix=0" else {"low_hz": 3000.0, "high_hz": 1000.0, "mix": 1.0}
+    values = {"wet": 0.0} if setting == "wet=0" else {"low_hz": 3000.0, "high_hz": 1000.0, "wet": 1.0}
     frames = 2500 if block == 1 else sr // 5
     x = _noise(rng, frames, channels, scale=0.5)
     engine = Engine(tiny_model, sr=sr, channels=channels, chain="noise", values=values)
@@ -108,7 +108,7 @@ def test_resampled_path_is_aligned_with_the_model_rate_path(tiny_model, rng):
 def test_locality_of_a_band_region(tiny_model, rng):
     sr = 48000
     x = _noise(rng, sr, 1)
-    engine = Engine(tiny_model, sr=sr, channels=1, values={"low_hz": 3000.0, "high_hz": 6000.0, "mix": 1.0})
+    engine = Engine(tiny_model, sr=sr, channels=1, values={"low_hz": 3000.0, "high_hz": 6000.0, "wet": 1.0})
     change = (_run(engine, x, 512) - x)[:, 0].astype(np.float64)
     f, p_in = scipy.signal.welch(x[:, 0], fs=sr, nperseg=4096, detrend=False)
     _, p_change = scipy.signal.welch(change, fs=sr, nperseg=4096, detrend=False)
@@ -137,14 +137,14 @@ def test_time_gate_limits_the_change_to_on_periods(tiny_model, rng):
 def test_parameters_names_clamping_and_values(tiny_model):
     engine = Engine(tiny_model, sr=48000, channels=1, chain="noise")
     params = engine.parameters()
-    assert {"low_hz", "high_hz", "period_s", "duty", "mix", "noise.amount"} <= set(params)
+    assert {"low_hz", "high_hz", "period_s", "duty", "wet", "noise.amount"} <= set(params)
     assert params["low_hz"].scale == "log" and params["low_hz"].unit == "Hz"
     with pytest.raises(ParameterError, match=r"unknown parameter 'gain'.*low_hz.*noise.amount"):
         engine.set("gain", 1.0)
-    with pytest.raises(ParameterError, match="mix="):
-        engine.set("mix", "loud")
-    with pytest.warns(UserWarning, match=r"mix=3 is outside \[0, 1\].*clamped to 1"):
-        assert engine.set("mix", 3) == 1.0
+    with pytest.raises(ParameterError, match="wet="):
+        engine.set("wet", "loud")
+    with pytest.warns(UserWarning, match=r"wet=3 is outside \[0, 1\].*clamped to 1"):
+        assert engine.set("wet", 3) == 1.0
     engine.set("amount", 0.25)  # bare effect parameter name, unique in the chain
     assert engine.values()["noise.amount"] == 0.25
     assert engine.chain[0].values["amount"] == 0.25
@@ -153,24 +153,24 @@ def test_parameters_names_clamping_and_values(tiny_model):
 
 
 def test_set_from_another_thread_applies_at_next_block(tiny_model, rng):
-    engine = Engine(tiny_model, sr=48000, channels=1, values={"mix": 0.0})
+    engine = Engine(tiny_model, sr=48000, channels=1, values={"wet": 0.0})
     x = _noise(rng, 256, 1)
     engine.process(x)
-    worker = threading.Thread(target=engine.set, args=("mix", 1.0))
+    worker = threading.Thread(target=engine.set, args=("wet", 1.0))
     worker.start()
     worker.join()
-    assert engine.values()["mix"] == 1.0
-    assert engine._smoothers["mix"].target == 0.0  # queued, not yet applied
+    assert engine.values()["wet"] == 1.0
+    assert engine._smoothers["wet"].target == 0.0  # queued, not yet applied
     engine.process(x)
-    assert engine._smoothers["mix"].target == 1.0
+    assert engine._smoothers["wet"].target == 1.0
 
 
 def test_smoothing_ramps_without_jumps(tiny_model, rng):
-    """mix 0 -> 1 mid-stream ramps over its smoothing time, per hop, landing exactly."""
-    engine = Engine(tiny_model, sr=48000, channels=1, values={"mix": 0.0})
+    """wet 0 -> 1 mid-stream ramps over its smoothing time, per hop, landing exactly."""
+    engine = Engine(tiny_model, sr=48000, channels=1, values={"wet": 0.0})
     engine.process(_noise(rng, 2048, 1))
-    engine.set("mix", 1.0)
-    smoother = engine._smoothers["mix"]
+    engine.set("wet", 1.0)
+    smoother = engine._smoothers["wet"]
     engine._apply_pending()
     ramp = smoother.advance(smoother.steps + 2)
     assert np.all(np.diff(ramp) >= 0) and np.max(np.diff(ramp)) <= 1.0 / smoother.steps + 1e-12
@@ -181,6 +181,53 @@ def test_smoothing_ramps_without_jumps(tiny_model, rng):
     ratios = values[1:] / values[:-1]
     np.testing.assert_allclose(ratios, ratios[0], rtol=1e-9)  # log-scale: equal ratios per hop
     assert values[-1] == 4000.0
+
+
+def test_effect_parameters_ramp_over_their_declared_smoothing(tiny_model):
+    """An effect parameter declared with smoothing_s ramps, one value per column, landing exactly;
+    one without it jumps."""
+    from spectro_fx.effect.effects import Effect, Parameter
+
+    class Probe(Effect):
+        name = "probe"
+        parameters = (Parameter("level", 0.0, 1.0, 0.0, smoothing_s=0.05), Parameter("step", 0.0, 1.0, 0.0))
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def process_codes(self, codes, region, ctx):
+            self.seen.append((self.values["level"], self.values["step"]))
+            return codes
+
+    probe = Probe()
+    engine = Engine(tiny_model, sr=48000, channels=1, chain=[probe], values={"probe.level": 0.5})
+    silence = np.zeros((1024, 1), np.float32)
+    engine.process(silence)
+    assert probe.seen and all(seen == (0.5, 0.0) for seen in probe.seen)  # initial values: no ramp
+    probe.seen.clear()
+    engine.set("probe.level", 1.0)
+    engine.set("probe.step", 1.0)
+    for _ in range(20):
+        engine.process(silence)
+    levels = [level for level, _ in probe.seen]
+    assert all(step == 1.0 for _, step in probe.seen)
+    column_s = engine.column_period_s
+    ramping = [v for v in levels if v < 1.0]
+    assert np.all(np.diff(levels) >= 0) and levels[-1] == 1.0 and 0.5 < ramping[0]
+    assert len(ramping) == pytest.approx(0.05 / column_s, abs=1.5)
+
+
+def test_the_chain_runs_code_effects_before_latent_effects_and_says_so(tiny_model, rng):
+    x = _noise(rng, 9600, 1)
+    with pytest.warns(UserWarning, match=r"chain dropout,noise runs as noise,dropout: code effects \(noise\)"):
+        reordered = Engine(tiny_model, sr=48000, channels=1, chain="dropout,noise", seed=3)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        as_run = Engine(tiny_model, sr=48000, channels=1, chain="noise,dropout", seed=3)
+    np.testing.assert_array_equal(_run(reordered, x, 512), _run(as_run, x, 512))
 
 
 def test_reset_repeats_the_output_and_keeps_parameters(tiny_model, rng):
@@ -219,31 +266,16 @@ def test_bad_arguments(tiny_model):
     assert engine.process(np.zeros((0, 2), np.float32)).shape == (0, 2)
 
 
-def test_cached_runner_equals_window_recompute(tiny_model, rng):
-    """The cached-convolution runner (new frames only) gives what recomputing every column's
-    receptive-field window with the model file's own methods gives."""
-    x = _noise(rng, 24000, 2)
-    values = {"low_hz": 300.0, "high_hz": 9000.0}
-    cached = Engine(tiny_model, sr=48000, channels=2, values=values, runner="cached")
-    recompute = Engine(tiny_model, sr=48000, channels=2, values=values, runner="recompute")
-    assert cached.model_runner == "cached convolutions" and recompute.model_runner == "window recompute"
-    a, b = _run(cached, x, 512), _run(recompute, x, 512)
-    assert np.max(np.abs(a - x)) > 0.01
-    np.testing.assert_allclose(a, b, atol=1e-5)
-    with pytest.raises(ParameterError, match="runner='fast'"):
-        Engine(tiny_model, sr=48000, channels=1, runner="fast")
-
-
 @pytest.mark.parametrize("sr", [16000, 44100])
 def test_odd_model_shapes(odd_model, rng, sr):
     """Hop not dividing n_fft, a window shorter than n_fft, time stride 2, asymmetric padding,
-    and (at 44.1 kHz) resampling by 2.76: null, cached == recompute, streaming == one pass."""
+    and (at 44.1 kHz) resampling by 2.76: null, streaming == one pass at odd blocks."""
     x = _noise(rng, sr // 2, 2)
-    null = _run(Engine(odd_model, sr=sr, channels=2, values={"mix": 0.0}), x, 65)
+    null = _run(Engine(odd_model, sr=sr, channels=2, values={"wet": 0.0}), x, 65)
     assert np.max(np.abs(null - x)) <= 1e-6
     values = {"low_hz": 1000.0, "high_hz": 5000.0}
     whole = _run(Engine(odd_model, sr=sr, channels=2, values=values), x, len(x) + 10000)
     assert np.max(np.abs(whole - x)) > 1e-3
-    for block, runner in ((65, "cached"), (256, "recompute")):
-        out = _run(Engine(odd_model, sr=sr, channels=2, values=values, runner=runner), x, block)
-        np.testing.assert_allclose(out, whole, atol=1e-5, err_msg=f"{runner}, block {block}")
+    for block in (65, 256):
+        out = _run(Engine(odd_model, sr=sr, channels=2, values=values), x, block)
+        np.testing.assert_allclose(out, whole, atol=1e-5, err_msg=f"block {block}")

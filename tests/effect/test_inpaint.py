@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from spectro_fx.effect.codemap_effects import Dropout, Mix
+from spectro_fx.effect.codemap_effects import Dropout, Cross
 from spectro_fx.effect.effects import CodemapContext, Effect, available_effects, make_chain
 from spectro_fx.effect.inpaint import Inpaint
 from spectro_fx.models import ParameterError, STFTConfig, VQVAEConfig
@@ -74,14 +74,14 @@ def stream(effect, model_file, codemap, mask, *, seed=0):
 
 def test_plugins_are_registered():
     registry = available_effects()
-    assert registry["inpaint"] is Inpaint and registry["dropout"] is Dropout and registry["mix"] is Mix
-    chain = make_chain("inpaint,dropout,mix")
-    assert [e.name for e in chain] == ["inpaint", "dropout", "mix"]
-    assert Mix.needs_aux and not Inpaint.needs_aux
+    assert registry["inpaint"] is Inpaint and registry["dropout"] is Dropout and registry["cross"] is Cross
+    chain = make_chain("inpaint,dropout,cross")
+    assert [e.name for e in chain] == ["inpaint", "dropout", "cross"]
+    assert Cross.needs_aux and not Inpaint.needs_aux
 
 
 def test_parameters_are_declared_with_ranges():
-    names = {p.name: p for e in (Inpaint, Dropout, Mix) for p in e.parameters}
+    names = {p.name: p for e in (Inpaint, Dropout, Cross) for p in e.parameters}
     for name in ("temperature", "radius", "axis", "method", "alpha", "channels", "amount"):
         assert name in names
     assert names["radius"].unit == "cells" and names["radius"].kind == "int"
@@ -94,7 +94,7 @@ def test_parameters_are_declared_with_ranges():
         Inpaint(axis="diagonal")
 
 
-@pytest.mark.parametrize("effect", [Inpaint(), Inpaint(method="learned"), Dropout(), Mix(amount=1.0)])
+@pytest.mark.parametrize("effect", [Inpaint(), Inpaint(method="learned"), Dropout(), Cross(amount=1.0)])
 def test_empty_region_is_bit_exact(effect, model_files, rng):
     with_prior = model_files[0]
     codes = torch.from_numpy(rng.integers(0, 16, size=(2, with_prior.module.n_rows, 1)))
@@ -181,7 +181,7 @@ def test_dropout_keeps_the_first_channels_inside_the_region(model_files, rng):
     assert Dropout(channels=64).process_latent(latent, region, None) is latent
 
 
-def test_mix_takes_codes_from_the_second_source(model_files, rng):
+def test_cross_takes_codes_from_the_second_source(model_files, rng):
     model_file = model_files[1]
     n_rows = int(model_file.module.n_rows)
     codes = torch.from_numpy(rng.integers(0, 8, size=(2, n_rows, 1)))
@@ -189,17 +189,17 @@ def test_mix_takes_codes_from_the_second_source(model_files, rng):
     region = torch.zeros(n_rows, 1, dtype=torch.bool)
     region[4:12] = True
     history = torch.zeros(2, n_rows, 0, dtype=torch.long)
-    full = Mix(amount=1.0).process_codes(codes, region, ctx_for(model_file, history, aux_codes=aux))
+    full = Cross(amount=1.0).process_codes(codes, region, ctx_for(model_file, history, aux_codes=aux))
     assert torch.equal(full[:, region[:, 0]], aux.expand_as(codes)[:, region[:, 0]])
     assert torch.equal(full[:, ~region[:, 0]], codes[:, ~region[:, 0]])
-    half = [Mix(amount=0.5).process_codes(codes, region, ctx_for(model_file, history, seed=s, aux_codes=aux)) for s in range(40)]
+    half = [Cross(amount=0.5).process_codes(codes, region, ctx_for(model_file, history, seed=s, aux_codes=aux)) for s in range(40)]
     taken = np.mean([float((h >= 8)[:, region[:, 0]].float().mean()) for h in half])
     assert 0.4 < taken < 0.6
     with pytest.warns(UserWarning, match="no second source"):
-        assert Mix(amount=1.0).process_codes(codes, region, ctx_for(model_file, history)) is codes
+        assert Cross(amount=1.0).process_codes(codes, region, ctx_for(model_file, history)) is codes
 
 
-def test_mix_interpolates_latents(model_files, rng):
+def test_cross_interpolates_latents(model_files, rng):
     model_file = model_files[1]
     module = model_file.module
     n_rows = int(module.n_rows)
@@ -208,7 +208,7 @@ def test_mix_interpolates_latents(model_files, rng):
     region = torch.zeros(n_rows, 1, dtype=torch.bool)
     region[1:3] = True
     latent, aux_latent = module.embed(codes), module.embed(aux)
-    effect = Mix(amount=0.25, mode="latent")
+    effect = Cross(amount=0.25, mode="latent")
     ctx = ctx_for(model_file, torch.zeros(1, n_rows, 0, dtype=torch.long), aux_codes=aux)
     assert effect.process_codes(codes, region, ctx) is codes
     out = effect.process_latent(latent, region, ctx)
@@ -234,7 +234,7 @@ def test_engine_runs_the_plugins(chain, model_files):
     assert not np.allclose(outputs[0], outputs[1])
 
 
-def test_engine_mix_source_is_aligned(tiny_model):
+def test_engine_aux_source_is_aligned(tiny_model):
     from spectro_fx.effect.engine import Engine
 
     sr = int(tiny_model.module.sample_rate)
@@ -250,11 +250,11 @@ def test_engine_mix_source_is_aligned(tiny_model):
 
     plain = run("none")
     # the input as its own second source: every code swapped for itself, iff columns line up
-    np.testing.assert_array_equal(run("mix", aux=x, **{"mix.amount": 1.0}), plain)
-    assert not np.allclose(run("mix", aux=other, **{"mix.amount": 1.0}), plain)
+    np.testing.assert_array_equal(run("cross", aux=x, **{"cross.amount": 1.0}), plain)
+    assert not np.allclose(run("cross", aux=other, **{"cross.amount": 1.0}), plain)
 
 
-def test_render_mix_with_a_looped_file(tiny_model_path, tmp_path, capsys):
+def test_render_cross_with_a_looped_file(tiny_model_path, tmp_path, capsys):
     import soundfile as sf
 
     from spectro_fx.effect.cli import main
@@ -262,9 +262,9 @@ def test_render_mix_with_a_looped_file(tiny_model_path, tmp_path, capsys):
     sr = 48000
     sf.write(tmp_path / "in.wav", _chirps(sr, seconds=0.3, count=1, seed=1)[0], sr, subtype="FLOAT")
     sf.write(tmp_path / "other.wav", _chirps(22050, seconds=0.05, count=2, seed=4)[1], 22050, subtype="FLOAT")
-    common = ["--input", str(tmp_path / "in.wav"), "--model", str(tiny_model_path), "--chain", "mix",
-              "--set", "mix.amount=1", "--set", "low_hz=300", "--set", "high_hz=8000", "--quiet"]
-    assert main(common + ["--output", str(tmp_path / "mixed.wav"), "--mix-with", str(tmp_path / "other.wav")]) == 0
+    common = ["--input", str(tmp_path / "in.wav"), "--model", str(tiny_model_path), "--chain", "cross",
+              "--set", "cross.amount=1", "--set", "low_hz=300", "--set", "high_hz=8000", "--quiet"]
+    assert main(common + ["--output", str(tmp_path / "mixed.wav"), "--cross-with", str(tmp_path / "other.wav")]) == 0
     assert main(common + ["--output", str(tmp_path / "alone.wav")]) == 0
     assert "no second source" in capsys.readouterr().err
     mixed, _ = sf.read(tmp_path / "mixed.wav")

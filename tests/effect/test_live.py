@@ -204,13 +204,13 @@ def _test_signal(seconds: float) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mix", ["0", "1"])
-def test_a_slowed_worker_falls_back_to_continuous_dry_sound(jack_server, live_model, tmp_path, mix):
+@pytest.mark.parametrize("wet", ["0", "1"])
+def test_a_slowed_worker_falls_back_to_continuous_dry_sound(jack_server, live_model, tmp_path, wet):
     src = _test_signal(1.5)
     sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
     stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
     proc = spectro_fx(
-        "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--set", f"mix={mix}",
+        "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--set", f"wet={wet}",
         # the region holds the 1.5 and 2.5 kHz partials, the 220/330 Hz ones stay dry
         "--set", "low_hz=1000", "--set", "high_hz=4000",
         "--debug-worker-delay-ms", "40", "--safety-ms", "5", "--duration", "4", "--record", str(record),
@@ -226,7 +226,7 @@ def test_a_slowed_worker_falls_back_to_continuous_dry_sound(jack_server, live_mo
     delay = last["latency"]["engine_frames"] + last["latency"]["margin_frames"]
     looped = np.tile(src, (4, 1))[: len(heard) - delay]
     assert not heard[:delay].any()
-    if mix == "0":
+    if wet == "0":
         # outside any region the engine is an exact delay, so every block, wet or dry, is the
         # source delayed by the same amount: no gap, no jump, no click at the switches
         np.testing.assert_allclose(heard[delay:], looped, atol=1e-6)
@@ -269,7 +269,7 @@ def test_signals_stop_cleanly_with_a_complete_recording(jack_server, live_model,
     sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
     stats, record, knobs = tmp_path / "stats.jsonl", tmp_path / "heard.flac", tmp_path / "knobs.toml"
     args = [
-        "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--set", "mix=0",
+        "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--set", "wet=0",
         "--record", str(record), "--jack-name", tag,
         # learn mode on a virtual port: the knob moved below gets bound to duty
         "--midi-virtual", "knobs", "--learn", "duty", "--midi-map", str(knobs),
@@ -393,7 +393,7 @@ def test_worker_resyncs_after_a_long_stall_and_the_output_stays_aligned():
     y = np.zeros_like(x)
     worker.start()
     try:
-        params.put("mix", 0.5, 0.0)
+        params.put("wet", 0.5, 0.0)
         start = time.monotonic()
         for k in range(len(x) // block):
             # callbacks at real-time pace, as PortAudio would call them
@@ -404,7 +404,7 @@ def test_worker_resyncs_after_a_long_stall_and_the_output_stays_aligned():
         worker.stop()
     assert worker.error is None
     assert worker.resyncs >= 1 and bridge.underruns > 0
-    assert engine.set_calls == [("mix", 0.5)]
+    assert engine.set_calls == [("wet", 0.5)]
     delay = engine.latency_samples + bridge.margin
     n = len(x) // block * block
     np.testing.assert_allclose(y[delay:n], x[: n - delay], atol=2e-7)
@@ -417,7 +417,7 @@ def test_worker_resyncs_after_a_long_stall_and_the_output_stays_aligned():
     "argv, message",
     [
         (["--input", "no/such/take.wav"], "--input no/such/take.wav: no such file"),
-        (["--input", "jack", "--learn", "mix"], "--learn needs a MIDI input"),
+        (["--input", "jack", "--learn", "wet"], "--learn needs a MIDI input"),
         (["--input", "jack", "--midi-virtual", "--learn", "lowhz"], "--learn: unknown parameter 'lowhz'; valid: low_hz"),
         (["--input", "jack", "--midi-virtual", "--midi-map", "{bad}"], r"bad.toml: not valid TOML: .*line 3"),
         (["--input", "jack", "--midi-virtual", "--midi-map", "{unknown}"], "unknown parameter 'wobble'; valid: low_hz"),
@@ -430,7 +430,7 @@ def test_live_command_line_errors_are_one_line(tmp_path, capsys, argv, message):
     from spectro_fx.effect.cli import main
 
     bad, unknown = tmp_path / "bad.toml", tmp_path / "unknown.toml"
-    bad.write_text('[[binding]]\nparameter = "mix"\ncc = = 1\n')
+    bad.write_text('[[binding]]\nparameter = "wet"\ncc = = 1\n')
     unknown.write_text('[[binding]]\nparameter = "wobble"\ncc = 1\n')
     argv = [a.format(bad=bad, unknown=unknown) for a in argv]
     assert main(argv) == 2
@@ -519,8 +519,8 @@ def test_listings(jack_server, capsys):
 
 
 @pytest.mark.slow
-def test_live_mix_takes_its_second_source_from_input_channel_2(jack_server, live_model, tmp_path):
-    """Live `mix` processes channel 1 with channel 2 as the second source and plays the result
+def test_live_cross_takes_its_second_source_from_input_channel_2(jack_server, live_model, tmp_path):
+    """Live `cross` processes channel 1 with channel 2 as the second source and plays the result
     on both outputs; it matches the offline engine fed the same two signals."""
     from spectro_fx.effect.engine import Engine
     from spectro_fx.models.export import load_model
@@ -531,9 +531,9 @@ def test_live_mix_takes_its_second_source_from_input_channel_2(jack_server, live
     src = np.stack([main, other], axis=1).astype(np.float32)
     sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
     stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
-    settings = {"low_hz": "300", "high_hz": "6000", "mix.amount": "1"}
+    settings = {"low_hz": "300", "high_hz": "6000", "cross.amount": "1"}
     proc = spectro_fx(
-        "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--chain", "mix",
+        "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--chain", "cross",
         *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")],
         "--duration", "4", "--record", str(record), "--stats-json", str(stats), "--no-status",
         "--jack-name", f"sfxmix{os.getpid()}",
@@ -550,7 +550,7 @@ def test_live_mix_takes_its_second_source_from_input_channel_2(jack_server, live
     model = load_model(live_model)
 
     def offline(aux):
-        engine = Engine(model, sr=SR, channels=1, chain="mix", seed=0, values=settings, aux_channels=1)
+        engine = Engine(model, sr=SR, channels=1, chain="cross", seed=0, values=settings, aux_channels=1)
         return np.concatenate([
             engine.process(looped[i : i + 4096, :1], aux[i : i + 4096]) for i in range(0, len(looped), 4096)
         ] + [engine.process(np.zeros((engine.latency_samples, 1), np.float32),
@@ -558,24 +558,24 @@ def test_live_mix_takes_its_second_source_from_input_channel_2(jack_server, live
 
     mixed = offline(looped[:, 1:2])
     itself = offline(looped[:, :1])  # its own codes swapped in: plain resynthesis
-    # blocks played dry after an underrun differ from both; the rest is the offline mix
+    # blocks played dry after an underrun differ from both; the rest is the offline cross-synthesis
     close = np.abs(body[:, 0] - mixed[:, 0]) < 1e-4
     assert close.mean() > 0.9 - last["underrun_frames"] / len(body), (close.mean(), last["underruns"])
     assert np.abs(mixed - itself).max() > 0.05  # the second source is heard
     assert not np.allclose(body[:, 0], looped[:, 0], atol=1e-3)  # and it is not the dry input
 
 
-def test_live_mix_without_a_second_channel_is_a_clear_error(jack_server, tmp_path, capsys):
+def test_live_cross_without_a_second_channel_is_a_clear_error(jack_server, tmp_path, capsys):
     from spectro_fx.effect.cli import main
 
     sf.write(tmp_path / "mono.wav", np.zeros((4800, 1), np.float32), SR)
-    assert main(["--input", str(tmp_path / "mono.wav"), "--chain", "mix", "--duration", "1"]) == 2
+    assert main(["--input", str(tmp_path / "mono.wav"), "--chain", "cross", "--duration", "1"]) == 2
     err = capsys.readouterr().err
-    assert "needs exactly 2 input channels (this input gives 1" in err and "--mix-with FILE" in err, err
+    assert "needs exactly 2 input channels (this input gives 1" in err and "--cross-with FILE" in err, err
 
 
-def test_aux_engine_loops_the_mix_file_in_step_with_the_stream(tmp_path):
-    """`--mix-with FILE` live: every block gets the file's next frames, looped, whatever the
+def test_aux_engine_loops_the_second_source_file_in_step_with_the_stream(tmp_path):
+    """`--cross-with FILE` live: every block gets the file's next frames, looped, whatever the
     block sizes; the result equals the engine fed the looped file in one go."""
     from spectro_fx.effect.engine import Engine
     from spectro_fx.effect.live import AuxEngine
@@ -585,10 +585,10 @@ def test_aux_engine_loops_the_mix_file_in_step_with_the_stream(tmp_path):
     rng = np.random.default_rng(5)
     x = (0.1 * rng.standard_normal((SR // 2, 2))).astype(np.float32)
     other = (0.3 * np.sign(np.sin(2 * np.pi * 97 * np.arange(7000) / SR)))[:, None].astype(np.float32)
-    settings = {"low_hz": 300.0, "high_hz": 6000.0, "mix.amount": 1.0}
+    settings = {"low_hz": 300.0, "high_hz": 6000.0, "cross.amount": 1.0}
 
     def engine():
-        return Engine(model, sr=SR, channels=2, chain="mix", seed=0, values=settings, aux_channels=1)
+        return Engine(model, sr=SR, channels=2, chain="cross", seed=0, values=settings, aux_channels=1)
 
     live = AuxEngine(engine(), aux_file=other)
     sizes = [256, 1000, 37, 4096]

@@ -71,7 +71,7 @@ def test_default_map_routes_both_knob_banks_on_channel_1():
 
 def test_learn_binds_the_next_knob_and_writes_the_map_atomically(tmp_path):
     path = tmp_path / "knobs.toml"
-    path.write_text('[[binding]]\nparameter = "mix"\ncc = 1\n')
+    path.write_text('[[binding]]\nparameter = "wet"\ncc = 1\n')
     full = load_full_map(path, learn="high_hz")
     learned = []
     router, got = _router(full, learn="high_hz", learn_path=path, full_map=full, on_learned=learned.append)
@@ -79,14 +79,14 @@ def test_learn_binds_the_next_knob_and_writes_the_map_atomically(tmp_path):
     assert learned == [f"bound CC 33 on channel 3 to high_hz; wrote {path}"]
     ccmap = load_ccmap(path)
     assert [(b.parameter, b.cc, b.channel, b.curve) for b in ccmap.bindings] == [
-        ("mix", 1, None, "linear"),
+        ("wet", 1, None, "linear"),
         ("high_hz", 33, 3, "log"),
     ]
     assert not [p for p in os.listdir(tmp_path) if p != "knobs.toml"]  # no temp file left
     got.clear()
     router.on_message([0xB2, 33, 127])
     router.on_message([0xB0, 1, 127])
-    assert got == [("high_hz", pytest.approx(24000.0), 1.5), ("mix", 1.0, 1.5)]
+    assert got == [("high_hz", pytest.approx(24000.0), 1.5), ("wet", 1.0, 1.5)]
     # only the first knob is learnt
     router.on_message([0xB2, 34, 5])
     assert len(learned) == 1
@@ -94,9 +94,9 @@ def test_learn_binds_the_next_knob_and_writes_the_map_atomically(tmp_path):
 
 def test_learn_into_a_new_file_and_learn_errors(tmp_path):
     path = tmp_path / "new.toml"
-    full = load_full_map(path, learn="mix")
+    full = load_full_map(path, learn="wet")
     assert full.bindings == ()
-    router, _ = _router(full, learn="mix", learn_path=path, full_map=full)
+    router, _ = _router(full, learn="wet", learn_path=path, full_map=full)
     router.on_message([0xB0, 9, 9])
     assert load_ccmap(path).bindings[0].cc == 9
     with pytest.raises(ParameterError, match="--learn: unknown parameter 'lowhz'; valid: low_hz, high_hz"):

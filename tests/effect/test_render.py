@@ -29,7 +29,7 @@ def _leftovers(folder):
 def test_null_render_is_bit_exact_44k_stereo(tiny_model, rng, tmp_path):
     x = _noise(rng, 44100 // 3, 2, scale=0.8)
     src = _write(tmp_path / "in.wav", x, 44100)
-    result = render_file(src, tmp_path / "out.wav", model=tiny_model, values={"mix": 0}, chain="noise")
+    result = render_file(src, tmp_path / "out.wav", model=tiny_model, values={"wet": 0}, chain="noise")
     y, sr = sf.read(str(tmp_path / "out.wav"), dtype="float32", always_2d=True)
     assert sr == 44100 and y.shape == x.shape
     np.testing.assert_array_equal(y, x)
@@ -46,7 +46,7 @@ def test_in_place_render_and_flac(tiny_model, rng, tmp_path):
     assert _leftovers(tmp_path) == []
     loud = _write(tmp_path / "loud.wav", np.full((6000, 1), 1.5, np.float32), 48000)
     with pytest.warns(UserWarning, match=r"FLAC stores integers, 6000 samples beyond \+-1 were clipped"):
-        result = render_file(loud, tmp_path / "loud.flac", model=tiny_model, values={"mix": 0})
+        result = render_file(loud, tmp_path / "loud.flac", model=tiny_model, values={"wet": 0})
     assert result.clipped_samples == 6000
     assert sf.info(str(tmp_path / "loud.flac")).format == "FLAC"
 
