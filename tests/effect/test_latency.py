@@ -1,9 +1,17 @@
 """Latency measured by signal: a click through the streaming engine arrives exactly
 ``latency_samples`` later; the low-delay analysis-synthesis pair keeps the null and streaming tests."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+import soundfile as sf
 
+from spectro_fx.assets import DEFAULT_MODEL, asset_path
 from spectro_fx.effect.engine import Engine
 
 BLOCKS = [1, 64, 65, 256, 8193]
@@ -109,3 +117,51 @@ def test_low_delay_engine_matches_the_whole_signal_computation(lowdelay_model, r
     final = n * cfg.hop_length - cfg.synthesis_length
     assert np.max(np.abs(expected[:final] - x[:final, 0])) > 0.01
     np.testing.assert_allclose(out[:final], expected[:final], atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.jack
+@pytest.mark.parametrize("period", [64, 128, 256])
+def test_live_round_trip_is_engine_plus_safety_margin_by_signal(period, tiny_model_path, tmp_path):
+    """Clicks read by the input callback are heard in the output callback's recording exactly
+    engine + safety margin frames later (the start line's split; the device adds its own
+    latency after that), at 64, 128 and 256 frames per JACK period; played dry or wet, a late
+    block is delayed by the same amount."""
+    default = asset_path(DEFAULT_MODEL)
+    model = str(default if default.exists() else tiny_model_path)
+    server = f"sfxlat{os.getpid()}p{period}"
+    env = {**os.environ, "JACK_DEFAULT_SERVER": server}
+    jackd = subprocess.Popen(
+        ["jackd", "-n", server, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", str(period)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    try:
+        ready = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env=env, timeout=30)
+        assert ready.returncode == 0, f"jackd -n {server} -p {period} did not start"
+        clicks = np.zeros((48000, 1), np.float32)
+        clicks[6000::12000] = 0.5  # every 0.25 s
+        sf.write(tmp_path / "clicks.wav", clicks, 48000, subtype="FLOAT")
+        stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
+        proc = subprocess.run(
+            [sys.executable, "-m", "spectro_fx.effect.cli", "--input", str(tmp_path / "clicks.wav"), "--loop",
+             "--model", model, "--blocksize", str(period), "--set", "low_hz=20", "--set", "high_hz=24000",
+             "--record", str(record), "--stats-json", str(stats), "--duration", "3", "--no-status",
+             "--jack-name", f"sfxlat{period}"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )
+    finally:
+        jackd.send_signal(signal.SIGINT)
+        try:
+            jackd.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            jackd.kill()
+    assert proc.returncode == 0, proc.stderr
+    last = [json.loads(line) for line in stats.read_text().splitlines() if line.strip()][-1]
+    split = last["latency"]
+    start_line = next(line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if "safety margin" in line)
+    assert f"engine {1000 * split['engine_frames'] / 48000:.1f}" in start_line
+    heard = np.abs(sf.read(record, dtype="float32", always_2d=True)[0][:, 0])
+    lags = [int(np.argmax(heard[start : start + 12000])) for start in range(6000, len(heard) - 12000, 12000)]
+    assert len(lags) >= 8
+    assert set(lags) == {split["engine_frames"] + split["margin_frames"]}, (lags, split)
+    assert split["margin_frames"] >= period and split["device_ms"] >= 0
