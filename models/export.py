@@ -7,6 +7,7 @@ import json
 import os
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -304,6 +305,16 @@ def load_model(path: Union[str, os.PathLike]) -> ModelFile:
         raise ModelFileError(f"{path} is not a spectro-fx model file: not a TorchScript archive (not even a zip file)")
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
+        try:
+            # torch.jit.load does not check the members' CRC-32: a flipped bit in the weights loads silently
+            damaged = archive.testzip()
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as exc:
+            raise ModelFileError(f"{path} is damaged: {exc}") from None
+    if damaged is not None:
+        raise ModelFileError(
+            f"{path} is damaged: {damaged.split('/', 1)[-1]} fails its CRC-32 check (changed on disk or in transfer); "
+            "copy or export the model file again"
+        )
     if not any(n.endswith("/code/__torch__.py") or "/code/" in n for n in names):
         raise ModelFileError(
             f"{path} is not a spectro-fx model file: it looks like a torch.save checkpoint or state dict, "
