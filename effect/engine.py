@@ -30,16 +30,18 @@ _TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32; below 
 _LARGEST = np.float32(np.finfo(np.float32).max)
 
 
-def _stft_latency(*, win: int, hop: int, time_stride: int) -> int:
+def _stft_latency(*, span: int, hop: int, time_stride: int) -> int:
     """Model-rate samples between a sample's arrival and its final output: the iSTFT waits for
-    every frame overlapping it (``win - hop`` after its own hop), and frames are only decoded
-    once their column of ``time_stride`` frames is complete (up to ``time_stride * hop - 1``)."""
-    return (win - hop) + time_stride * hop - 1
+    every frame whose synthesis window covers it (``span - hop`` after its own hop, ``span`` the
+    synthesis window's length: the analysis window for the classic pair, ``synthesis_length``
+    for the low-delay pair), and frames are only decoded once their column of ``time_stride``
+    frames is complete (up to ``time_stride * hop - 1``)."""
+    return (span - hop) + time_stride * hop - 1
 
 
 @functools.lru_cache(maxsize=32)
 def _resampled_latency(
-    sr: int, model_sr: int, *, quality: str, win: int, hop: int, time_stride: int, chunk: int
+    sr: int, model_sr: int, *, quality: str, span: int, hop: int, time_stride: int, chunk: int
 ) -> int:
     """Worst lag, in I/O samples, of the wet path through both soxr streams.
 
@@ -52,7 +54,7 @@ def _resampled_latency(
 
     rs_in = soxr.ResampleStream(sr, model_sr, 1, dtype="float64", quality=quality)
     rs_out = soxr.ResampleStream(model_sr, sr, 1, dtype="float64", quality=quality)
-    pre_roll = win - hop
+    pre_roll = span - hop
     total_in = model_count = released_done = io_available = worst = 0
     zeros = np.zeros(chunk)
     while total_in < sr:
@@ -178,18 +180,18 @@ class Engine:
             self._smoothers[key].set_target(float(self._bank.values()[key]), immediate=True)
         self.column_period_s = self.time_stride * self._hop_s
         self.resampling = self.sr != self.model_sr
-        win = self.stft_config.win_length
+        span = self.stft_config.synthesis_span
         if self.resampling:
             chunks = {1} | ({int(block_hint)} if block_hint else set())
             self.latency_samples = max(
                 _resampled_latency(
-                    self.sr, self.model_sr, quality=resample_quality, win=win, hop=self.hop,
+                    self.sr, self.model_sr, quality=resample_quality, span=span, hop=self.hop,
                     time_stride=self.time_stride, chunk=c,
                 )
                 for c in chunks
             )
         else:
-            self.latency_samples = _stft_latency(win=win, hop=self.hop, time_stride=self.time_stride)
+            self.latency_samples = _stft_latency(span=span, hop=self.hop, time_stride=self.time_stride)
         self.column_times: deque[float] = deque(maxlen=2048)
         # the second source, encoded in lockstep with the input
         self._aux_source = None
