@@ -5,6 +5,7 @@ Causal STFT -> encoder per completed column -> effect chain -> decoder -> region
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import time
@@ -17,6 +18,7 @@ import torch
 
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile
+from spectro_fx.models.spectral import analysis_window
 
 from .effects import CodemapContext, Effect, Parameter, make_chain, order_note, stages
 from .params import REGION_PARAMETERS, ParameterBank, Smoother
@@ -24,18 +26,22 @@ from .region import band_mask, gate_targets, region_cells, slew_gate
 from .stft import StreamingISTFT, StreamingSTFT
 
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
+_TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32; below it (not 0) is subnormal
+_LARGEST = np.float32(np.finfo(np.float32).max)
 
 
-def _stft_latency(*, win: int, hop: int, time_stride: int) -> int:
+def _stft_latency(*, span: int, hop: int, time_stride: int) -> int:
     """Model-rate samples between a sample's arrival and its final output: the iSTFT waits for
-    every frame overlapping it (``win - hop`` after its own hop), and frames are only decoded
-    once their column of ``time_stride`` frames is complete (up to ``time_stride * hop - 1``)."""
-    return (win - hop) + time_stride * hop - 1
+    every frame whose synthesis window covers it (``span - hop`` after its own hop, ``span`` the
+    synthesis window's length: the analysis window for the classic pair, ``synthesis_length``
+    for the low-delay pair), and frames are only decoded once their column of ``time_stride``
+    frames is complete (up to ``time_stride * hop - 1``)."""
+    return (span - hop) + time_stride * hop - 1
 
 
 @functools.lru_cache(maxsize=32)
 def _resampled_latency(
-    sr: int, model_sr: int, *, quality: str, win: int, hop: int, time_stride: int, chunk: int
+    sr: int, model_sr: int, *, quality: str, span: int, hop: int, time_stride: int, chunk: int
 ) -> int:
     """Worst lag, in I/O samples, of the wet path through both soxr streams.
 
@@ -48,7 +54,7 @@ def _resampled_latency(
 
     rs_in = soxr.ResampleStream(sr, model_sr, 1, dtype="float64", quality=quality)
     rs_out = soxr.ResampleStream(model_sr, sr, 1, dtype="float64", quality=quality)
-    pre_roll = win - hop
+    pre_roll = span - hop
     total_in = model_count = released_done = io_available = worst = 0
     zeros = np.zeros(chunk)
     while total_in < sr:
@@ -61,46 +67,6 @@ def _resampled_latency(
             released_done = released
         worst = max(worst, total_in - io_available)
     return worst
-
-
-def _streaming_model(model: ModelFile):
-    """The cached-convolution runner of ``model``, checked against the model file's own
-    encode/decode on a random spectrogram; None (recompute windows instead) if it cannot run
-    this model or disagrees with it."""
-    from .streaming_model import StreamingModel, UnsupportedLayer
-
-    module = model.module
-    try:
-        runner = StreamingModel(model)
-    except UnsupportedLayer as exc:
-        warnings.warn(f"streaming the model with cached convolutions is not possible ({exc}); recomputing windows")
-        return None
-    generator = torch.Generator().manual_seed(0)
-    frames = 6 * int(module.time_stride)
-    mag = torch.rand(1, int(module.n_bins), frames, generator=generator) * 2.0
-    with torch.no_grad():
-        ref_latent = module.encode_latent(mag)
-        ref_mag = module.decode_latent(ref_latent, 0)
-        latent = torch.cat([runner.encode_latent(mag[:, :, i : i + frames // 2]) for i in (0, frames // 2)], dim=3)
-        decoded = torch.cat([runner.decode_latent(ref_latent[:, :, :, i : i + 3]) for i in (0, 3)], dim=2)
-    runner.reset()
-    scale_latent = float(ref_latent.abs().max()) + 1e-12
-    scale_mag = float(ref_mag.abs().max()) + 1e-12
-    if float((latent - ref_latent).abs().max()) > 1e-4 * scale_latent or float((decoded - ref_mag).abs().max()) > 1e-4 * scale_mag:
-        warnings.warn("the cached-convolution runner disagrees with the model file; recomputing windows")
-        return None
-    return runner
-
-
-def _frozen(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
-    """A frozen copy for the heavy calls (about 1.3-1.6x faster on one core); the original
-    module is what effects see. Falls back to the module itself if freezing fails."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.jit.freeze(module.eval(), preserved_attrs=["encode", "decode_latent"])
-    except Exception:  # freezing is an optimisation only; any failure keeps the plain module
-        return module
 
 
 class Engine:
@@ -125,17 +91,16 @@ class Engine:
         Initial parameter values (as :meth:`set`), applied without smoothing.
     resample_quality : {"QQ", "LQ", "MQ", "HQ", "VHQ"}
         soxr quality of the wet path when rates differ; lower ones have less latency.
-    runner : {"auto", "cached", "recompute"}
-        How the model runs per column: ``cached`` convolutions compute only new frames (the
-        fast path, checked against the model file at start); ``recompute`` runs the model
-        file's methods on each column's receptive-field window; ``auto`` picks cached when it
-        can run the model, else recompute.
     aux_channels : int >= 0
         Channels of a second source (for ``cross``), passed to :meth:`process` as ``aux``
         (0: none; ``ctx.aux_codes`` stays None).
 
     Notes
     -----
+    The model runs through the model file's own streaming methods (``stream_encode``,
+    ``stream_decode_latent``) on a private copy of its module: each column costs only its new
+    frames, and the decoder's head runs only on the region's cells.
+
     Output = input delayed by :attr:`latency_samples` + (resynthesis - input) inside the region:
     outside the region, with ``wet=0`` or an empty band the output is exactly the delayed input.
     """
@@ -155,7 +120,6 @@ class Engine:
         values: Mapping[str, Any] | None = None,
         resample_quality: str = "HQ",
         aux_channels: int = 0,
-        runner: str = "auto",
     ):
         if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
             raise ParameterError(f"sr={sr!r} must be a positive integer (Hz)")
@@ -175,19 +139,14 @@ class Engine:
         self.channels = int(channels)
         self.seed = int(seed)
         self.resample_quality = resample_quality
-        module = model.module
+        # the layers keep the stream's state: one copy of the module per engine
+        module = copy.deepcopy(model.module)
         self._module = module
-        # cached convolutions compute only new frames; recomputing receptive-field windows
-        # with the model file's own methods is the fallback for models they cannot run
-        if runner not in ("auto", "cached", "recompute"):
-            raise ParameterError(f"runner={runner!r} must be one of auto, cached, recompute")
-        self._streaming = None if runner == "recompute" else _streaming_model(model)
-        if runner == "cached" and self._streaming is None:
-            raise ParameterError("runner='cached' cannot run this model (see the warning); use 'auto' or 'recompute'")
-        self._fast = _frozen(module) if self._streaming is None else module
         self._codebook = module.codebook.detach()
-        self.model_runner = "cached convolutions" if self._streaming is not None else "window recompute"
         self.stft_config = model.config.stft
+        # sum_k |X_k|^2 over the one-sided spectrum of a frame of samples within +-1 is at most
+        # n_fft * sum(window^2) (Parseval)
+        self._energy_ceiling = float(self.stft_config.n_fft * np.sum(analysis_window(self.stft_config) ** 2))
         self.model_sr = int(module.sample_rate)
         self.hop = int(module.hop_length)
         self.time_stride = int(module.time_stride)
@@ -195,11 +154,9 @@ class Engine:
         self.n_rows = int(module.n_rows)
         self.n_bins = int(module.n_bins)
         rf = int(module.receptive_field_frames)
-        self._window_frames = -(-rf // self.time_stride) * self.time_stride
-        self._decoder_context = max(int(module.decoder_receptive_field_columns) - 1, 0)
         with torch.no_grad():  # the code of each row for a silent input: what came before the stream
-            silence = torch.zeros(1, self.n_bins, self._window_frames)
-            self._silence_column = self._fast.encode(silence)[:, :, -1:].to(torch.long)
+            silence = torch.zeros(1, self.n_bins, -(-rf // self.time_stride) * self.time_stride)
+            self._silence_column = module.encode(silence)[:, :, -1:].to(torch.long)
         if isinstance(chain, str) or (chain and isinstance(next(iter(chain)), str)):
             self.chain: list[Effect] = make_chain(chain)
         else:
@@ -223,18 +180,18 @@ class Engine:
             self._smoothers[key].set_target(float(self._bank.values()[key]), immediate=True)
         self.column_period_s = self.time_stride * self._hop_s
         self.resampling = self.sr != self.model_sr
-        win = self.stft_config.win_length
+        span = self.stft_config.synthesis_span
         if self.resampling:
             chunks = {1} | ({int(block_hint)} if block_hint else set())
             self.latency_samples = max(
                 _resampled_latency(
-                    self.sr, self.model_sr, quality=resample_quality, win=win, hop=self.hop,
+                    self.sr, self.model_sr, quality=resample_quality, span=span, hop=self.hop,
                     time_stride=self.time_stride, chunk=c,
                 )
                 for c in chunks
             )
         else:
-            self.latency_samples = _stft_latency(win=win, hop=self.hop, time_stride=self.time_stride)
+            self.latency_samples = _stft_latency(span=span, hop=self.hop, time_stride=self.time_stride)
         self.column_times: deque[float] = deque(maxlen=2048)
         # the second source, encoded in lockstep with the input
         self._aux_source = None
@@ -269,6 +226,16 @@ class Engine:
             self._apply_pending(immediate=True)
         return coerced
 
+    def set_many(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Set several parameters as one change (thread-safe): a block sees all of them or
+        none, never half a pair such as ``low_hz``/``high_hz``. All are validated first; a bad
+        one raises ParameterError and sets nothing. Returns the values after clamping by
+        full name."""
+        applied = self._bank.set_many(values)
+        if self._frames_done == 0:
+            self._apply_pending(immediate=True)
+        return applied
+
     def _apply_pending(self, *, immediate: bool = False) -> None:
         # set() before the first block applies from the caller's thread: serialise with process()
         with self._apply_lock:
@@ -302,18 +269,17 @@ class Engine:
         self._samples_in = 0
         self._frames_done = 0
         self._columns_done = 0
-        self._mag_hist = np.zeros((c, self.n_bins, 0), dtype=np.float32)
-        self._mag_start = 0
         self._spec_pending = np.zeros((c, self.n_bins, 0), dtype=np.complex128)
-        self._latent_hist = torch.zeros(c, int(self._module.code_dim), self.n_rows, 0)
-        if self._streaming is not None:
-            self._streaming.reset()
+        self._module.reset_stream()
         # the stream starts after silence (the STFT is primed with zeros): earlier columns are its codes
         self._history = self._silence_column.expand(c, -1, self.HISTORY_COLUMNS).clone()
         self._input_history = self._history.clone()
         self._gate = 1.0 if gate_targets(np.zeros(1), **self._gate_args())[0] else 0.0
         self._rng = np.random.default_rng(self.seed)
         self.nonfinite_samples = 0
+        self.subnormal_samples = 0
+        self.model_nonfinite_values = 0
+        self._warned_nonfinite = self._warned_subnormal = self._warned_model = False
         self.late_samples = 0
         self._warned_late = False
         self.column_times.clear()
@@ -321,6 +287,16 @@ class Engine:
             effect.reset()
         if self._aux_source is not None:
             self._aux_source.reset()
+
+    def _model_nonfinite(self, count: int) -> None:
+        self.model_nonfinite_values += count
+        if not self._warned_model:
+            self._warned_model = True
+            warnings.warn(
+                f"the model decoded non-finite magnitudes ({count} values); the input's magnitude is used "
+                "there (counted in model_nonfinite_values; said once; `spectro-fx validate` tells which input)",
+                stacklevel=4,
+            )
 
     @property
     def latency_s(self) -> float:
@@ -340,8 +316,9 @@ class Engine:
         Parameters
         ----------
         block : np.ndarray [frames, channels], float32
-            Any number of frames (0 included); non-finite samples are replaced by 0 and
-            counted in ``nonfinite_samples``.
+            Any number of frames (0 included); non-finite samples (NaN, +-Inf) are replaced by
+            0 and counted in ``nonfinite_samples``, subnormal ones (below 1.2e-38) are flushed
+            to 0 and counted in ``subnormal_samples``; each kind is warned about once per stream.
 
         Returns
         -------
@@ -356,10 +333,10 @@ class Engine:
         if x.ndim != 2 or x.shape[1] != self.channels:
             raise ParameterError(f"block has shape {x.shape}; expected [frames, {self.channels}]")
         x = x.astype(np.float32, copy=False)
-        finite = np.isfinite(x)
-        if not finite.all():
-            self.nonfinite_samples += int(x.size - finite.sum())
-            x = np.where(finite, x, np.float32(0.0))
+        magnitude = np.abs(x)
+        # one comparison per sample in the common case; NaN fails both bounds, 0 is fine
+        if not ((magnitude >= _TINY) & (magnitude <= _LARGEST) | (x == 0.0)).all():
+            x = self._sanitize(x, magnitude)
         n = x.shape[0]
         self._apply_pending()
 
@@ -401,6 +378,32 @@ class Engine:
             self._delta_start = last
         return (dry.astype(np.float64) + wet).astype(np.float32)
 
+    def _sanitize(self, x: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+        """``x`` with non-finite samples set to 0 and subnormal ones flushed to 0 (they would
+        pass the dry path bit for bit, and subnormal arithmetic stalls the CPU downstream);
+        each kind is counted and said once per stream, not per block."""
+        finite = np.isfinite(x)
+        subnormal = finite & (magnitude < _TINY) & (x != 0.0)
+        n_nonfinite = int(x.size - finite.sum())
+        n_subnormal = int(subnormal.sum())
+        self.nonfinite_samples += n_nonfinite
+        self.subnormal_samples += n_subnormal
+        if n_nonfinite and not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            warnings.warn(
+                f"the input has non-finite samples (NaN or Inf: {n_nonfinite} in this block); they are played "
+                "as 0 (counted in nonfinite_samples; said once)",
+                stacklevel=3,
+            )
+        if n_subnormal and not self._warned_subnormal:
+            self._warned_subnormal = True
+            warnings.warn(
+                f"the input has subnormal samples (below 1.2e-38: {n_subnormal} in this block); they are "
+                "flushed to 0 (counted in subnormal_samples; said once)",
+                stacklevel=3,
+            )
+        return np.where(finite & ~subnormal, x, np.float32(0.0))
+
     def _late(self, count: int) -> None:
         self.late_samples += count
         if not self._warned_late:
@@ -417,8 +420,6 @@ class Engine:
         if spec.shape[2]:
             self._frames_done += spec.shape[2]
             self._spec_pending = np.concatenate([self._spec_pending, spec], axis=2)
-            if self._streaming is None:
-                self._mag_hist = np.concatenate([self._mag_hist, np.abs(spec).astype(np.float32)], axis=2)
         n_new = self._spec_pending.shape[2] // self.time_stride
         if n_new == 0:
             return np.zeros((self.channels, 0))
@@ -428,6 +429,18 @@ class Engine:
         per_column = (time.perf_counter() - started) / n_new
         self.column_times.extend([per_column] * n_new)
         return out
+
+    def _model_input(self, magnitude: np.ndarray) -> np.ndarray:
+        """The magnitude ``[channels, n_bins, frames]`` the encoder sees, float32: a frame with
+        more energy than samples within +-1 can give (Parseval) is scaled down to that, so a
+        burst far beyond full scale (1e6) leaves the codes of a loud sound in the model's memory,
+        not codes it never learned, which it would keep decoding, loud, for columns after the
+        burst. Frames of legal input are untouched."""
+        energy = np.einsum("cbt,cbt->ct", magnitude, magnitude)
+        if np.any(energy > self._energy_ceiling):
+            scale = np.sqrt(self._energy_ceiling / np.maximum(energy, self._energy_ceiling))
+            magnitude = magnitude * scale[:, None, :]
+        return magnitude.astype(np.float32)
 
     def _band_mask(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """:func:`band_mask` per frame; the band mostly stands still, so a constant one is reused."""
@@ -498,8 +511,6 @@ class Engine:
         ts = self.time_stride
         c0 = self._columns_done
         end = (c0 + n_new) * ts
-        start = max(0, (c0 + 1) * ts - self._window_frames)
-        window = self._mag_hist[:, :, start - self._mag_start : end - self._mag_start]
         n_frames = n_new * ts
         spec = self._spec_pending[:, :, :n_frames]
         self._spec_pending = self._spec_pending[:, :, n_frames:]
@@ -517,31 +528,23 @@ class Engine:
         self._gate = float(gate[-1])
         mask = self._band_mask(low, high) * (gate * wet)[:, None]
 
+        magnitude = np.abs(spec)
         with torch.no_grad():
-            if self._streaming is not None:
-                codes = self._streaming.encode(torch.from_numpy(np.abs(spec).astype(np.float32)))
-            else:
-                codes = self._fast.encode(torch.from_numpy(np.ascontiguousarray(window)))[:, :, -n_new:]
+            codes = self._module.stream_encode(torch.from_numpy(self._model_input(magnitude)))
             wanted = region_cells(mask, time_stride=ts, freq_stride=self.freq_stride, n_rows=self.n_rows)
             latent_new = self._chain(codes, wanted, c0, ramps)
-            if self._streaming is not None:
-                # only cells inside the region are heard: the decoder head runs on those alone
-                decoded = self._streaming.decode_latent(
-                    latent_new, rows=torch.from_numpy(wanted.any(axis=0)),
-                    columns=torch.from_numpy(wanted.any(axis=1)),
-                ).double().numpy()
-            else:
-                latent_window = torch.cat([self._latent_hist, latent_new], dim=3)
-                decoded = self._fast.decode_latent(latent_window, n_new).double().numpy()
-                self._latent_hist = latent_window[:, :, :, max(latent_window.shape[3] - self._decoder_context, 0) :]
-
+            # only cells inside the region are heard: the decoder head runs on those alone
+            rows = np.flatnonzero(wanted.any(axis=0))
+            columns = np.flatnonzero(wanted.any(axis=1))
+            row_lo, row_hi = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+            first = int(columns[0]) if columns.size else n_new
+            decoded = self._module.stream_decode_latent(latent_new, row_lo, row_hi, first).double().numpy()
         self._columns_done += n_new
-        keep_from = max(0, (self._columns_done + 1) * ts - self._window_frames)
-        self._mag_hist = self._mag_hist[:, :, keep_from - self._mag_start :]
-        self._mag_start = keep_from
 
-        magnitude = np.abs(spec)
         # a model that overflows (exp of a large log-magnitude) must not reach the output
-        decoded = np.where(np.isfinite(decoded), decoded, magnitude)
+        decoded_finite = np.isfinite(decoded)
+        if not decoded_finite.all():
+            self._model_nonfinite(int(decoded.size - decoded_finite.sum()))
+            decoded = np.where(decoded_finite, decoded, magnitude)
         phase = np.where(magnitude > 0.0, spec / np.where(magnitude > 0.0, magnitude, 1.0), 1.0)
         return mask.T[None] * (decoded - magnitude) * phase

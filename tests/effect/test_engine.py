@@ -1,7 +1,9 @@
 """The streaming engine: null tests, agreement with the offline whole-file computation,
 streaming == one pass, locality of the region, the gate, parameters and state."""
 
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -251,6 +253,71 @@ def test_non_finite_input_is_replaced_and_counted(tiny_model, rng):
     assert engine.nonfinite_samples == 2
 
 
+def test_sanitized_input_is_said_once_per_stream(tiny_model, rng):
+    engine = Engine(tiny_model, sr=48000, channels=2)
+    x = _noise(rng, 6000, 2)
+    x[100:3000:7, 0] = np.nan
+    x[50:60, 1] = -np.inf
+    x[4000:4100] = np.float32(1e-40)  # subnormal
+    with pytest.warns(UserWarning) as caught:
+        out = _run(engine, x, 64)
+    messages = [str(w.message) for w in caught]
+    assert sum("non-finite samples" in m for m in messages) == 1
+    assert sum("subnormal samples" in m for m in messages) == 1
+    assert engine.subnormal_samples == 200 and engine.nonfinite_samples == len(range(100, 3000, 7)) + 10
+    assert np.isfinite(out).all()
+    tiny = np.abs(out)
+    assert not ((tiny > 0) & (tiny < np.finfo(np.float32).tiny)).any()
+    engine.reset()  # a new stream says it again
+    with pytest.warns(UserWarning, match="non-finite samples"):
+        engine.process(x[:200])
+
+
+def test_far_beyond_full_scale_leaves_the_model_loud_not_lost(tiny_model, rng):
+    """A 1e6 burst reaches the encoder no louder than a full-scale signal can be (Parseval),
+    while input within +-1 is untouched: the engine gives the same output as before for it."""
+    engine = Engine(tiny_model, sr=48000, channels=1, values={"low_hz": 20.0, "high_hz": 24000.0})
+    x = _noise(rng, 2048, 1, scale=1.0).clip(-1, 1)
+    magnitude = np.abs(engine._stft.push(x.T.astype(np.float64)))
+    np.testing.assert_array_equal(engine._model_input(magnitude), magnitude.astype(np.float32))
+    loud = engine._model_input(magnitude * 1e6)
+    energy = (loud.astype(np.float64) ** 2).sum(axis=1)
+    assert energy.max() <= engine._energy_ceiling * (1 + 1e-5)
+
+
+def test_set_many_is_whole_for_a_block(tiny_model):
+    """A pair queued with set_many is taken by the next block all at once, whatever the thread."""
+    engine = Engine(tiny_model, sr=48000, channels=1)
+    engine.process(np.zeros((64, 1), np.float32))
+    bank = engine._bank
+    stop = threading.Event()
+
+    def setter():
+        while not stop.is_set():
+            engine.set_many({"low_hz": 100.0, "high_hz": 300.0})
+            engine.set_many({"low_hz": 6000.0, "high_hz": 12000.0})
+
+    thread = threading.Thread(target=setter)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads interleave at almost any bytecode
+    thread.start()
+    torn = taken = 0
+    deadline = time.monotonic() + 10.0
+    try:
+        while taken < 300 and time.monotonic() < deadline:
+            pending = bank.take_pending()
+            taken += bool(pending)
+            torn += len(pending) == 1
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(switch)
+    assert taken > 0 and torn == 0
+    with pytest.raises(ParameterError, match="unknown parameter 'lowest_hz'"):
+        engine.set_many({"high_hz": 900.0, "lowest_hz": 1.0})
+    assert engine.values()["high_hz"] != 900.0  # nothing set when one of them is bad
+
+
 def test_bad_arguments(tiny_model):
     with pytest.raises(ParameterError, match="sr=0"):
         Engine(tiny_model, sr=0, channels=1)
@@ -266,31 +333,16 @@ def test_bad_arguments(tiny_model):
     assert engine.process(np.zeros((0, 2), np.float32)).shape == (0, 2)
 
 
-def test_cached_runner_equals_window_recompute(tiny_model, rng):
-    """The cached-convolution runner (new frames only) gives what recomputing every column's
-    receptive-field window with the model file's own methods gives."""
-    x = _noise(rng, 24000, 2)
-    values = {"low_hz": 300.0, "high_hz": 9000.0}
-    cached = Engine(tiny_model, sr=48000, channels=2, values=values, runner="cached")
-    recompute = Engine(tiny_model, sr=48000, channels=2, values=values, runner="recompute")
-    assert cached.model_runner == "cached convolutions" and recompute.model_runner == "window recompute"
-    a, b = _run(cached, x, 512), _run(recompute, x, 512)
-    assert np.max(np.abs(a - x)) > 0.01
-    np.testing.assert_allclose(a, b, atol=1e-5)
-    with pytest.raises(ParameterError, match="runner='fast'"):
-        Engine(tiny_model, sr=48000, channels=1, runner="fast")
-
-
 @pytest.mark.parametrize("sr", [16000, 44100])
 def test_odd_model_shapes(odd_model, rng, sr):
     """Hop not dividing n_fft, a window shorter than n_fft, time stride 2, asymmetric padding,
-    and (at 44.1 kHz) resampling by 2.76: null, cached == recompute, streaming == one pass."""
+    and (at 44.1 kHz) resampling by 2.76: null, streaming == one pass at odd blocks."""
     x = _noise(rng, sr // 2, 2)
     null = _run(Engine(odd_model, sr=sr, channels=2, values={"wet": 0.0}), x, 65)
     assert np.max(np.abs(null - x)) <= 1e-6
     values = {"low_hz": 1000.0, "high_hz": 5000.0}
     whole = _run(Engine(odd_model, sr=sr, channels=2, values=values), x, len(x) + 10000)
     assert np.max(np.abs(whole - x)) > 1e-3
-    for block, runner in ((65, "cached"), (256, "recompute")):
-        out = _run(Engine(odd_model, sr=sr, channels=2, values=values, runner=runner), x, block)
-        np.testing.assert_allclose(out, whole, atol=1e-5, err_msg=f"{runner}, block {block}")
+    for block in (65, 256):
+        out = _run(Engine(odd_model, sr=sr, channels=2, values=values), x, block)
+        np.testing.assert_allclose(out, whole, atol=1e-5, err_msg=f"block {block}")
