@@ -40,7 +40,6 @@ import numbers
 import os
 import re
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from ..models.atomic import atomic_open
 from ..models.errors import ParameterError
 
 __all__ = [
@@ -623,26 +623,8 @@ def format_summary(report: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic file output and the plot
+# The plot
 # --------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, write: Callable[[io.IOBase], None], *, binary: bool = False) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary result files
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def plot_energy(
@@ -692,7 +674,8 @@ def plot_energy(
     ax_c.set_xlabel("time since start (s)")
     est = " incl. TDP estimate" if report["total"].get("includes_estimate") else ""
     ax_c.set_title(f"Cumulative CO2e (PUE {pue:g}, {ci:g} kg/kWh{est})")
-    _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=100), binary=True)
+    with atomic_open(path, "wb", suffix=".tmp") as fh:
+        fig.savefig(fh, format="png", dpi=100)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1123,7 +1106,8 @@ class EnergyTracker:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 self._keep_previous_session()
                 csv_path = self.run_dir / CSV_NAME
-                _atomic_write(csv_path, lambda fh: csv.writer(fh).writerow(CSV_COLUMNS))
+                with atomic_open(csv_path, suffix=".tmp", newline="") as fh:
+                    csv.writer(fh).writerow(CSV_COLUMNS)
                 self._csv = open(csv_path, "a", encoding="utf-8", newline="")
             except OSError as exc:
                 for source in sources:
@@ -1373,8 +1357,10 @@ class EnergyTracker:
                 plot_energy(self.run_dir / PLOT_NAME, self._t, [rec.trace() for rec in self._recorders], report)
             except ImportError as exc:  # a bare GPU box may lack matplotlib: the numbers matter more
                 report["notes"].append(f"{PLOT_NAME} not written: {exc}")
-        _atomic_write(self.run_dir / REPORT_NAME, lambda fh: fh.write(json.dumps(report, indent=2) + "\n"))
-        _atomic_write(self.run_dir / SUMMARY_NAME, lambda fh: fh.write(format_summary(report)))
+        with atomic_open(self.run_dir / REPORT_NAME, suffix=".tmp") as fh:
+            fh.write(json.dumps(report, indent=2) + "\n")
+        with atomic_open(self.run_dir / SUMMARY_NAME, suffix=".tmp") as fh:
+            fh.write(format_summary(report))
         if self.writer is not None:
             self.writer.flush()
 
