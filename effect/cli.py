@@ -155,11 +155,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             _upgrade_old_options(args)
             # the live mode dispatches here on live inputs (mic, jack, a device) before files
+            from spectro_fx.models.runtime import torch_threads
+
             from .live import run_live, wants_live
 
-            if wants_live(args):
-                return run_live(args)
-            return render_command(args)
+            # the engine's many small calls per column run fastest on one thread, and live a
+            # second, spin-waiting one would take the core the audio callback needs
+            with torch_threads(1):
+                if wants_live(args):
+                    return run_live(args)
+                return render_command(args)
         except ParameterError as exc:  # ModelFileError included: user input, one line, no traceback
             print(f"spectro-fx: error: {exc}", file=sys.stderr)
             return EXIT_USAGE

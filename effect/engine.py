@@ -136,6 +136,8 @@ class Engine:
 
     Notes
     -----
+    The engine leaves torch's process-wide thread count alone: its many small calls per column
+    run fastest on one thread, which the ``spectro-fx`` command sets (``models.runtime``).
     Output = input delayed by :attr:`latency_samples` + (resynthesis - input) inside the region:
     outside the region, with ``wet=0`` or an empty band the output is exactly the delayed input.
     """
@@ -169,7 +171,6 @@ class Engine:
             raise ParameterError(
                 f"resample_quality={resample_quality!r} must be one of {', '.join(RESAMPLE_QUALITIES)}"
             )
-        torch.set_num_threads(1)
         self.model = model
         self.sr = int(sr)
         self.channels = int(channels)

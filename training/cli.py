@@ -6,13 +6,12 @@ Each subcommand lives in its own module exposing ``add_parser(subparsers)`` and 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import sys
-from typing import Iterator
 
 from spectro_fx import __version__
 from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.runtime import torch_threads
 
 # Subcommand modules, in the order `--help` lists them; each registers itself.
 SUBCOMMANDS: list[str] = ["render_notes", "fit", "prior", "evaluate", "export_cmd", "experiments"]
@@ -38,30 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        # --threads (fit, evaluate) is applied here, at the edge, for the whole command
         with torch_threads(getattr(args, "threads", None)):
             return int(args.run(args) or 0)
     except ParameterError as exc:
         print(f"spectro-fx-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's CPU threads for one command (``--threads N`` of the subcommands that take it),
-    set here at the edge only, and given back afterwards (``main`` also runs in-process)."""
-    if threads is None:
-        yield
-        return
-    if threads <= 0:
-        raise ParameterError(f"--threads={threads} must be a positive integer")
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 if __name__ == "__main__":

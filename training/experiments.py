@@ -355,9 +355,8 @@ def notes(ctx: ExperimentContext) -> dict:
     for soundfont in (FLUID_SOUNDFONT, HELDOUT_SOUNDFONT):
         if not Path(soundfont).is_file():
             raise MissingDependency(f"{soundfont} is missing (apt-get install fluid-soundfont-gm timgm6mb-soundfont)")
-    from .render_notes import NoteRenderer, NoteSpec
-
     from .evaluate import ModelResynthesis, resynthesize
+    from .render_notes import NoteRenderer, NoteSpec
 
     try:
         from .evaluate import mel_distance
@@ -372,8 +371,9 @@ def notes(ctx: ExperimentContext) -> dict:
             for program, pitch, velocity in NOTE_SPECS:
                 spec = NoteSpec(program, pitch, velocity)
                 audio = renderer.render(spec, held_s=held_s, release_s=release_s)
-                spec, decoded, _ = resynthesis.spectra(audio)
-                mag, out = np.abs(spec), resynthesize(decoded, spec, resynthesis.cfg)[: len(audio)]
+                complex_spec, decoded, _ = resynthesis.spectra(audio)
+                mag = np.abs(complex_spec)
+                out = resynthesize(decoded, complex_spec, resynthesis.cfg)[: len(audio)]
                 log_ref, log_out = np.log10(np.maximum(mag, 1e-5)), np.log10(np.maximum(decoded, 1e-5))
                 entry = {"set": label, "soundfont": Path(soundfont).name, "note": spec.note_str,
                          "log10_mag_l1": float(np.mean(np.abs(log_ref - log_out)))}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from spectro_fx.training.cli import torch_threads
+from spectro_fx.models.runtime import torch_threads
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import load_model
 from spectro_fx.training.cli import main
 from spectro_fx.training.export_cmd import export_run
-from spectro_fx.training.cli import torch_threads
+from spectro_fx.models.runtime import torch_threads
 from spectro_fx.training.fit import model_from_run, train
 
 from .test_fit import tiny_run_config, write_tones
