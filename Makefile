@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-SYSTEM_PACKAGES := make python3-venv libsndfile1 libportaudio2 jackd2 libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont
+SYSTEM_PACKAGES := make python3-venv libsndfile1 libportaudio2 jackd2 libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont chromium chromium-driver
 DEMO_OUT ?= out/demo_fx.wav
 
 .PHONY: venv system demo test test-fast bench clean
@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # System libraries: PortAudio and a JACK server (audio/MIDI tests), FluidSynth and two
-# General MIDI SoundFonts (training data and held-out evaluation).
+# General MIDI SoundFonts (training data and held-out evaluation), Chromium and its
+# WebDriver (the browser UI's tests).
 system:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

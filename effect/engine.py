@@ -5,6 +5,7 @@ Causal STFT -> encoder per completed column -> effect chain -> decoder -> region
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import time
@@ -63,46 +64,6 @@ def _resampled_latency(
     return worst
 
 
-def _streaming_model(model: ModelFile):
-    """The cached-convolution runner of ``model``, checked against the model file's own
-    encode/decode on a random spectrogram; None (recompute windows instead) if it cannot run
-    this model or disagrees with it."""
-    from .streaming_model import StreamingModel, UnsupportedLayer
-
-    module = model.module
-    try:
-        runner = StreamingModel(model)
-    except UnsupportedLayer as exc:
-        warnings.warn(f"streaming the model with cached convolutions is not possible ({exc}); recomputing windows")
-        return None
-    generator = torch.Generator().manual_seed(0)
-    frames = 6 * int(module.time_stride)
-    mag = torch.rand(1, int(module.n_bins), frames, generator=generator) * 2.0
-    with torch.no_grad():
-        ref_latent = module.encode_latent(mag)
-        ref_mag = module.decode_latent(ref_latent, 0)
-        latent = torch.cat([runner.encode_latent(mag[:, :, i : i + frames // 2]) for i in (0, frames // 2)], dim=3)
-        decoded = torch.cat([runner.decode_latent(ref_latent[:, :, :, i : i + 3]) for i in (0, 3)], dim=2)
-    runner.reset()
-    scale_latent = float(ref_latent.abs().max()) + 1e-12
-    scale_mag = float(ref_mag.abs().max()) + 1e-12
-    if float((latent - ref_latent).abs().max()) > 1e-4 * scale_latent or float((decoded - ref_mag).abs().max()) > 1e-4 * scale_mag:
-        warnings.warn("the cached-convolution runner disagrees with the model file; recomputing windows")
-        return None
-    return runner
-
-
-def _frozen(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
-    """A frozen copy for the heavy calls (about 1.3-1.6x faster on one core); the original
-    module is what effects see. Falls back to the module itself if freezing fails."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.jit.freeze(module.eval(), preserved_attrs=["encode", "decode_latent"])
-    except Exception:  # freezing is an optimisation only; any failure keeps the plain module
-        return module
-
-
 class Engine:
     """Streaming spectro-fx effect for one stream of ``channels`` channels at rate ``sr``.
 
@@ -125,19 +86,21 @@ class Engine:
         Initial parameter values (as :meth:`set`), applied without smoothing.
     resample_quality : {"QQ", "LQ", "MQ", "HQ", "VHQ"}
         soxr quality of the wet path when rates differ; lower ones have less latency.
-    runner : {"auto", "cached", "recompute"}
-        How the model runs per column: ``cached`` convolutions compute only new frames (the
-        fast path, checked against the model file at start); ``recompute`` runs the model
-        file's methods on each column's receptive-field window; ``auto`` picks cached when it
-        can run the model, else recompute.
     aux_channels : int >= 0
         Channels of a second source (for ``cross``), passed to :meth:`process` as ``aux``
         (0: none; ``ctx.aux_codes`` stays None).
 
     Notes
     -----
+<<<<<<< HEAD
     The engine leaves torch's process-wide thread count alone: its many small calls per column
     run fastest on one thread, which the ``spectro-fx`` command sets (``models.runtime``).
+=======
+    The model runs through the model file's own streaming methods (``stream_encode``,
+    ``stream_decode_latent``) on a private copy of its module: each column costs only its new
+    frames, and the decoder's head runs only on the region's cells.
+
+>>>>>>> main
     Output = input delayed by :attr:`latency_samples` + (resynthesis - input) inside the region:
     outside the region, with ``wet=0`` or an empty band the output is exactly the delayed input.
     """
@@ -157,7 +120,6 @@ class Engine:
         values: Mapping[str, Any] | None = None,
         resample_quality: str = "HQ",
         aux_channels: int = 0,
-        runner: str = "auto",
     ):
         if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
             raise ParameterError(f"sr={sr!r} must be a positive integer (Hz)")
@@ -176,18 +138,10 @@ class Engine:
         self.channels = int(channels)
         self.seed = int(seed)
         self.resample_quality = resample_quality
-        module = model.module
+        # the layers keep the stream's state: one copy of the module per engine
+        module = copy.deepcopy(model.module)
         self._module = module
-        # cached convolutions compute only new frames; recomputing receptive-field windows
-        # with the model file's own methods is the fallback for models they cannot run
-        if runner not in ("auto", "cached", "recompute"):
-            raise ParameterError(f"runner={runner!r} must be one of auto, cached, recompute")
-        self._streaming = None if runner == "recompute" else _streaming_model(model)
-        if runner == "cached" and self._streaming is None:
-            raise ParameterError("runner='cached' cannot run this model (see the warning); use 'auto' or 'recompute'")
-        self._fast = _frozen(module) if self._streaming is None else module
         self._codebook = module.codebook.detach()
-        self.model_runner = "cached convolutions" if self._streaming is not None else "window recompute"
         self.stft_config = model.config.stft
         self.model_sr = int(module.sample_rate)
         self.hop = int(module.hop_length)
@@ -196,11 +150,9 @@ class Engine:
         self.n_rows = int(module.n_rows)
         self.n_bins = int(module.n_bins)
         rf = int(module.receptive_field_frames)
-        self._window_frames = -(-rf // self.time_stride) * self.time_stride
-        self._decoder_context = max(int(module.decoder_receptive_field_columns) - 1, 0)
         with torch.no_grad():  # the code of each row for a silent input: what came before the stream
-            silence = torch.zeros(1, self.n_bins, self._window_frames)
-            self._silence_column = self._fast.encode(silence)[:, :, -1:].to(torch.long)
+            silence = torch.zeros(1, self.n_bins, -(-rf // self.time_stride) * self.time_stride)
+            self._silence_column = module.encode(silence)[:, :, -1:].to(torch.long)
         if isinstance(chain, str) or (chain and isinstance(next(iter(chain)), str)):
             self.chain: list[Effect] = make_chain(chain)
         else:
@@ -303,12 +255,8 @@ class Engine:
         self._samples_in = 0
         self._frames_done = 0
         self._columns_done = 0
-        self._mag_hist = np.zeros((c, self.n_bins, 0), dtype=np.float32)
-        self._mag_start = 0
         self._spec_pending = np.zeros((c, self.n_bins, 0), dtype=np.complex128)
-        self._latent_hist = torch.zeros(c, int(self._module.code_dim), self.n_rows, 0)
-        if self._streaming is not None:
-            self._streaming.reset()
+        self._module.reset_stream()
         # the stream starts after silence (the STFT is primed with zeros): earlier columns are its codes
         self._history = self._silence_column.expand(c, -1, self.HISTORY_COLUMNS).clone()
         self._input_history = self._history.clone()
@@ -418,8 +366,6 @@ class Engine:
         if spec.shape[2]:
             self._frames_done += spec.shape[2]
             self._spec_pending = np.concatenate([self._spec_pending, spec], axis=2)
-            if self._streaming is None:
-                self._mag_hist = np.concatenate([self._mag_hist, np.abs(spec).astype(np.float32)], axis=2)
         n_new = self._spec_pending.shape[2] // self.time_stride
         if n_new == 0:
             return np.zeros((self.channels, 0))
@@ -499,8 +445,6 @@ class Engine:
         ts = self.time_stride
         c0 = self._columns_done
         end = (c0 + n_new) * ts
-        start = max(0, (c0 + 1) * ts - self._window_frames)
-        window = self._mag_hist[:, :, start - self._mag_start : end - self._mag_start]
         n_frames = n_new * ts
         spec = self._spec_pending[:, :, :n_frames]
         self._spec_pending = self._spec_pending[:, :, n_frames:]
@@ -518,30 +462,19 @@ class Engine:
         self._gate = float(gate[-1])
         mask = self._band_mask(low, high) * (gate * wet)[:, None]
 
+        magnitude = np.abs(spec)
         with torch.no_grad():
-            if self._streaming is not None:
-                codes = self._streaming.encode(torch.from_numpy(np.abs(spec).astype(np.float32)))
-            else:
-                codes = self._fast.encode(torch.from_numpy(np.ascontiguousarray(window)))[:, :, -n_new:]
+            codes = self._module.stream_encode(torch.from_numpy(magnitude.astype(np.float32)))
             wanted = region_cells(mask, time_stride=ts, freq_stride=self.freq_stride, n_rows=self.n_rows)
             latent_new = self._chain(codes, wanted, c0, ramps)
-            if self._streaming is not None:
-                # only cells inside the region are heard: the decoder head runs on those alone
-                decoded = self._streaming.decode_latent(
-                    latent_new, rows=torch.from_numpy(wanted.any(axis=0)),
-                    columns=torch.from_numpy(wanted.any(axis=1)),
-                ).double().numpy()
-            else:
-                latent_window = torch.cat([self._latent_hist, latent_new], dim=3)
-                decoded = self._fast.decode_latent(latent_window, n_new).double().numpy()
-                self._latent_hist = latent_window[:, :, :, max(latent_window.shape[3] - self._decoder_context, 0) :]
-
+            # only cells inside the region are heard: the decoder head runs on those alone
+            rows = np.flatnonzero(wanted.any(axis=0))
+            columns = np.flatnonzero(wanted.any(axis=1))
+            row_lo, row_hi = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+            first = int(columns[0]) if columns.size else n_new
+            decoded = self._module.stream_decode_latent(latent_new, row_lo, row_hi, first).double().numpy()
         self._columns_done += n_new
-        keep_from = max(0, (self._columns_done + 1) * ts - self._window_frames)
-        self._mag_hist = self._mag_hist[:, :, keep_from - self._mag_start :]
-        self._mag_start = keep_from
 
-        magnitude = np.abs(spec)
         # a model that overflows (exp of a large log-magnitude) must not reach the output
         decoded = np.where(np.isfinite(decoded), decoded, magnitude)
         phase = np.where(magnitude > 0.0, spec / np.where(magnitude > 0.0, magnitude, 1.0), 1.0)

@@ -37,6 +37,7 @@ live; the latency (engine + safety margin + device) is printed at start.
   spectro-fx --input in.wav --loop                 play a file through the effect
   spectro-fx --input jack --chain cross            cross: input 2 is the second source (or --cross-with FILE)
   spectro-fx --input jack --midi-in 0 --learn low_hz --midi-map knobs.toml   bind the next knob
+  spectro-fx --input jack --ui 8765                see and move the region in a browser page
   spectro-fx --list-devices | --list-midi
 """
 
@@ -64,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--learn", metavar="PARAM", help="bind the next moved knob to PARAM and write --midi-map (default spectro-fx-midi.toml)")
     group.add_argument("--stats-json", metavar="FILE", help="append one JSON line of live figures per second to FILE")
     group.add_argument("--no-status", action="store_true", help="no live status line on the terminal")
+    group.add_argument(
+        "--ui", metavar="[HOST:]PORT",
+        help="serve a page that shows the spectrograms and the region and moves every parameter "
+        "(open the URL printed at start; it carries a secret token). HOST defaults to 127.0.0.1, "
+        "this machine only; 0.0.0.0 opens it to the network; PORT 0 picks a free port",
+    )
     # test-only: force the worker late to exercise the dry fallback
     group.add_argument("--debug-worker-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     group.add_argument("--debug-worker-delay-every-s", type=float, default=0.5, help=argparse.SUPPRESS)
@@ -117,6 +124,7 @@ class Worker(threading.Thread):
         self.pos = 0  # input frames consumed (= worker output frames produced)
         self.resyncs = 0
         self.error: BaseException | None = None
+        self.tap: Any = None  # a ui.ViewTap while --ui runs: the page's copy of each block
         self.loads: deque = deque(maxlen=100_000)
         self.events: deque = deque(maxlen=10_000)
         self._busy = 0.0
@@ -156,6 +164,8 @@ class Worker(threading.Thread):
                     time.sleep(self.delay_s)
             self._account(n, time.perf_counter() - started)
             self._write(out)
+            if self.tap is not None:  # after the output is handed over; never waits
+                self.tap.push(buf[:n], out)
             self.pos += n
 
     def _choose_scheduling(self, policy: int, priority: int) -> None:
@@ -184,18 +194,21 @@ class Worker(threading.Thread):
             self._busy_frames = 0
 
     def _apply_params(self) -> None:
-        for name, value, received_s in self.params.drain():
+        for name, value, received_s, source in self.params.drain():
             try:
                 applied = self.engine.set(name, value)
             except ParameterError as exc:
-                self.events.append({"name": name, "error": str(exc), "received_s": round(received_s, 4)})
+                self.events.append(
+                    {"name": name, "error": str(exc), "received_s": round(received_s, 4), "source": source}
+                )
                 continue
             now = self.bridge.stream_time_now()
             self.events.append(
                 {
                     "name": name,
                     "value": applied,
-                    "received_s": round(received_s, 4),  # stream time the MIDI message arrived
+                    "source": source,  # "midi" (a knob) or "ui" (the browser page)
+                    "received_s": round(received_s, 4),  # stream time the change arrived
                     "applied_s": round(now, 4),  # stream time the engine took the value
                     # the frames processed from now on are played `margin` frames after they
                     # were captured, or, if the worker is late (those play dry), from now on
@@ -478,6 +491,10 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
         raise ParameterError(f"--rt-priority={args.rt_priority} must be 0 (normal priority) or a SCHED_FIFO priority 1-99")
     if args.safety_ms is not None and args.safety_ms < 0:
         raise ParameterError(f"--safety-ms={args.safety_ms} must be >= 0")
+    if args.ui is not None:
+        from .ui import parse_ui_address
+
+        parse_ui_address(args.ui)  # a bad address fails before any audio opens
     make_engine = make_engine or default_engine_factory(args)
     ccmap = None
     if args.midi_in or args.midi_virtual:
@@ -598,6 +615,7 @@ class _Session:
         self.stream = None
         self.device_latency_s = 0.0
         self.messages: deque = deque()
+        self.ui = None  # ui.UIServer with --ui
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -651,11 +669,67 @@ class _Session:
             "out_peak_dbfs": _dbfs(b.out_peak),
             "params": self.engine.values(),
             "midi": midi,
+            "ui": self._ui_snapshot(),
             "loads": self.worker.take_loads() if self.worker else [],
             "events": self.worker.take_events() if self.worker else [],
         }
 
+    def _ui_snapshot(self) -> dict:
+        if self.ui is None:
+            return {}
+        return {
+            "url": self.ui.url.split("?", 1)[0],
+            "pages": len(self.ui.clients),
+            "dropped_messages": sum(c.dropped for c in list(self.ui.clients)),
+            "changes": self.ui.surface.changes,
+        }
+
     # -- set-up ---------------------------------------------------------------------------------
+
+    def _start_ui(self) -> None:
+        """``--ui``: the page's server on its own thread. Its changes enter the same queue as
+        MIDI knobs; the worker copies its blocks to the page's tap without waiting."""
+        if self.args.ui is None:
+            return
+        from .ui import ControlSurface, UIServer, ViewTap, parse_ui_address
+
+        host, port = parse_ui_address(self.args.ui)
+        b = self.bridge
+        info = {
+            "chain": [e.name for e in getattr(self.engine, "chain", [])],
+            "sr": b.sr,
+            "input": self.plan.description,
+            "latency_ms": round(self.latency_ms, 2),
+        }
+        learn = midi_state = None
+        if self.router is not None:
+            learn, midi_state = self._ui_learn, self._ui_midi_state
+        surface = ControlSurface(
+            self.engine, put=self.params.put, clock=b.stream_time_now, info=info, learn=learn, midi_state=midi_state,
+        )
+        self.ui = UIServer(surface, ViewTap(sr=b.sr), host=host, port=port)
+        self.ui.start()
+        self.worker.tap = self.ui.tap
+
+    def _ui_learn(self, name: str | None) -> str:
+        """MIDI learn from the page: the next moved knob binds to ``name`` (written to
+        --midi-map when given; the bundled map is never overwritten)."""
+        self.router.learn_path = Path(self.args.midi_map) if self.args.midi_map else None
+        self.router.learn = name
+        if name is None:
+            return "MIDI learn cancelled"
+        return f"move a knob to bind it to {name}"
+
+    def _ui_midi_state(self) -> dict:
+        bindings = []
+        for b in self.router.ccmap.bindings:
+            try:
+                name = self.engine.resolve(b.parameter)
+            except ParameterError:
+                name = b.parameter
+            bindings.append({"parameter": name, "cc": b.cc, "channel": b.channel})
+        return {"learning": self.router.learn, "bindings": bindings}
+
 
     def _open_midi(self) -> None:
         args = self.args
@@ -696,6 +770,8 @@ class _Session:
             if self.args.learn:
                 text += f"; move a knob to bind it to {self.args.learn}"
             self._say(text)
+        if self.ui is not None:
+            self._say(f"browser UI: {self.ui.url}")
         if self.args.record:
             self._say(f"recording to {self.args.record}")
         if self.report is not None and self.report.terminal is not None:
@@ -740,6 +816,7 @@ class _Session:
             self.report = LiveReport(
                 self._snapshot, stats_path=args.stats_json, terminal=terminal_for_status(not args.no_status)
             )
+            self._start_ui()
             self._print_start()
             if self.recorder is not None:
                 self.recorder.start()
@@ -791,7 +868,9 @@ class _Session:
                 elif connected and self._midi_connected is False and self.midi.reconnect():
                     self._say(f"MIDI port {self.midi.port_name} is back")
                 self._midi_connected = connected
-            self.report.tick()
+            record = self.report.tick()
+            if self.ui is not None:
+                self.ui.surface.publish_stats(record)
             if b.source_done:
                 self.stop_reason = "end of file"
                 return
@@ -811,6 +890,8 @@ class _Session:
             self.worker.stop()
         if self.midi is not None:
             self.midi.close()
+        if self.ui is not None:
+            self.ui.stop()
         # the recording first: after a hangup the terminal writes below may fail
         path = self.recorder.finish() if self.recorder is not None else None
         if self.report is not None:
@@ -837,6 +918,8 @@ class _Session:
             self.worker.stop()
         if self.midi is not None:
             self.midi.close()
+        if self.ui is not None:
+            self.ui.stop()
         if self.report is not None:
             self.report.close()
         if self.recorder is not None:

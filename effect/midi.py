@@ -394,16 +394,17 @@ def load_full_map(path: str | os.PathLike | None, *, learn: str | None = None) -
 
 
 class ParameterQueue:
-    """Parameter changes from the MIDI thread to the worker: a deque (append and popleft are
-    atomic in CPython), so neither side ever waits on the other."""
+    """Parameter changes from the MIDI thread (and the browser page, ``source="ui"``) to the
+    worker: a deque (append and popleft are atomic in CPython), so neither side ever waits on
+    the other."""
 
     def __init__(self) -> None:
         self.items: deque = deque(maxlen=4096)
 
-    def put(self, name: str, value: float, received_s: float) -> None:
-        self.items.append((name, value, received_s))
+    def put(self, name: str, value: float, received_s: float, source: str = "midi") -> None:
+        self.items.append((name, value, received_s, source))
 
-    def drain(self) -> list[tuple[str, float, float]]:
+    def drain(self) -> list[tuple[str, float, float, str]]:
         out = []
         while True:
             try:

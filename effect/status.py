@@ -38,8 +38,10 @@ STATS_FIELDS = {
     "in_peak_dbfs": "peak input level of the last block",
     "out_peak_dbfs": "peak output level of the last block",
     "params": "current target value of every parameter",
-    "param_events": "parameter changes since the last line: name, value and stream times received_s "
-    "(MIDI arrived), applied_s (the engine took it), heard_s (first output frame computed with it)",
+    "param_events": "parameter changes since the last line: name, value, source (midi: a knob; ui: the "
+    "browser page) and stream times received_s (the change arrived), applied_s (the engine took it), "
+    "heard_s (first output frame computed with it)",
+    "ui": "the browser page (--ui): url without its token, open pages, messages dropped for slow pages",
     "midi": "MIDI input state: port, connected, messages, ignored",
 }
 

@@ -18,9 +18,12 @@ import torch.nn.functional as F
 from .atomic import atomic_path
 from .config import VQVAEConfig
 from .errors import ModelFileError, ParameterError
+from .quantizer import nearest_code
 from .vqvae import Decoder, Encoder, Normalizer, VQVAE, decoder_receptive_field_columns, receptive_field_frames
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: streaming methods (``stream_encode``, ``stream_decode_latent``, ``reset_stream``); files of
+version 1 (no streaming methods) are rebuilt from their weights when loaded."""
 
 REQUIRED_ATTRIBUTES = (
     "format_version",
@@ -40,7 +43,8 @@ REQUIRED_ATTRIBUTES = (
     "data_description",
     "has_prior",
 )
-REQUIRED_METHODS = ("encode", "decode", "embed", "quantize", "decode_latent", "encode_latent")
+STREAM_METHODS = ("stream_encode", "stream_encode_latent", "stream_decode_latent", "reset_stream")
+REQUIRED_METHODS = ("encode", "decode", "embed", "quantize", "decode_latent", "encode_latent") + STREAM_METHODS
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,12 @@ class ExportedVQVAE(nn.Module):
 
     Magnitudes are linear ``[batch, n_bins, frames]`` (frames a multiple of ``time_stride``);
     codes are int64 ``[batch, n_rows, columns]``; latents ``[batch, code_dim, n_rows, columns]``.
+
+    The ``stream_*`` methods run the same layers on the continuation of a stream: each call
+    takes the frames of new whole columns only, and the layers keep their causal context in
+    their own buffers, so a stream fed in any column counts gives what one pass over the whole
+    signal gives. ``reset_stream()`` starts a new stream (zeros before it, as the whole-signal
+    padding). One stream per module: copy the module (``copy.deepcopy``) for another.
     """
 
     format_version: int
@@ -139,27 +149,25 @@ class ExportedVQVAE(nn.Module):
         if mag.shape[2] % self.time_stride != 0:
             raise ValueError(f"frames={mag.shape[2]} must be a multiple of time_stride={self.time_stride}")
 
-    @torch.jit.export
-    def encode_latent(self, mag: torch.Tensor) -> torch.Tensor:
-        """Unquantized latent of a linear magnitude."""
+    def _features(self, mag: torch.Tensor) -> torch.Tensor:
+        """``[batch, 1, padded_bins, frames]`` normalised log magnitude, the top bin repeated."""
         self._check_mag(mag)
         z = self.normalizer(mag.float())
         extra = self.padded_bins - self.n_bins
         if extra > 0:
             z = torch.cat([z, z[:, -1:, :].expand(-1, extra, -1)], dim=1)
-        return self.encoder(z.unsqueeze(1))
+        return z.unsqueeze(1)
+
+    @torch.jit.export
+    def encode_latent(self, mag: torch.Tensor) -> torch.Tensor:
+        """Unquantized latent of a linear magnitude."""
+        return self.encoder(self._features(mag))
 
     @torch.jit.export
     def quantize(self, latent: torch.Tensor) -> torch.Tensor:
         """Nearest-codeword indices ``[batch, n_rows, columns]`` of a latent."""
         b, d, r, c = latent.shape
-        flat = latent.permute(0, 2, 3, 1).reshape(-1, d)
-        dist_sq = (
-            flat.pow(2).sum(1, keepdim=True)
-            - 2.0 * flat @ self.codebook.t()
-            + self.codebook.pow(2).sum(1).unsqueeze(0)
-        )
-        return dist_sq.argmin(dim=1).reshape(b, r, c)
+        return nearest_code(latent.permute(0, 2, 3, 1).reshape(-1, d), self.codebook).reshape(b, r, c)
 
     @torch.jit.export
     def encode(self, mag: torch.Tensor) -> torch.Tensor:
@@ -183,6 +191,48 @@ class ExportedVQVAE(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Linear magnitude ``[batch, n_bins, columns * time_stride]`` of codes."""
         return self.decode_latent(self.embed(codes), 0)
+
+    @torch.jit.export
+    def reset_stream(self) -> None:
+        """Start a new stream: every layer forgets its causal context."""
+        self.encoder.reset_stream()
+        self.decoder.reset_stream()
+
+    @torch.jit.export
+    def stream_encode_latent(self, mag: torch.Tensor) -> torch.Tensor:
+        """Latent ``[batch, code_dim, n_rows, k]`` of the ``k * time_stride`` new frames ``mag``
+        (linear ``[batch, n_bins, k * time_stride]``) of a stream."""
+        return self.encoder.stream(self._features(mag))
+
+    @torch.jit.export
+    def stream_encode(self, mag: torch.Tensor) -> torch.Tensor:
+        """Codes ``[batch, n_rows, k]`` of the new frames ``mag`` of a stream."""
+        return self.quantize(self.stream_encode_latent(mag))
+
+    @torch.jit.export
+    def stream_decode_latent(
+        self, latent: torch.Tensor, low_row: int = 0, high_row: int = -1, first_column: int = 0
+    ) -> torch.Tensor:
+        """Linear magnitude ``[batch, n_bins, k * time_stride]`` of the latent of ``k`` new
+        columns of a stream.
+
+        Only the cells of rows ``low_row <= row < high_row`` (``high_row=-1``: to the top) in
+        columns ``>= first_column`` are decoded; the rest is 0. The decoder's causal context
+        always advances, so a stream that asks for few cells costs little and stays exact.
+        """
+        low = max(low_row, 0)
+        high = self.n_rows if high_row < 0 else min(high_row, self.n_rows)
+        k = latent.shape[3]
+        out = latent.new_zeros(latent.shape[0], self.n_bins, k * self.time_stride)
+        y = self.decoder.stream(latent.float(), low, high, first_column)
+        if y.numel() == 0:
+            return out
+        fs = self.freq_stride
+        skip = (low - max(low - self.decoder.row_reach, 0)) * fs  # the reach below, decoded as context
+        top = min(high * fs, self.n_bins)
+        mag = self.normalizer.inverse(y[:, 0, skip : skip + top - low * fs])
+        out[:, low * fs : top, first_column * self.time_stride :] = mag
+        return out
 
     def forward(self, mag: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(mag))
@@ -265,12 +315,14 @@ def load_model(path: Union[str, os.PathLike]) -> ModelFile:
     except Exception as exc:  # torch raises RuntimeError and others for damaged archives
         raise ModelFileError(f"{path} is not a loadable TorchScript file: {str(exc).splitlines()[0]}") from None
     missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(module, a)]
-    missing += [f"{m}()" for m in REQUIRED_METHODS if not hasattr(module, m)]
-    if "format_version" not in missing and int(module.format_version) != FORMAT_VERSION:
+    version = FORMAT_VERSION if "format_version" in missing else int(module.format_version)
+    if version not in (1, FORMAT_VERSION):
         raise ModelFileError(
-            f"{path} has format_version={int(module.format_version)}; this spectro-fx reads "
-            f"format_version={FORMAT_VERSION}; re-export it with this version's `spectro-fx-train export`"
+            f"{path} has format_version={version}; this spectro-fx reads format_version 1 and "
+            f"{FORMAT_VERSION}; re-export it with this version's `spectro-fx-train export`"
         )
+    wanted = REQUIRED_METHODS if version == FORMAT_VERSION else tuple(m for m in REQUIRED_METHODS if m not in STREAM_METHODS)
+    missing += [f"{m}()" for m in wanted if not hasattr(module, m)]
     if missing:
         raise ModelFileError(f"{path} is not a spectro-fx model file: missing {', '.join(missing)}")
     if not extra["config.json"]:
@@ -280,5 +332,29 @@ def load_model(path: Union[str, os.PathLike]) -> ModelFile:
         metadata = json.loads(extra["metadata.json"] or "{}")
     except (ValueError, TypeError, ParameterError) as exc:
         raise ModelFileError(f"{path} has an unreadable config.json: {exc}") from None
+    if version == 1:
+        module = _upgrade_v1(module, config)
     module.eval()
+    module.reset_stream()
     return ModelFile(path=path, module=module, config=config, metadata=metadata)
+
+
+def _upgrade_v1(module: torch.jit.ScriptModule, config: VQVAEConfig) -> torch.jit.ScriptModule:
+    """A format-1 file (same weights and buffers, no streaming methods) rebuilt as this
+    version's module; ``spectro-fx-train export`` or :func:`export_model` can save it anew."""
+    state = module.state_dict()
+    net = VQVAE(config)
+    for name in ("encoder", "decoder"):
+        getattr(net, name).load_state_dict({k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")})
+    net.quantizer.codebook.copy_(state["codebook"])
+    prior = None
+    if bool(module.has_prior):
+        prior = Prior(
+            offsets=state["prior_offsets"], class_log_prior=state["prior_class_log_prior"],
+            feature_log_prob=state["prior_feature_log_prob"], alpha=float(module.prior_alpha),
+        )
+    rebuilt = ExportedVQVAE(net, data_description=str(module.data_description), prior=prior)
+    rebuilt.code_log_prior.copy_(state["code_log_prior"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(rebuilt)

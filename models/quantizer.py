@@ -21,6 +21,25 @@ class Quantized(NamedTuple):
     perplexity: torch.Tensor  # scalar, exp(entropy of code usage in the batch)
 
 
+def nearest_code(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest codeword (squared Euclidean distance) for each row of ``z``.
+
+    The one distance formula of the project: training, the exported model file and its stream
+    all call it, so they break ties alike.
+
+    Parameters
+    ----------
+    z : torch.Tensor [N, D] float
+    codebook : torch.Tensor [K, D] float
+
+    Returns
+    -------
+    torch.Tensor [N] int64
+    """
+    dist_sq = z.pow(2).sum(1, keepdim=True) - 2.0 * z @ codebook.t() + codebook.pow(2).sum(1).unsqueeze(0)
+    return dist_sq.argmin(dim=1)
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -71,12 +90,7 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Index of the nearest codeword for each row of ``z`` [N, D] -> [N]."""
-        dist_sq = (
-            z.pow(2).sum(1, keepdim=True)
-            - 2 * z @ self.codebook.t()
-            + self.codebook.pow(2).sum(1)[None, :]
-        )
-        return dist_sq.argmin(dim=1)
+        return nearest_code(z, self.codebook)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Codewords of ``codes`` (any shape) -> ``codes.shape + (D,)``."""

@@ -1,6 +1,8 @@
 """The VQ-VAE over log-magnitude spectrograms: causal 2D convolutional encoder and decoder.
 
-Codemap rows are frequency bands by construction; columns are causal in time.
+Codemap rows are frequency bands by construction; columns are causal in time. Every layer also
+streams: ``stream(x)`` takes new frames only and keeps its causal context in a buffer of its own
+(as cached_conv does), so the exported model file is itself the streaming model.
 """
 
 from __future__ import annotations
@@ -16,11 +18,21 @@ from .errors import ParameterError
 from .quantizer import VectorQuantizer
 
 
+def _empty() -> torch.Tensor:
+    return torch.zeros(0)
+
+
 class CausalConv2d(nn.Module):
     """Conv2d over ``[batch, ch, freq, time]``: 'same' padding in frequency, causal in time.
 
     With time stride ``s`` and kernel ``k >= s`` the input is left-padded by ``k - s`` frames,
     so output column ``c`` depends on input frames ``<= (c + 1) * s - 1`` (the end of its group).
+
+    ``forward`` runs on a whole signal; ``stream`` on its continuation: it prepends the last
+    ``pad_t`` input frames it saw (zeros at the start, as the whole-signal padding) and keeps the
+    new last ones in its ``cache`` buffer. Convs with few outputs (the decoder's last layer)
+    stream as one 1x1 conv to ``c_out * kf * kt`` maps plus shifted sums, 10-20x faster on one
+    CPU core than oneDNN's direct conv for that shape.
     """
 
     def __init__(self, c_in: int, c_out: int, *, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1)):
@@ -29,11 +41,72 @@ class CausalConv2d(nn.Module):
         sf, st = stride
         self.pad_f = ((kf - sf) // 2, kf - sf - (kf - sf) // 2)
         self.pad_t = kt - st
+        self.kf, self.kt, self.sf, self.st = kf, kt, sf, st
+        self.c_out = c_out
+        self.shifted = c_out * kf * kt <= 16 and (sf, st) == (1, 1) and kf * kt > 1
         self.conv = nn.Conv2d(c_in, c_out, kernel_size=kernel, stride=stride)
+        # [batch, c_in, freq, pad_t]: the last input frames of the stream; empty = stream start
+        self.register_buffer("cache", _empty(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, (self.pad_t, 0, self.pad_f[0], self.pad_f[1]))
         return self.conv(x)
+
+    @torch.jit.export
+    def stream(self, x: torch.Tensor) -> torch.Tensor:
+        """New input frames ``[B, c_in, F, t]`` -> their outputs ``[B, c_out, F', t // st]``."""
+        if self.pad_t > 0:
+            cache = self.cache
+            if cache.dim() != 4 or cache.shape[0] != x.shape[0] or cache.shape[2] != x.shape[2]:
+                cache = x.new_zeros(x.shape[0], x.shape[1], x.shape[2], self.pad_t)
+            x = torch.cat([cache, x], dim=3)
+            self.cache = x[:, :, :, x.shape[3] - self.pad_t :]
+        return self.valid(x)
+
+    @torch.jit.export
+    def valid(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve frames that already start with ``pad_t`` frames of context (no state)."""
+        pad = 0
+        if self.pad_f[0] == self.pad_f[1]:
+            pad = self.pad_f[0]  # zero padding inside the conv call: one op less
+        else:
+            x = F.pad(x, (0, 0, self.pad_f[0], self.pad_f[1]))
+        weight = self.conv.weight
+        if self.shifted:
+            # [kf * kt * c_out, c_in, 1, 1], tap-major; then one shifted slice per tap
+            taps = weight.permute(2, 3, 0, 1).reshape(-1, weight.shape[1], 1, 1)
+            maps = F.conv2d(x, taps, padding=[pad, 0])
+            h = x.shape[2] + 2 * pad - self.kf + 1
+            w = x.shape[3] - self.kt + 1
+            out = maps[:, 0 : self.c_out, 0:h, 0:w]
+            for k in range(1, self.kf * self.kt):
+                i = k // self.kt
+                j = k % self.kt
+                out = out + maps[:, k * self.c_out : (k + 1) * self.c_out, i : i + h, j : j + w]
+            bias = self.conv.bias
+            if bias is not None:
+                out = out + bias.view(1, -1, 1, 1)
+            return out
+        return F.conv2d(
+            x.contiguous(memory_format=torch.channels_last), weight, self.conv.bias,
+            stride=[self.sf, self.st], padding=[pad, 0],
+        )
+
+    @torch.jit.export
+    def reset_stream(self) -> None:
+        self.cache = _empty()
+
+
+class GELU(nn.GELU):
+    """``nn.GELU`` that also streams (it has no time context)."""
+
+    @torch.jit.export
+    def stream(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+    @torch.jit.export
+    def reset_stream(self) -> None:
+        pass
 
 
 class ResBlock(nn.Module):
@@ -47,11 +120,20 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
 
+    @torch.jit.export
+    def stream(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2.stream(F.gelu(self.conv1.stream(F.gelu(x))))
+
+    @torch.jit.export
+    def reset_stream(self) -> None:
+        self.conv1.reset_stream()
+        self.conv2.reset_stream()
+
 
 class UpBlock(nn.Module):
     """Sub-pixel upsampling by ``(sf, st)``: a causal conv makes ``sf * st`` times the channels,
     which are shuffled into frequency and time. Output frame ``c * st + j`` depends on input
-    columns ``<= c`` only."""
+    columns ``<= c`` only (its conv has no time context, so it streams as it runs)."""
 
     def __init__(self, c_in: int, c_out: int, *, stride: tuple[int, int], freq_kernel: int):
         super().__init__()
@@ -59,10 +141,21 @@ class UpBlock(nn.Module):
         self.c_out = c_out
         self.conv = CausalConv2d(c_in, c_out * self.sf * self.st, kernel=(freq_kernel, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, f, t = x.shape
-        y = self.conv(x).reshape(b, self.c_out, self.sf, self.st, f, t)
+    def _shuffle(self, y: torch.Tensor) -> torch.Tensor:
+        b, f, t = y.shape[0], y.shape[2], y.shape[3]
+        y = y.reshape(b, self.c_out, self.sf, self.st, f, t)
         return y.permute(0, 1, 4, 2, 5, 3).reshape(b, self.c_out, f * self.sf, t * self.st)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._shuffle(self.conv(x))
+
+    @torch.jit.export
+    def stream(self, x: torch.Tensor) -> torch.Tensor:
+        return self._shuffle(self.conv.stream(x))
+
+    @torch.jit.export
+    def reset_stream(self) -> None:
+        self.conv.reset_stream()
 
 
 class Normalizer(nn.Module):
@@ -89,22 +182,35 @@ class Encoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = 1
         for c, sf, st, kf in zip(cfg.channels, cfg.freq_strides, cfg.time_strides, cfg.freq_kernels):
-            layers += [CausalConv2d(c_in, c, kernel=(kf, cfg.time_kernel), stride=(sf, st)), nn.GELU()]
+            layers += [CausalConv2d(c_in, c, kernel=(kf, cfg.time_kernel), stride=(sf, st)), GELU()]
             c_in = c
         layers += [ResBlock(c_in, time_kernel=cfg.time_kernel) for _ in range(cfg.n_res_blocks)]
-        layers += [nn.GELU(), CausalConv2d(c_in, cfg.code_dim, kernel=(1, 1))]
+        layers += [GELU(), CausalConv2d(c_in, cfg.code_dim, kernel=(1, 1))]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @torch.jit.export
+    def stream(self, x: torch.Tensor) -> torch.Tensor:
+        """The frames of new whole columns -> their latent columns (state kept in the layers)."""
+        for layer in self.net:
+            x = layer.stream(x)
+        return x
+
+    @torch.jit.export
+    def reset_stream(self) -> None:
+        for layer in self.net:
+            layer.reset_stream()
+
 
 class Decoder(nn.Module):
     """Latent ``[batch, code_dim, n_rows, columns]`` -> ``[batch, 1, padded_bins, frames]``.
 
-    ``trunk`` works at codemap rate (all the time context); ``head`` upsamples each column
-    on its own and its last conv reaches one column back, so a stream can run the head on
-    just the newest columns plus one.
+    ``trunk`` works at codemap rate (all the time context); ``head`` upsamples each column on
+    its own (``local``) and then its ``tail`` (a GELU and a 3x3 conv at frame rate) reaches
+    ``tail_frames`` frames back. So a stream can run the head on just the cells it needs: the
+    rows of the region plus ``row_reach`` on each side, from the first column that holds one.
     """
 
     def __init__(self, cfg: VQVAEConfig):
@@ -115,12 +221,26 @@ class Decoder(nn.Module):
         head: list[nn.Module] = []
         outs = channels[-2::-1] + [channels[0]]
         c_in = channels[-1]
+        reach_bins = 0  # how far, in bins, the head carries a row's influence up or down
         for c, sf, st, kf in zip(outs, cfg.freq_strides[::-1], cfg.time_strides[::-1], cfg.freq_kernels[::-1]):
-            head += [nn.GELU(), UpBlock(c_in, c, stride=(sf, st), freq_kernel=min(kf, 3))]
+            up = UpBlock(c_in, c, stride=(sf, st), freq_kernel=min(kf, 3))
+            head += [GELU(), up]
             c_in = c
-        head += [nn.GELU(), CausalConv2d(c_in, 1, kernel=(3, 3))]
+            reach_bins = (reach_bins + max(up.conv.pad_f)) * sf
+        tail = CausalConv2d(c_in, 1, kernel=(3, 3))
+        head += [GELU(), tail]
         self.trunk = nn.Sequential(*trunk)
         self.head = nn.Sequential(*head)
+        self.time_stride = cfg.time_stride
+        self.freq_stride = cfg.freq_stride
+        self.n_local = len(head) - 2
+        self.tail_frames = tail.pad_t
+        # trunk columns whose head output the tail reaches back into
+        self.context_columns = -(-self.tail_frames // self.time_stride)
+        self.row_reach = -(-(reach_bins + max(tail.pad_f)) // self.freq_stride)
+        self.register_buffer("trunk_cache", _empty(), persistent=False)  # [B, C, rows, <= context_columns]
+        self.register_buffer("tail_cache", _empty(), persistent=False)  # [B, C, bins of tail_rows, tail_frames]
+        self.tail_rows = [0, 0]
 
     def forward(self, latent: torch.Tensor, last_columns: int = 0) -> torch.Tensor:
         """Decode; with ``last_columns > 0`` only the frames of the last ``last_columns``
@@ -133,6 +253,67 @@ class Decoder(nn.Module):
             frames_per_column = out.shape[3] // h.shape[3]
             return out[:, :, :, out.shape[3] - last_columns * frames_per_column :]
         return self.head(h)
+
+    def _local(self, h: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.head):
+            if i < self.n_local:
+                h = layer.stream(h)
+        return h
+
+    @torch.jit.export
+    def stream(self, latent: torch.Tensor, low_row: int, high_row: int, first_column: int) -> torch.Tensor:
+        """Latent of new columns ``[B, D, n_rows, k]`` -> ``[B, 1, bins, frames]`` of the rows
+        ``low_row - row_reach .. high_row + row_reach`` (clipped; ``bins`` = their rows x
+        freq_stride) and of the columns from ``first_column`` on. The trunk always advances;
+        the head (most of the cost) runs only on those cells. Returns an empty tensor when
+        the rows or columns are empty."""
+        h = latent
+        for layer in self.trunk:
+            h = layer.stream(h)
+        k = h.shape[3]
+        earlier = self.trunk_cache
+        if earlier.dim() != 4 or earlier.shape[0] != h.shape[0]:
+            earlier = h[:, :, :, 0:0]
+        columns = torch.cat([earlier, h], dim=3)
+        self.trunk_cache = columns[:, :, :, max(columns.shape[3] - self.context_columns, 0) :]
+        if low_row >= high_row or first_column >= k:
+            self.tail_rows = [0, 0]
+            return h.new_zeros(0)
+        n_rows = h.shape[2]
+        r0 = max(low_row - self.row_reach, 0)
+        r1 = min(high_row + self.row_reach, n_rows)
+        fs = self.freq_stride
+        # the tail's input (after head[-2], its GELU) and its conv, head[-1]
+        x = self.head[-2](self._local(h[:, :, r0:r1, first_column:]))
+        if self.tail_frames > 0:
+            stored = self.tail_rows
+            if first_column == 0 and stored[0] <= r0 and r1 <= stored[1] and stored[1] > stored[0]:
+                b0 = (r0 - stored[0]) * fs
+                context = self.tail_cache[:, :, b0 : b0 + (r1 - r0) * fs]
+            else:
+                # the frames just before first_column, from the trunk columns before it
+                # (zeros before the stream start, as the whole-signal padding)
+                at = earlier.shape[3] + first_column
+                before = columns[:, :, r0:r1, max(at - self.context_columns, 0) : at]
+                context = x.new_zeros(x.shape[0], x.shape[1], x.shape[2], self.tail_frames)
+                if before.shape[3] > 0:
+                    computed = self.head[-2](self._local(before))
+                    n = min(computed.shape[3], self.tail_frames)
+                    context = torch.cat([context[:, :, :, n:], computed[:, :, :, computed.shape[3] - n :]], dim=3)
+            x = torch.cat([context, x], dim=3)
+            self.tail_cache = x[:, :, :, x.shape[3] - self.tail_frames :]
+            self.tail_rows = [r0, r1]
+        return self.head[-1].valid(x)
+
+    @torch.jit.export
+    def reset_stream(self) -> None:
+        for layer in self.trunk:
+            layer.reset_stream()
+        for layer in self.head:
+            layer.reset_stream()
+        self.trunk_cache = _empty()
+        self.tail_cache = _empty()
+        self.tail_rows = [0, 0]
 
 
 class VQVAEOutput(NamedTuple):

@@ -96,8 +96,8 @@ def main() -> None:
     started = time.thread_time()
     with torch.no_grad():
         for i in range(0, mag.shape[2], 128):
-            codes = engine._fast.encode(mag[:, :, i : i + 128])
-            engine._fast.decode_latent(m.embed(codes), 0)
+            codes = m.encode(mag[:, :, i : i + 128])
+            m.decode_latent(m.embed(codes), 0)
     model_only = time.thread_time() - started
     print(f"baseline: the model file's encode+decode alone (32-column batches): {args.seconds / model_only:.1f}x real time (CPU)")
 
@@ -123,7 +123,7 @@ def main() -> None:
     for chain in [c for c in args.chains.split(",") if c in registry]:
         engine = Engine(model, sr=sr, channels=1, chain=chain, values=values)
         _run(engine, x[: sr // 2], 16384)  # warm up
-        print(f"chain {chain} (runner: {engine.model_runner}, region {values['low_hz']:g}-{values['high_hz']:g} Hz):")
+        print(f"chain {chain} (region {values['low_hz']:g}-{values['high_hz']:g} Hz):")
         for block in (16384, 4096):  # 16384 is what `spectro-fx --output` uses
             engine.reset()
             wall, cpu = _run(engine, x, block)

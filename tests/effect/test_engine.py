@@ -266,34 +266,19 @@ def test_bad_arguments(tiny_model):
     assert engine.process(np.zeros((0, 2), np.float32)).shape == (0, 2)
 
 
-def test_cached_runner_equals_window_recompute(tiny_model, rng):
-    """The cached-convolution runner (new frames only) gives what recomputing every column's
-    receptive-field window with the model file's own methods gives."""
-    x = _noise(rng, 24000, 2)
-    values = {"low_hz": 300.0, "high_hz": 9000.0}
-    cached = Engine(tiny_model, sr=48000, channels=2, values=values, runner="cached")
-    recompute = Engine(tiny_model, sr=48000, channels=2, values=values, runner="recompute")
-    assert cached.model_runner == "cached convolutions" and recompute.model_runner == "window recompute"
-    a, b = _run(cached, x, 512), _run(recompute, x, 512)
-    assert np.max(np.abs(a - x)) > 0.01
-    np.testing.assert_allclose(a, b, atol=1e-5)
-    with pytest.raises(ParameterError, match="runner='fast'"):
-        Engine(tiny_model, sr=48000, channels=1, runner="fast")
-
-
 @pytest.mark.parametrize("sr", [16000, 44100])
 def test_odd_model_shapes(odd_model, rng, sr):
     """Hop not dividing n_fft, a window shorter than n_fft, time stride 2, asymmetric padding,
-    and (at 44.1 kHz) resampling by 2.76: null, cached == recompute, streaming == one pass."""
+    and (at 44.1 kHz) resampling by 2.76: null, streaming == one pass at odd blocks."""
     x = _noise(rng, sr // 2, 2)
     null = _run(Engine(odd_model, sr=sr, channels=2, values={"wet": 0.0}), x, 65)
     assert np.max(np.abs(null - x)) <= 1e-6
     values = {"low_hz": 1000.0, "high_hz": 5000.0}
     whole = _run(Engine(odd_model, sr=sr, channels=2, values=values), x, len(x) + 10000)
     assert np.max(np.abs(whole - x)) > 1e-3
-    for block, runner in ((65, "cached"), (256, "recompute")):
-        out = _run(Engine(odd_model, sr=sr, channels=2, values=values, runner=runner), x, block)
-        np.testing.assert_allclose(out, whole, atol=1e-5, err_msg=f"{runner}, block {block}")
+    for block in (65, 256):
+        out = _run(Engine(odd_model, sr=sr, channels=2, values=values), x, block)
+        np.testing.assert_allclose(out, whole, atol=1e-5, err_msg=f"block {block}")
 
 
 def test_the_engine_leaves_torch_threads_to_the_command(tiny_model, rng, tmp_path):
