@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--block-size", type=int, default=16384, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--list", action="store_true", help="list effects and parameters, then exit")
-    from .live import add_arguments as add_live_arguments
+    from .live_options import add_arguments as add_live_arguments
 
     add_live_arguments(parser)
     return parser
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             # the live mode dispatches here on live inputs (mic, jack, a device) before files
             from spectro_fx.models.runtime import torch_threads
 
-            from .live import run_live, wants_live
+            from .live import run_live
+            from .live_options import wants_live
 
             # the engine's many small calls per column run fastest on one thread, and live a
             # second, spin-waiting one would take the core the audio callback needs
