@@ -192,7 +192,7 @@ class Engine:
         # the second source, encoded in lockstep with the input
         self._aux_source = None
         if aux_channels:
-            from .codemap_effects import AuxSource
+            from .aux_source import AuxSource
 
             self._aux_source = AuxSource(module, channels=int(aux_channels), sr=self.sr, resample_quality=resample_quality)
         self.reset()
