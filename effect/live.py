@@ -466,12 +466,7 @@ class _Session:
                 self.stream.close()
             except Exception as exc:  # reported, the rest still has to be written
                 self._say(f"spectro-fx: warning: closing the audio stream: {exc}")
-        if self.worker is not None and self.worker.is_alive():
-            self.worker.stop()
-        if self.midi is not None:
-            self.midi.close()
-        if self.ui is not None:
-            self.ui.stop()
+        self._stop_threads()
         # the recording first: after a hangup the terminal writes below may fail
         path = self.recorder.finish() if self.recorder is not None else None
         if self.report is not None:
@@ -486,6 +481,15 @@ class _Session:
             self._say(f"{b.underruns} underruns (blocks played dry), {b.xruns} xruns")
         return status
 
+    def _stop_threads(self) -> None:
+        """The worker, the MIDI input and the page's server, whichever were started."""
+        if self.worker is not None and self.worker.is_alive():
+            self.worker.stop()
+        if self.midi is not None:
+            self.midi.close()
+        if self.ui is not None:
+            self.ui.stop()
+
     def _abandon(self) -> None:
         """Set-up failed: release what was opened, leave no partial recording behind."""
         if self.stream is not None:
@@ -494,12 +498,7 @@ class _Session:
                 self.stream.close()
             except Exception:
                 pass
-        if self.worker is not None and self.worker.is_alive():
-            self.worker.stop()
-        if self.midi is not None:
-            self.midi.close()
-        if self.ui is not None:
-            self.ui.stop()
+        self._stop_threads()
         if self.report is not None:
             self.report.close()
         if self.recorder is not None:

@@ -15,6 +15,8 @@ import numpy as np
 
 from spectro_fx.models.errors import ParameterError
 
+from .ring import drain
+
 
 class Worker(threading.Thread):
     """Runs the engine on blocks from ``bridge.to_worker`` and fills ``bridge.from_worker``.
@@ -168,20 +170,10 @@ class Worker(threading.Thread):
         return True
 
     def take_loads(self) -> list[float]:
-        out = []
-        while True:
-            try:
-                out.append(round(self.loads.popleft(), 4))
-            except IndexError:
-                return out
+        return [round(load, 4) for load in drain(self.loads)]
 
     def take_events(self) -> list[dict]:
-        out = []
-        while True:
-            try:
-                out.append(self.events.popleft())
-            except IndexError:
-                return out
+        return drain(self.events)
 
     def stop(self) -> None:
         self.stop_event.set()

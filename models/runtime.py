@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from .errors import ParameterError
+from .errors import positive_int
 
 
 @contextlib.contextmanager
@@ -24,8 +24,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0:
-        raise ParameterError(f"--threads={threads!r} must be a positive integer")
+    positive_int("--threads", threads)
     import torch
 
     previous = torch.get_num_threads()

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from spectro_fx.models.atomic import atomic_path
 from spectro_fx.models.config import VQVAEConfig
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import ParameterError, positive_int
 from spectro_fx.models.vqvae import VQVAE
 
 CONFIG_NAME = "config.json"
@@ -86,9 +86,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "segment_frames", "steps", "checkpoint_every", "log_every", "media_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ParameterError(f"train.{name}={value!r} must be a positive integer")
+            positive_int(f"train.{name}", getattr(self, name))
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ParameterError(f"train.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
         if not self.lr > 0:
