@@ -45,6 +45,7 @@ class AuxSource:
         self.stft_config = STFTConfig(
             sr=int(module.sample_rate), n_fft=int(module.n_fft), hop_length=int(module.hop_length),
             win_length=int(module.win_length), window=str(module.window),
+            synthesis_length=int(getattr(module, "synthesis_length", 0)),
         )
         self.time_stride = int(module.time_stride)
         rf = int(module.receptive_field_frames)

@@ -25,21 +25,31 @@ region parameters (--set NAME=VALUE):
   wet               0 = dry, 1 = fully regenerated inside the region (formerly `mix`)
   effect parameters are named effect.param (e.g. noise.amount); see --list
 
+commands (spectro-fx COMMAND --help):
+{commands}
+
 examples:
   spectro-fx --input in.wav --output out.wav                render a file offline
   spectro-fx --input in.wav --output out.wav --set low_hz=200 --set high_hz=2000
   spectro-fx --input in.wav --output out.wav --chain noise --set noise.amount=0.5 --plot out.png
   spectro-fx --input in.wav --output out.wav --automation knobs.mid --map map.toml
+  spectro-fx export --format nn --output fx.ts --chain inpaint     the effect for nn~ (Max/Pd)
 """
 
 EXIT_USAGE = 2
+
+SUBCOMMANDS = {
+    # name: (module under spectro_fx.effect, one line for --help); each module has main(argv) -> int
+    "validate": ("validate", "check a model and chain before a gig (pluginval-style); see `spectro-fx validate --help`"),
+    "export": ("export_cmd", "write the effect as one TorchScript file for nn~ in Max/Pd; see `spectro-fx export --help`"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spectro-fx",
         description=DESCRIPTION,
-        epilog=EPILOG,
+        epilog=EPILOG.format(commands="\n".join(f"  {name:<10} {line}" for name, (_, line) in SUBCOMMANDS.items())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -140,6 +150,12 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        from importlib import import_module
+
+        module = import_module(f"{__package__}.{SUBCOMMANDS[argv[0]][0]}")
+        return module.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:

@@ -18,6 +18,7 @@ import torch
 
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile
+from spectro_fx.models.spectral import analysis_window
 
 from .effects import CodemapContext, Effect, Parameter, make_chain, order_note, stages
 from .params import REGION_PARAMETERS, ParameterBank, Smoother
@@ -25,18 +26,22 @@ from .region import band_mask, gate_targets, region_cells, slew_gate
 from .stft import StreamingISTFT, StreamingSTFT
 
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
+_TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32; below it (not 0) is subnormal
+_LARGEST = np.float32(np.finfo(np.float32).max)
 
 
-def _stft_latency(*, win: int, hop: int, time_stride: int) -> int:
+def _stft_latency(*, span: int, hop: int, time_stride: int) -> int:
     """Model-rate samples between a sample's arrival and its final output: the iSTFT waits for
-    every frame overlapping it (``win - hop`` after its own hop), and frames are only decoded
-    once their column of ``time_stride`` frames is complete (up to ``time_stride * hop - 1``)."""
-    return (win - hop) + time_stride * hop - 1
+    every frame whose synthesis window covers it (``span - hop`` after its own hop, ``span`` the
+    synthesis window's length: the analysis window for the classic pair, ``synthesis_length``
+    for the low-delay pair), and frames are only decoded once their column of ``time_stride``
+    frames is complete (up to ``time_stride * hop - 1``)."""
+    return (span - hop) + time_stride * hop - 1
 
 
 @functools.lru_cache(maxsize=32)
 def _resampled_latency(
-    sr: int, model_sr: int, *, quality: str, win: int, hop: int, time_stride: int, chunk: int
+    sr: int, model_sr: int, *, quality: str, span: int, hop: int, time_stride: int, chunk: int
 ) -> int:
     """Worst lag, in I/O samples, of the wet path through both soxr streams.
 
@@ -49,7 +54,7 @@ def _resampled_latency(
 
     rs_in = soxr.ResampleStream(sr, model_sr, 1, dtype="float64", quality=quality)
     rs_out = soxr.ResampleStream(model_sr, sr, 1, dtype="float64", quality=quality)
-    pre_roll = win - hop
+    pre_roll = span - hop
     total_in = model_count = released_done = io_available = worst = 0
     zeros = np.zeros(chunk)
     while total_in < sr:
@@ -143,6 +148,9 @@ class Engine:
         self._module = module
         self._codebook = module.codebook.detach()
         self.stft_config = model.config.stft
+        # sum_k |X_k|^2 over the one-sided spectrum of a frame of samples within +-1 is at most
+        # n_fft * sum(window^2) (Parseval)
+        self._energy_ceiling = float(self.stft_config.n_fft * np.sum(analysis_window(self.stft_config) ** 2))
         self.model_sr = int(module.sample_rate)
         self.hop = int(module.hop_length)
         self.time_stride = int(module.time_stride)
@@ -176,18 +184,18 @@ class Engine:
             self._smoothers[key].set_target(float(self._bank.values()[key]), immediate=True)
         self.column_period_s = self.time_stride * self._hop_s
         self.resampling = self.sr != self.model_sr
-        win = self.stft_config.win_length
+        span = self.stft_config.synthesis_span
         if self.resampling:
             chunks = {1} | ({int(block_hint)} if block_hint else set())
             self.latency_samples = max(
                 _resampled_latency(
-                    self.sr, self.model_sr, quality=resample_quality, win=win, hop=self.hop,
+                    self.sr, self.model_sr, quality=resample_quality, span=span, hop=self.hop,
                     time_stride=self.time_stride, chunk=c,
                 )
                 for c in chunks
             )
         else:
-            self.latency_samples = _stft_latency(win=win, hop=self.hop, time_stride=self.time_stride)
+            self.latency_samples = _stft_latency(span=span, hop=self.hop, time_stride=self.time_stride)
         self.column_times: deque[float] = deque(maxlen=2048)
         # the second source, encoded in lockstep with the input
         self._aux_source = None
@@ -221,6 +229,16 @@ class Engine:
             # nothing played yet: start at the value instead of ramping to it
             self._apply_pending(immediate=True)
         return coerced
+
+    def set_many(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Set several parameters as one change (thread-safe): a block sees all of them or
+        none, never half a pair such as ``low_hz``/``high_hz``. All are validated first; a bad
+        one raises ParameterError and sets nothing. Returns the values after clamping by
+        full name."""
+        applied = self._bank.set_many(values)
+        if self._frames_done == 0:
+            self._apply_pending(immediate=True)
+        return applied
 
     def _apply_pending(self, *, immediate: bool = False) -> None:
         # set() before the first block applies from the caller's thread: serialise with process()
@@ -263,6 +281,9 @@ class Engine:
         self._gate = 1.0 if gate_targets(np.zeros(1), **self._gate_args())[0] else 0.0
         self._rng = np.random.default_rng(self.seed)
         self.nonfinite_samples = 0
+        self.subnormal_samples = 0
+        self.model_nonfinite_values = 0
+        self._warned_nonfinite = self._warned_subnormal = self._warned_model = False
         self.late_samples = 0
         self._warned_late = False
         self.column_times.clear()
@@ -270,6 +291,16 @@ class Engine:
             effect.reset()
         if self._aux_source is not None:
             self._aux_source.reset()
+
+    def _model_nonfinite(self, count: int) -> None:
+        self.model_nonfinite_values += count
+        if not self._warned_model:
+            self._warned_model = True
+            warnings.warn(
+                f"the model decoded non-finite magnitudes ({count} values); the input's magnitude is used "
+                "there (counted in model_nonfinite_values; said once; `spectro-fx validate` tells which input)",
+                stacklevel=4,
+            )
 
     @property
     def latency_s(self) -> float:
@@ -289,8 +320,9 @@ class Engine:
         Parameters
         ----------
         block : np.ndarray [frames, channels], float32
-            Any number of frames (0 included); non-finite samples are replaced by 0 and
-            counted in ``nonfinite_samples``.
+            Any number of frames (0 included); non-finite samples (NaN, +-Inf) are replaced by
+            0 and counted in ``nonfinite_samples``, subnormal ones (below 1.2e-38) are flushed
+            to 0 and counted in ``subnormal_samples``; each kind is warned about once per stream.
 
         Returns
         -------
@@ -305,10 +337,10 @@ class Engine:
         if x.ndim != 2 or x.shape[1] != self.channels:
             raise ParameterError(f"block has shape {x.shape}; expected [frames, {self.channels}]")
         x = x.astype(np.float32, copy=False)
-        finite = np.isfinite(x)
-        if not finite.all():
-            self.nonfinite_samples += int(x.size - finite.sum())
-            x = np.where(finite, x, np.float32(0.0))
+        magnitude = np.abs(x)
+        # one comparison per sample in the common case; NaN fails both bounds, 0 is fine
+        if not ((magnitude >= _TINY) & (magnitude <= _LARGEST) | (x == 0.0)).all():
+            x = self._sanitize(x, magnitude)
         n = x.shape[0]
         self._apply_pending()
 
@@ -350,6 +382,32 @@ class Engine:
             self._delta_start = last
         return (dry.astype(np.float64) + wet).astype(np.float32)
 
+    def _sanitize(self, x: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+        """``x`` with non-finite samples set to 0 and subnormal ones flushed to 0 (they would
+        pass the dry path bit for bit, and subnormal arithmetic stalls the CPU downstream);
+        each kind is counted and said once per stream, not per block."""
+        finite = np.isfinite(x)
+        subnormal = finite & (magnitude < _TINY) & (x != 0.0)
+        n_nonfinite = int(x.size - finite.sum())
+        n_subnormal = int(subnormal.sum())
+        self.nonfinite_samples += n_nonfinite
+        self.subnormal_samples += n_subnormal
+        if n_nonfinite and not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            warnings.warn(
+                f"the input has non-finite samples (NaN or Inf: {n_nonfinite} in this block); they are played "
+                "as 0 (counted in nonfinite_samples; said once)",
+                stacklevel=3,
+            )
+        if n_subnormal and not self._warned_subnormal:
+            self._warned_subnormal = True
+            warnings.warn(
+                f"the input has subnormal samples (below 1.2e-38: {n_subnormal} in this block); they are "
+                "flushed to 0 (counted in subnormal_samples; said once)",
+                stacklevel=3,
+            )
+        return np.where(finite & ~subnormal, x, np.float32(0.0))
+
     def _late(self, count: int) -> None:
         self.late_samples += count
         if not self._warned_late:
@@ -375,6 +433,18 @@ class Engine:
         per_column = (time.perf_counter() - started) / n_new
         self.column_times.extend([per_column] * n_new)
         return out
+
+    def _model_input(self, magnitude: np.ndarray) -> np.ndarray:
+        """The magnitude ``[channels, n_bins, frames]`` the encoder sees, float32: a frame with
+        more energy than samples within +-1 can give (Parseval) is scaled down to that, so a
+        burst far beyond full scale (1e6) leaves the codes of a loud sound in the model's memory,
+        not codes it never learned, which it would keep decoding, loud, for columns after the
+        burst. Frames of legal input are untouched."""
+        energy = np.einsum("cbt,cbt->ct", magnitude, magnitude)
+        if np.any(energy > self._energy_ceiling):
+            scale = np.sqrt(self._energy_ceiling / np.maximum(energy, self._energy_ceiling))
+            magnitude = magnitude * scale[:, None, :]
+        return magnitude.astype(np.float32)
 
     def _band_mask(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """:func:`band_mask` per frame; the band mostly stands still, so a constant one is reused."""
@@ -464,7 +534,7 @@ class Engine:
 
         magnitude = np.abs(spec)
         with torch.no_grad():
-            codes = self._module.stream_encode(torch.from_numpy(magnitude.astype(np.float32)))
+            codes = self._module.stream_encode(torch.from_numpy(self._model_input(magnitude)))
             wanted = region_cells(mask, time_stride=ts, freq_stride=self.freq_stride, n_rows=self.n_rows)
             latent_new = self._chain(codes, wanted, c0, ramps)
             # only cells inside the region are heard: the decoder head runs on those alone
@@ -476,6 +546,9 @@ class Engine:
         self._columns_done += n_new
 
         # a model that overflows (exp of a large log-magnitude) must not reach the output
-        decoded = np.where(np.isfinite(decoded), decoded, magnitude)
+        decoded_finite = np.isfinite(decoded)
+        if not decoded_finite.all():
+            self._model_nonfinite(int(decoded.size - decoded_finite.sum()))
+            decoded = np.where(decoded_finite, decoded, magnitude)
         phase = np.where(magnitude > 0.0, spec / np.where(magnitude > 0.0, magnitude, 1.0), 1.0)
         return mask.T[None] * (decoded - magnitude) * phase

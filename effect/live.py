@@ -27,7 +27,7 @@ from .live_options import LIVE_DEVICES, check_live_args
 from .params import parse_settings
 from .recorder import Recorder
 from .sources import AUDIO_SUFFIXES, AuxEngine, LoopedSource, at_rate, chain_needs_aux, fit_channels, read_audio
-from .worker import Worker, policy_name
+from .worker import Worker, policy_name, worker_poll_s
 
 def _input_kind(spec: str) -> str:
     if spec in LIVE_DEVICES:
@@ -127,8 +127,11 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
         dry_channels = (0, 0)
     else:
         engine = make_engine(sr=sr, channels=plan.in_channels, block_hint=plan.blocksize)
-    slowest_s = _warm_up(engine, plan.blocksize, plan.in_channels, sr)
-    safety_s = args.safety_ms / 1000 if args.safety_ms is not None else auto_safety_s(slowest_s)
+    call_s, wake_s = _warm_up(engine, plan.blocksize, plan.in_channels, sr)
+    if args.safety_ms is not None:
+        safety_s = args.safety_ms / 1000
+    else:
+        safety_s = auto_safety_s(call_s, wake_s, poll_s=worker_poll_s(plan.blocksize, sr))
 
     fade = min(plan.blocksize, max(int(round(0.002 * sr)), 8))
     margin = plan.blocksize + fade + int(round(safety_s * sr))
@@ -144,12 +147,19 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
 WARM_UP_VALUES = (("wet", 1.0), ("low_hz", 20.0), ("high_hz", 24000.0), ("period_s", 0.0))
 
 
-def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> float:
+def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """Run the engine on noise first: TorchScript optimises on its first calls, which would
     otherwise make the first blocks late. It runs with the whole band regenerated, the most
     work a knob can ask for (the engine skips work for silence and empty regions), then the
-    parameters are put back. Returns the 95th percentile of the call times after the first
-    ones, in seconds (the calls that complete a column dominate)."""
+    parameters are put back. Between calls it sleeps as the worker polls for input.
+
+    Returns
+    -------
+    call_s : np.ndarray
+        Seconds per engine call after the first third (the calls that complete a column dominate).
+    wake_s : np.ndarray
+        How much later than asked each poll's sleep returned, seconds (the machine's scheduling jitter).
+    """
     saved = engine.values()
     changed = []
     for name, value in WARM_UP_VALUES:
@@ -157,22 +167,29 @@ def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> float:
             engine.set(name, value)
             changed.append(name)
     noise = (0.1 * np.random.default_rng(0).standard_normal((blocksize, channels))).astype(np.float32)
-    times = []
+    poll = worker_poll_s(blocksize, sr)
+    times, late = [], []
     for _ in range(max(int(0.6 * sr) // blocksize, 16)):
         started = time.perf_counter()
         engine.process(noise)
-        times.append(time.perf_counter() - started)
+        slept = time.perf_counter()
+        times.append(slept - started)
+        time.sleep(poll)
+        late.append(max(time.perf_counter() - slept - poll, 0.0))
     for name in changed:
         engine.set(name, saved[name])
     engine.reset()
-    return float(np.percentile(times[len(times) // 3 :], 95))
+    return np.array(times[len(times) // 3 :]), np.array(late[len(late) // 3 :])
 
 
-def auto_safety_s(slowest_call_s: float) -> float:
-    """Default safety margin: 1.5 x the slow engine calls seen at start plus 2 ms for waking
-    the worker, within [3, 100] ms. A block's output can only be ready once the column it
-    completes has been computed, so the margin must cover that computation."""
-    return float(min(max(1.5 * slowest_call_s + 0.002, 0.003), 0.1))
+def auto_safety_s(call_s: np.ndarray, wake_s: np.ndarray, *, poll_s: float) -> float:
+    """Default safety margin, measured at start: the 99th percentile of the engine's call times
+    plus the worker's wake-up (a poll interval plus the 99th percentile of how late sleeps
+    returned), within [1, 100] ms. A block's output is ready once the call that receives it
+    (and computes the column it completes) returns, so the margin covers that call and the
+    worker noticing the block; the block itself and the dry fade come on top."""
+    need = float(np.percentile(call_s, 99)) + poll_s + float(np.percentile(wake_s, 99))
+    return float(min(max(need, 0.001), 0.1))
 
 
 class _Session:

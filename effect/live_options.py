@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--loop", action="store_true", help="with a file --input: loop it")
     group.add_argument("--record", metavar="FILE", help="record what is heard to FILE (.wav, .flac or .ogg), written when you stop")
     group.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much audio (default: until Ctrl-C)")
-    group.add_argument("--safety-ms", type=float, metavar="MS", help="time the engine may take for a block before it plays dry (default: measured at start, 1.5 x the engine's slowest calls; raise it if you see underruns)")
+    group.add_argument("--safety-ms", type=float, metavar="MS", help="time the engine may take for a block before it plays dry (default: measured at start, the engine's 99th-percentile call time plus the worker's wake-up; raise it if you see underruns)")
     group.add_argument("--rt-priority", type=int, default=1, metavar="N", help="when the audio callback runs realtime (JACK started with -R), run the engine's worker under SCHED_FIFO priority N, always below the callback's (default 1; 0 = never). Needs root or an rtprio limit; the start message says what the worker got")
     group.add_argument("--jack-name", default="spectro-fx", metavar="NAME", help="JACK client name (ports NAME:in_0, NAME:out_0 ...)")
     group.add_argument("--no-auto-connect", action="store_true", help="JACK: do not stay connected to system capture/playback")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -164,6 +164,22 @@ class ParameterBank:
 
     def set(self, name: str, value: Any) -> tuple[str, Any]:
         """Validate and queue; returns ``(full_name, value_after_clamping)``."""
+        key, coerced = self._check(name, value)
+        with self._lock:
+            self._values[key] = coerced
+            self._pending[key] = coerced
+        return key, coerced
+
+    def set_many(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate all of ``values``, then queue them under one lock, so ``take_pending``
+        returns all or none of them; returns ``{full_name: value_after_clamping}``."""
+        checked = dict(self._check(name, value) for name, value in values.items())
+        with self._lock:
+            self._values.update(checked)
+            self._pending.update(checked)
+        return checked
+
+    def _check(self, name: str, value: Any) -> tuple[str, Any]:
         key = self.resolve(name)
         parameter = self._parameters[key]
         coerced, clamped = parameter.coerce(value, owner=key.rsplit(".", 1)[0] if "." in key else "")
@@ -172,11 +188,8 @@ class ParameterBank:
             warnings.warn(
                 f"{key}={value} is outside [{parameter.minimum:g}, {parameter.maximum:g}] "
                 f"{parameter.unit}; clamped to {shown}".replace(" ;", ";"),
-                stacklevel=3,
+                stacklevel=4,
             )
-        with self._lock:
-            self._values[key] = coerced
-            self._pending[key] = coerced
         return key, coerced
 
     def values(self) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class Worker(threading.Thread):
     def _loop(self) -> None:
         ring_in = self.bridge.to_worker
         buf = np.zeros((self.max_chunk, ring_in.channels), np.float32)
-        poll = min(0.001, self.bridge.blocksize / self.sr / 4)
+        poll = worker_poll_s(self.bridge.blocksize, self.sr)
         while not self.stop_event.is_set():
             if not self.scheduled.is_set() and self.bridge.callback_scheduling is not None:
                 self._choose_scheduling(*self.bridge.callback_scheduling)
@@ -178,6 +178,11 @@ class Worker(threading.Thread):
     def stop(self) -> None:
         self.stop_event.set()
         self.join(timeout=5)
+
+
+def worker_poll_s(blocksize: int, sr: int) -> float:
+    """How long the worker sleeps when no input is waiting: 1 ms, or a quarter block if shorter."""
+    return min(0.001, blocksize / sr / 4)
 
 
 def worker_priority(requested: int, callback_policy: int, callback_priority: int) -> tuple[int, str]:

@@ -7,6 +7,7 @@ import json
 import os
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -88,6 +89,7 @@ class ExportedVQVAE(nn.Module):
     hop_length: int
     win_length: int
     window: str
+    synthesis_length: int
     time_stride: int
     freq_stride: int
     n_rows: int
@@ -110,6 +112,7 @@ class ExportedVQVAE(nn.Module):
         self.hop_length = cfg.stft.hop_length
         self.win_length = cfg.stft.win_length
         self.window = cfg.stft.window
+        self.synthesis_length = cfg.stft.synthesis_length  # 0: classic pair; not required, older files lack it
         self.time_stride = cfg.time_stride
         self.freq_stride = cfg.freq_stride
         self.n_rows = cfg.n_rows
@@ -302,6 +305,16 @@ def load_model(path: Union[str, os.PathLike]) -> ModelFile:
         raise ModelFileError(f"{path} is not a spectro-fx model file: not a TorchScript archive (not even a zip file)")
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
+        try:
+            # torch.jit.load does not check the members' CRC-32: a flipped bit in the weights loads silently
+            damaged = archive.testzip()
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as exc:
+            raise ModelFileError(f"{path} is damaged: {exc}") from None
+    if damaged is not None:
+        raise ModelFileError(
+            f"{path} is damaged: {damaged.split('/', 1)[-1]} fails its CRC-32 check (changed on disk or in transfer); "
+            "copy or export the model file again"
+        )
     if not any(n.endswith("/code/__torch__.py") or "/code/" in n for n in names):
         raise ModelFileError(
             f"{path} is not a spectro-fx model file: it looks like a torch.save checkpoint or state dict, "

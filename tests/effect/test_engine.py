@@ -1,7 +1,9 @@
 """The streaming engine: null tests, agreement with the offline whole-file computation,
 streaming == one pass, locality of the region, the gate, parameters and state."""
 
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -249,6 +251,71 @@ def test_non_finite_input_is_replaced_and_counted(tiny_model, rng):
     out = _run(engine, x, 1000)
     assert np.isfinite(out).all()
     assert engine.nonfinite_samples == 2
+
+
+def test_sanitized_input_is_said_once_per_stream(tiny_model, rng):
+    engine = Engine(tiny_model, sr=48000, channels=2)
+    x = _noise(rng, 6000, 2)
+    x[100:3000:7, 0] = np.nan
+    x[50:60, 1] = -np.inf
+    x[4000:4100] = np.float32(1e-40)  # subnormal
+    with pytest.warns(UserWarning) as caught:
+        out = _run(engine, x, 64)
+    messages = [str(w.message) for w in caught]
+    assert sum("non-finite samples" in m for m in messages) == 1
+    assert sum("subnormal samples" in m for m in messages) == 1
+    assert engine.subnormal_samples == 200 and engine.nonfinite_samples == len(range(100, 3000, 7)) + 10
+    assert np.isfinite(out).all()
+    tiny = np.abs(out)
+    assert not ((tiny > 0) & (tiny < np.finfo(np.float32).tiny)).any()
+    engine.reset()  # a new stream says it again
+    with pytest.warns(UserWarning, match="non-finite samples"):
+        engine.process(x[:200])
+
+
+def test_far_beyond_full_scale_leaves_the_model_loud_not_lost(tiny_model, rng):
+    """A 1e6 burst reaches the encoder no louder than a full-scale signal can be (Parseval),
+    while input within +-1 is untouched: the engine gives the same output as before for it."""
+    engine = Engine(tiny_model, sr=48000, channels=1, values={"low_hz": 20.0, "high_hz": 24000.0})
+    x = _noise(rng, 2048, 1, scale=1.0).clip(-1, 1)
+    magnitude = np.abs(engine._stft.push(x.T.astype(np.float64)))
+    np.testing.assert_array_equal(engine._model_input(magnitude), magnitude.astype(np.float32))
+    loud = engine._model_input(magnitude * 1e6)
+    energy = (loud.astype(np.float64) ** 2).sum(axis=1)
+    assert energy.max() <= engine._energy_ceiling * (1 + 1e-5)
+
+
+def test_set_many_is_whole_for_a_block(tiny_model):
+    """A pair queued with set_many is taken by the next block all at once, whatever the thread."""
+    engine = Engine(tiny_model, sr=48000, channels=1)
+    engine.process(np.zeros((64, 1), np.float32))
+    bank = engine._bank
+    stop = threading.Event()
+
+    def setter():
+        while not stop.is_set():
+            engine.set_many({"low_hz": 100.0, "high_hz": 300.0})
+            engine.set_many({"low_hz": 6000.0, "high_hz": 12000.0})
+
+    thread = threading.Thread(target=setter)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads interleave at almost any bytecode
+    thread.start()
+    torn = taken = 0
+    deadline = time.monotonic() + 10.0
+    try:
+        while taken < 300 and time.monotonic() < deadline:
+            pending = bank.take_pending()
+            taken += bool(pending)
+            torn += len(pending) == 1
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(switch)
+    assert taken > 0 and torn == 0
+    with pytest.raises(ParameterError, match="unknown parameter 'lowest_hz'"):
+        engine.set_many({"high_hz": 900.0, "lowest_hz": 1.0})
+    assert engine.values()["high_hz"] != 900.0  # nothing set when one of them is bad
 
 
 def test_bad_arguments(tiny_model):

@@ -79,6 +79,20 @@ def test_corrupted_file_is_refused(trained, tmp_path):
         load_model(path)
 
 
+def test_a_flipped_bit_in_the_weights_is_refused(trained, tmp_path):
+    """torch.jit.load does not check CRC-32: without load_model's own check this file loads."""
+    import struct
+
+    path = export_model(trained, tmp_path / "m.pt")
+    data = bytearray(path.read_bytes())
+    info = next(i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename and i.file_size >= 64)
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    data[info.header_offset + 30 + name_len + extra_len + 5] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"m.pt is damaged: data/\d+ fails its CRC-32 check"):
+        load_model(path)
+
+
 def test_not_a_zip_is_refused(tmp_path):
     path = tmp_path / "song.wav"
     path.write_bytes(b"RIFF....WAVEfmt " + bytes(100))
