@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile
 from spectro_fx.models.naive_bayes import AXES, VAR_SMOOTHING, resmooth_prior
-from spectro_fx.models.spectral import analysis_window
+from spectro_fx.models.spectral import analysis_window, overlap_norm, synthesis_window
 
 from .effects import Parameter
 from .inpaint import CONTEXTS, METHODS, Inpaint
@@ -149,7 +149,8 @@ class ScriptedEffect(nn.Module):
         self.n_rows = int(module.n_rows)
         self.n_bins = int(module.n_bins)
         self.codebook_size = int(module.codebook_size)
-        self.latency_samples = (self.win - self.hop) + self.time_stride * self.hop - 1
+        self.span = int(cfg.synthesis_span)  # the synthesis window's length: the lag of the overlap-add
+        self.latency_samples = (self.span - self.hop) + self.time_stride * self.hop - 1
         self.channels = channels
         self.seed = seed
         self.edge_bins = float(EDGE_BINS)
@@ -194,16 +195,13 @@ class ScriptedEffect(nn.Module):
         self.increment: List[float] = [0.0 for _ in PARAMETER_TABLE]
 
         # constants of the DSP
-        self.register_buffer("window", torch.from_numpy(analysis_window(cfg)))
+        self.register_buffer("window", torch.from_numpy(analysis_window(cfg).copy()))
         self.register_buffer("bin_hz_freqs", torch.arange(self.n_bins, dtype=torch.float64) * (self.sr / self.n_fft))
-        norm = torch.zeros(self.hop, dtype=torch.float64)
-        w2 = self.window.pow(2)
-        start = self.n_fft - self.win
-        for back in range(self.n_fft // self.hop + 1, -1, -1):
-            idx = start + torch.arange(self.hop) + back * self.hop
-            ok = idx < self.n_fft
-            norm[ok] += w2[idx[ok]]
+        self.register_buffer("synthesis_tail", torch.from_numpy(synthesis_window(cfg)[self.n_fft - self.span :].copy()))
+        norm = torch.from_numpy(overlap_norm(cfg))
         self.register_buffer("synthesis_norm", torch.where(norm > 1e-10, norm, torch.ones_like(norm)))
+        # a frame of samples within +-1 has at most n_fft * sum(window^2) energy (Parseval)
+        self.energy_ceiling = float(self.n_fft * float((self.window**2).sum()))
         self.register_buffer("codebook", module.codebook.detach().clone())
 
         # inpainting: the prior tables (re-smoothed at export), the fallback, the silence codes
@@ -236,7 +234,7 @@ class ScriptedEffect(nn.Module):
         self.register_buffer("dry", torch.zeros(0, 0))
         self.register_buffer("analysis_ring", torch.zeros(0, 0, dtype=torch.float64))
         self.register_buffer("pending", torch.zeros(0, self.n_bins, 0, dtype=torch.complex128))
-        self.register_buffer("overlap", torch.zeros(0, self.n_fft, dtype=torch.float64))
+        self.register_buffer("overlap", torch.zeros(0, self.span, dtype=torch.float64))
         self.register_buffer("delta", torch.zeros(0, 0, dtype=torch.float64))
         self.register_buffer("input_history", torch.zeros(0, self.n_rows, 0, dtype=torch.long))
         self.delta_start = 0
@@ -254,11 +252,11 @@ class ScriptedEffect(nn.Module):
         self.dry = torch.zeros(streams, self.latency_samples)
         self.analysis_ring = torch.zeros(streams, self.n_fft - self.hop, dtype=torch.float64)
         self.pending = torch.zeros(streams, self.n_bins, 0, dtype=torch.complex128)
-        self.overlap = torch.zeros(streams, self.n_fft, dtype=torch.float64)
+        self.overlap = torch.zeros(streams, self.span, dtype=torch.float64)
         self.delta = torch.zeros(streams, 0, dtype=torch.float64)
         self.input_history = self.silence_column.expand(streams, self.n_rows, self.history_columns).clone()
         self.delta_start = 0
-        self.pre_roll_left = self.win - self.hop
+        self.pre_roll_left = self.span - self.hop
         self.samples_in = 0
         self.frames_done = 0
         self.columns_done = 0
@@ -425,12 +423,13 @@ class ScriptedEffect(nn.Module):
     # ------------------------------------------------------------------ processing
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [batch, channels, frames] float -> the same shape, ``latency_samples`` behind.
-        NaN and infinite samples are treated as 0."""
+        NaN, infinite and subnormal samples are treated as 0."""
         b, c, n = x.shape[0], x.shape[1], x.shape[2]
         streams = b * c
         if streams != self.streams:
             self._start(streams)
         x = torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0).reshape(streams, n)
+        x = torch.where(x.abs() < 1.1754943508222875e-38, torch.zeros_like(x), x)  # subnormal: 0
         line = torch.cat([self.dry, x], dim=1)
         dry = line[:, :n]
         self.dry = line[:, n:]
@@ -521,8 +520,12 @@ class ScriptedEffect(nn.Module):
         region = padded.reshape(n_new, self.n_rows, self.freq_stride).any(dim=2)  # [n_new, n_rows]
 
         magnitude = spec.abs()
+        # frames beyond what full-scale input can give are scaled down for the encoder (as the
+        # engine's _model_input), so a burst leaves no codes the model never learned
+        energy = (magnitude * magnitude).sum(dim=1, keepdim=True)
+        scale = torch.sqrt(self.energy_ceiling / torch.clamp_min(energy, self.energy_ceiling))
         with torch.no_grad():
-            codes = self.model.stream_encode(magnitude.float())
+            codes = self.model.stream_encode((magnitude * scale).float())
             inputs = codes
             for effect in self.chain_codes:
                 if effect == 1:
@@ -554,27 +557,27 @@ class ScriptedEffect(nn.Module):
         count = spec.shape[2]
         hop = self.hop
         out = torch.empty(spec.shape[0], count * hop, dtype=torch.float64)
-        if not bool((spec != 0).any()):
-            frames = torch.zeros(spec.shape[0], count, self.n_fft, dtype=torch.float64)
-        else:
-            frames = torch.fft.irfft(spec.transpose(1, 2), n=self.n_fft, dim=-1) * self.window
-        start = self.n_fft - self.win
+        span = self.span
         streams = spec.shape[0]
-        if self.n_fft % hop == 0:
+        if not bool((spec != 0).any()):
+            frames = torch.zeros(streams, count, span, dtype=torch.float64)
+        else:
+            frames = torch.fft.irfft(spec.transpose(1, 2), n=self.n_fft, dim=-1)[:, :, self.n_fft - span :] * self.synthesis_tail
+        if span % hop == 0:
             # all frames at once, one hop-long segment of every frame per pass, the oldest
             # frame's segment first at every sample: the additions of the frame-by-frame loop
-            buf = torch.zeros(streams, self.n_fft + count * hop, dtype=torch.float64)
-            buf[:, : self.n_fft] = self.overlap
-            for seg in range(self.n_fft // hop - 1, -1, -1):
+            buf = torch.zeros(streams, span + count * hop, dtype=torch.float64)
+            buf[:, :span] = self.overlap
+            for seg in range(span // hop - 1, -1, -1):
                 part = frames[:, :, seg * hop : (seg + 1) * hop].reshape(streams, count * hop)
                 buf[:, seg * hop : seg * hop + count * hop] += part
-            out = buf[:, start : start + count * hop]
-            self.overlap = buf[:, count * hop : count * hop + self.n_fft].clone()
+            out = buf[:, : count * hop]
+            self.overlap = buf[:, count * hop : count * hop + span].clone()
         else:
             acc = self.overlap
             for t in range(count):
                 acc = acc + frames[:, t]
-                out[:, t * hop : (t + 1) * hop] = acc[:, start : start + hop]
+                out[:, t * hop : (t + 1) * hop] = acc[:, :hop]
                 acc = torch.cat([acc[:, hop:], torch.zeros(streams, hop, dtype=torch.float64)], dim=1)
             self.overlap = acc
         return out / self.synthesis_norm.repeat(count)[None]

@@ -86,6 +86,23 @@ def test_equals_the_engine(prior_model, rng, case):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("chain", ["none", "inpaint,dropout"])
+def test_equals_the_engine_on_the_low_delay_pair(lowdelay_model, rng, chain):
+    """Long analysis window, short synthesis window: the same lag and output as the engine,
+    also through a burst far beyond full scale (the encoder sees it scaled down, as the engine's)."""
+    x = _signal(rng, 16000, 1)
+    x[5000:5100] *= 1e6
+    values = {"low_hz": 150.0, "high_hz": 5000.0, **({"inpaint.temperature": 0.0} if "inpaint" in chain else {})}
+    engine = Engine(lowdelay_model, sr=48000, channels=1, chain=chain, values=values)
+    module = _script(lowdelay_model, chain, values)
+    assert int(module.latency_samples) == engine.latency_samples == 256 - 128 + 2 * 128 - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = np.concatenate([engine.process(x[i : i + 300]) for i in range(0, len(x), 300)])
+    got = _module_run(module, x, 300)
+    np.testing.assert_allclose(got, expected, atol=1e-5 * float(np.abs(expected).max()))
+
+
 @pytest.mark.parametrize("values", [{"wet": 0.0}, {"low_hz": 3000.0, "high_hz": 1000.0}])
 def test_transparent_settings_are_the_delayed_input_bit_exact(tiny_model, rng, values):
     x = _signal(rng, 9000, 1)
