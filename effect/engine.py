@@ -97,10 +97,15 @@ class Engine:
 
     Notes
     -----
+<<<<<<< HEAD
+    The engine leaves torch's process-wide thread count alone: its many small calls per column
+    run fastest on one thread, which the ``spectro-fx`` command sets (``models.runtime``).
+=======
     The model runs through the model file's own streaming methods (``stream_encode``,
     ``stream_decode_latent``) on a private copy of its module: each column costs only its new
     frames, and the decoder's head runs only on the region's cells.
 
+>>>>>>> main
     Output = input delayed by :attr:`latency_samples` + (resynthesis - input) inside the region:
     outside the region, with ``wet=0`` or an empty band the output is exactly the delayed input.
     """
@@ -133,7 +138,6 @@ class Engine:
             raise ParameterError(
                 f"resample_quality={resample_quality!r} must be one of {', '.join(RESAMPLE_QUALITIES)}"
             )
-        torch.set_num_threads(1)
         self.model = model
         self.sr = int(sr)
         self.channels = int(channels)
@@ -196,7 +200,7 @@ class Engine:
         # the second source, encoded in lockstep with the input
         self._aux_source = None
         if aux_channels:
-            from .codemap_effects import AuxSource
+            from .aux_source import AuxSource
 
             self._aux_source = AuxSource(module, channels=int(aux_channels), sr=self.sr, resample_quality=resample_quality)
         self.reset()

@@ -86,14 +86,6 @@ def odd_model(tmp_path_factory):
     return load_model(_build(tmp_path_factory.mktemp("models") / "odd16k.pt", cfg))
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """The engine runs torch on one thread (process-wide); give later tests their threads back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def lowdelay_model(tmp_path_factory):
     """A tiny 48 kHz model on the low-delay analysis-synthesis pair: 1024-point analysis

@@ -232,4 +232,4 @@ def test_a_stalled_page_changes_nothing_in_the_sound(jack_server, live_model, tm
     # and the comparison holds on most of the stream (idle, the worker is late well under 1 %
     # of the time; underruns with and without a page: tests/bench/bench_ui.py)
     assert last["underrun_frames"] < 0.5 * last["frames"], last
-    assert last["ui"]["pages"] == 1 and last["ui"]["dropped_messages"] > 30
+    assert last["ui"]["dropped_messages"] > 30  # counted to the end, the closed page's too
