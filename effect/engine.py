@@ -28,8 +28,9 @@ from .stft import StreamingISTFT, StreamingSTFT
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 _TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32; below it (not 0) is subnormal
 _LARGEST = np.float32(np.finfo(np.float32).max)
-GUARD_RATIO = 4.0
-"""Most a frame of output may have over its input frame, in magnitude (+12 dB)."""
+GUARD_RATIO = 2.0
+"""Most a frame of output may have over its input frame, in magnitude (+6 dB): the overlapping
+frames of a transient (win / hop of them) then stay within the +12 dBFS `spectro-fx validate` allows."""
 
 
 def _stft_latency(*, win: int, hop: int, time_stride: int) -> int:
@@ -556,7 +557,7 @@ class Engine:
     def _loudness_guard(self, magnitude: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> np.ndarray:
         """Gain ``[channels, frames]`` in [0, 1] on the regenerated magnitude so that no frame
         of the output spectrum (``outside`` + ``inside``, each ``[channels, n_bins, frames]``)
-        has more than +12 dB over the input frame's energy: codes regenerated from a loud
+        has more than :data:`GUARD_RATIO` (+6 dB) over the input frame's: codes regenerated from a loud
         neighbour (inpainting a band next to a full-scale tone) can otherwise decode several
         times louder than anything played (Minkowski: |outside + g inside| <= |outside| + g |inside|)."""
         limit = GUARD_RATIO * np.sqrt(np.einsum("cbt,cbt->ct", magnitude, magnitude))
