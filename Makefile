@@ -43,8 +43,11 @@ test: system venv
 test-fast: venv
 	bash tests/run.sh -m "not slow"
 
+# Every benchmark that can run here, short (BENCH_ARGS=--full for the README's lengths); the
+# summary says what ran and what was skipped and why (no GPU, no jackd, inputs to choose).
+BENCH_ARGS ?=
 bench: venv
-	for b in tests/bench/*.py; do $(PY) $$b || exit 1; done
+	$(PY) tests/bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info out

@@ -402,12 +402,15 @@ class StreamBridge:
         else:
             self.callback_scheduling = (0, 0)
 
+    def _callback_started(self, status) -> None:
+        if self.callback_scheduling is None:
+            self._note_scheduling()
+        if status:
+            self._count_status(status)
+
     def duplex_callback(self, indata, outdata, frames, time_info, status) -> None:
         try:
-            if self.callback_scheduling is None:
-                self._note_scheduling()
-            if status:
-                self._count_status(status)
+            self._callback_started(status)
             done = 0
             while done < frames:
                 n = min(self.chunk, frames - done)
@@ -419,10 +422,7 @@ class StreamBridge:
 
     def output_callback(self, outdata, frames, time_info, status) -> None:
         try:
-            if self.callback_scheduling is None:
-                self._note_scheduling()
-            if status:
-                self._count_status(status)
+            self._callback_started(status)
             done = 0
             while done < frames:
                 n = min(self.chunk, frames - done)

@@ -33,6 +33,7 @@ examples:
   spectro-fx --input in.wav --output out.wav --set low_hz=200 --set high_hz=2000
   spectro-fx --input in.wav --output out.wav --chain noise --set noise.amount=0.5 --plot out.png
   spectro-fx --input in.wav --output out.wav --automation knobs.mid --map map.toml
+  spectro-fx export --format nn --output fx.ts --chain inpaint     the effect for nn~ (Max/Pd)
 """
 
 EXIT_USAGE = 2
@@ -40,6 +41,7 @@ EXIT_USAGE = 2
 SUBCOMMANDS = {
     # name: (module under spectro_fx.effect, one line for --help); each module has main(argv) -> int
     "validate": ("validate", "check a model and chain before a gig (pluginval-style); see `spectro-fx validate --help`"),
+    "export": ("export_cmd", "write the effect as one TorchScript file for nn~ in Max/Pd; see `spectro-fx export --help`"),
 }
 
 
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--block-size", type=int, default=16384, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--list", action="store_true", help="list effects and parameters, then exit")
-    from .live import add_arguments as add_live_arguments
+    from .live_options import add_arguments as add_live_arguments
 
     add_live_arguments(parser)
     return parser
@@ -169,11 +171,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             _upgrade_old_options(args)
             # the live mode dispatches here on live inputs (mic, jack, a device) before files
-            from .live import run_live, wants_live
+            from spectro_fx.models.runtime import torch_threads
 
-            if wants_live(args):
-                return run_live(args)
-            return render_command(args)
+            from .live import run_live
+            from .live_options import wants_live
+
+            # the engine's many small calls per column run fastest on one thread, and live a
+            # second, spin-waiting one would take the core the audio callback needs
+            with torch_threads(1):
+                if wants_live(args):
+                    return run_live(args)
+                return render_command(args)
         except ParameterError as exc:  # ModelFileError included: user input, one line, no traceback
             print(f"spectro-fx: error: {exc}", file=sys.stderr)
             return EXIT_USAGE

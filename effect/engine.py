@@ -33,16 +33,18 @@ GUARD_RATIO = 2.0
 frames of a transient (win / hop of them) then stay within the +12 dBFS `spectro-fx validate` allows."""
 
 
-def _stft_latency(*, win: int, hop: int, time_stride: int) -> int:
+def _stft_latency(*, span: int, hop: int, time_stride: int) -> int:
     """Model-rate samples between a sample's arrival and its final output: the iSTFT waits for
-    every frame overlapping it (``win - hop`` after its own hop), and frames are only decoded
-    once their column of ``time_stride`` frames is complete (up to ``time_stride * hop - 1``)."""
-    return (win - hop) + time_stride * hop - 1
+    every frame whose synthesis window covers it (``span - hop`` after its own hop, ``span`` the
+    synthesis window's length: the analysis window for the classic pair, ``synthesis_length``
+    for the low-delay pair), and frames are only decoded once their column of ``time_stride``
+    frames is complete (up to ``time_stride * hop - 1``)."""
+    return (span - hop) + time_stride * hop - 1
 
 
 @functools.lru_cache(maxsize=32)
 def _resampled_latency(
-    sr: int, model_sr: int, *, quality: str, win: int, hop: int, time_stride: int, chunk: int
+    sr: int, model_sr: int, *, quality: str, span: int, hop: int, time_stride: int, chunk: int
 ) -> int:
     """Worst lag, in I/O samples, of the wet path through both soxr streams.
 
@@ -55,7 +57,7 @@ def _resampled_latency(
 
     rs_in = soxr.ResampleStream(sr, model_sr, 1, dtype="float64", quality=quality)
     rs_out = soxr.ResampleStream(model_sr, sr, 1, dtype="float64", quality=quality)
-    pre_roll = win - hop
+    pre_roll = span - hop
     total_in = model_count = released_done = io_available = worst = 0
     zeros = np.zeros(chunk)
     while total_in < sr:
@@ -98,6 +100,8 @@ class Engine:
 
     Notes
     -----
+    The engine leaves torch's process-wide thread count alone: its many small calls per column
+    run fastest on one thread, which the ``spectro-fx`` command sets (``models.runtime``).
     The model runs through the model file's own streaming methods (``stream_encode``,
     ``stream_decode_latent``) on a private copy of its module: each column costs only its new
     frames, and the decoder's head runs only on the region's cells.
@@ -134,7 +138,6 @@ class Engine:
             raise ParameterError(
                 f"resample_quality={resample_quality!r} must be one of {', '.join(RESAMPLE_QUALITIES)}"
             )
-        torch.set_num_threads(1)
         self.model = model
         self.sr = int(sr)
         self.channels = int(channels)
@@ -182,23 +185,23 @@ class Engine:
         self.column_period_s = self.time_stride * self._hop_s
         self.resampling = self.sr != self.model_sr
         self._band_top_hz = 0.5 * min(self.sr, self.model_sr)
-        win = self.stft_config.win_length
+        span = self.stft_config.synthesis_span
         if self.resampling:
             chunks = {1} | ({int(block_hint)} if block_hint else set())
             self.latency_samples = max(
                 _resampled_latency(
-                    self.sr, self.model_sr, quality=resample_quality, win=win, hop=self.hop,
+                    self.sr, self.model_sr, quality=resample_quality, span=span, hop=self.hop,
                     time_stride=self.time_stride, chunk=c,
                 )
                 for c in chunks
             )
         else:
-            self.latency_samples = _stft_latency(win=win, hop=self.hop, time_stride=self.time_stride)
+            self.latency_samples = _stft_latency(span=span, hop=self.hop, time_stride=self.time_stride)
         self.column_times: deque[float] = deque(maxlen=2048)
         # the second source, encoded in lockstep with the input
         self._aux_source = None
         if aux_channels:
-            from .codemap_effects import AuxSource
+            from .aux_source import AuxSource
 
             self._aux_source = AuxSource(module, channels=int(aux_channels), sr=self.sr, resample_quality=resample_quality)
         self.reset()

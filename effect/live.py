@@ -1,6 +1,9 @@
-"""Live performance: sound card or JACK in, the engine on a worker thread, MIDI knobs, status.
+"""Live performance: the session that ties sound card or JACK, the engine's worker thread, MIDI
+knobs, the recorder, the status line and the browser page together, from start to clean stop.
 
-``spectro-fx --input mic|jack|DEVICE|FILE`` (without ``--output``) lands here through effect/cli.py.
+``spectro-fx --input mic|jack|DEVICE|FILE`` (without ``--output``) lands here through effect/cli.py;
+the options are in live_options.py, the worker in worker.py, the recorder in recorder.py and the
+file sources in sources.py.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import gc
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -21,366 +23,11 @@ import numpy as np
 
 from spectro_fx.models.errors import ParameterError
 
+from .live_options import LIVE_DEVICES, check_live_args
 from .params import parse_settings
-from .ring import FloatRing
-
-LIVE_DEVICES = ("mic", "jack")
-RECORD_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24"), ".ogg": ("OGG", "VORBIS")}
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".au")
-
-LIVE_HELP = """\
-With --input mic, jack, a device name/index, or a file without --output, spectro-fx plays
-live; the latency (engine + safety margin + device) is printed at start.
-  spectro-fx --input mic                           default input -> default output
-  spectro-fx --input jack --midi-in "nanoKONTROL"  JACK ports, MIDI knobs from a controller
-  spectro-fx --input jack --midi-virtual           open a MIDI port a DAW can connect to
-  spectro-fx --input in.wav --loop                 play a file through the effect
-  spectro-fx --input jack --chain cross            cross: input 2 is the second source (or --cross-with FILE)
-  spectro-fx --input jack --midi-in 0 --learn low_hz --midi-map knobs.toml   bind the next knob
-  spectro-fx --input jack --ui 8765                see and move the region in a browser page
-  spectro-fx --list-devices | --list-midi
-"""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the live-mode options to the ``spectro-fx`` parser."""
-    group = parser.add_argument_group("live performance", LIVE_HELP)
-    group.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
-    group.add_argument("--list-midi", action="store_true", help="list MIDI input ports and exit")
-    group.add_argument("--output-device", metavar="DEVICE", help="output device: name substring, index or 'jack' (default: the input's system)")
-    group.add_argument("--samplerate", type=int, metavar="HZ", help="stream rate (default: the device's; JACK's is fixed by the server)")
-    group.add_argument("--blocksize", type=int, default=256, metavar="FRAMES", help="frames per audio callback (default 256 = 5.3 ms at 48 kHz)")
-    group.add_argument("--channels", type=int, metavar="N", help="channels to process (default: up to 2)")
-    group.add_argument("--loop", action="store_true", help="with a file --input: loop it")
-    group.add_argument("--record", metavar="FILE", help="record what is heard to FILE (.wav, .flac or .ogg), written when you stop")
-    group.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much audio (default: until Ctrl-C)")
-    group.add_argument("--safety-ms", type=float, metavar="MS", help="time the engine may take for a block before it plays dry (default: measured at start, 1.5 x the engine's slowest calls; raise it if you see underruns)")
-    group.add_argument("--rt-priority", type=int, default=1, metavar="N", help="when the audio callback runs realtime (JACK started with -R), run the engine's worker under SCHED_FIFO priority N, always below the callback's (default 1; 0 = never). Needs root or an rtprio limit; the start message says what the worker got")
-    group.add_argument("--jack-name", default="spectro-fx", metavar="NAME", help="JACK client name (ports NAME:in_0, NAME:out_0 ...)")
-    group.add_argument("--no-auto-connect", action="store_true", help="JACK: do not stay connected to system capture/playback")
-    group.add_argument("--midi-in", metavar="PORT", help="MIDI input port: name substring or index (see --list-midi)")
-    group.add_argument("--midi-virtual", nargs="?", const="midi_in", metavar="NAME", help="open a virtual MIDI input port others connect to (default name midi_in)")
-    group.add_argument("--midi-map", metavar="FILE", help="TOML CC map (default: the bundled 8-knob map, CC 70-77 and 21-28 on channel 1)")
-    group.add_argument("--midi-api", choices=("auto", "jack", "alsa"), default="auto", help="MIDI system (default: JACK with --input jack or without ALSA, else ALSA)")
-    group.add_argument("--learn", metavar="PARAM", help="bind the next moved knob to PARAM and write --midi-map (default spectro-fx-midi.toml)")
-    group.add_argument("--stats-json", metavar="FILE", help="append one JSON line of live figures per second to FILE")
-    group.add_argument("--no-status", action="store_true", help="no live status line on the terminal")
-    group.add_argument(
-        "--ui", metavar="[HOST:]PORT",
-        help="serve a page that shows the spectrograms and the region and moves every parameter "
-        "(open the URL printed at start; it carries a secret token). HOST defaults to 127.0.0.1, "
-        "this machine only; 0.0.0.0 opens it to the network; PORT 0 picks a free port",
-    )
-    # test-only: force the worker late to exercise the dry fallback
-    group.add_argument("--debug-worker-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
-    group.add_argument("--debug-worker-delay-every-s", type=float, default=0.5, help=argparse.SUPPRESS)
-
-
-def wants_live(args: argparse.Namespace) -> bool:
-    """True when the command line asks for live mode (or a live listing)."""
-    if getattr(args, "list_devices", False) or getattr(args, "list_midi", False):
-        return True
-    return args.input is not None and getattr(args, "output", None) is None
-
-
-# ----------------------------------------------------------------------------- worker
-
-
-class Worker(threading.Thread):
-    """Runs the engine on blocks from ``bridge.to_worker`` and fills ``bridge.from_worker``.
-
-    Parameter changes queued by the MIDI thread are applied here, between engine calls. When
-    the backlog exceeds ``resync_s`` (a stall far beyond the safety margin) the worker skips
-    to near the live position and resets the engine; what it skips was played dry already.
-    """
-
-    def __init__(
-        self,
-        engine: Any,
-        bridge: Any,
-        *,
-        params: Any,
-        delay_ms: float = 0.0,
-        delay_every_s: float = 0.5,
-        resync_s: float = 0.3,
-        rt_priority: int = 0,
-    ) -> None:
-        super().__init__(name="spectro-fx-worker", daemon=True)
-        self.rt_priority = int(rt_priority)
-        self.scheduling = "not started"
-        self.scheduled = threading.Event()  # set once the thread has chosen its scheduling
-        self.engine = engine
-        self.bridge = bridge
-        self.params = params
-        self.sr = bridge.sr
-        self.delay_s = max(float(delay_ms), 0.0) / 1000.0
-        self.delay_every = max(int(delay_every_s * self.sr), 1)
-        self.resync_frames = max(int(resync_s * self.sr), 4 * (bridge.margin + bridge.blocksize))
-        self.warm_frames = 2 * int(engine.latency_samples) + self.sr // 20
-        period = float(getattr(engine, "column_period_s", 0.0) or 0.0)
-        self.column_frames = max(int(round(period * self.sr)), bridge.blocksize)
-        self.max_chunk = 4096
-        self.stop_event = threading.Event()
-        self.pos = 0  # input frames consumed (= worker output frames produced)
-        self.resyncs = 0
-        self.error: BaseException | None = None
-        self.tap: Any = None  # a ui.ViewTap while --ui runs: the page's copy of each block
-        self.loads: deque = deque(maxlen=100_000)
-        self.events: deque = deque(maxlen=10_000)
-        self._busy = 0.0
-        self._busy_frames = 0
-        self._since_stall = 0
-
-    def run(self) -> None:
-        try:
-            self._loop()
-        except BaseException as exc:  # reported by the main thread; audio goes on dry
-            self.error = exc
-
-    def _loop(self) -> None:
-        ring_in = self.bridge.to_worker
-        buf = np.zeros((self.max_chunk, ring_in.channels), np.float32)
-        poll = min(0.001, self.bridge.blocksize / self.sr / 4)
-        while not self.stop_event.is_set():
-            if not self.scheduled.is_set() and self.bridge.callback_scheduling is not None:
-                self._choose_scheduling(*self.bridge.callback_scheduling)
-            self._apply_params()
-            n = ring_in.readable()
-            if n == 0:
-                time.sleep(poll)
-                continue
-            if n > self.resync_frames and self._resync():
-                continue
-            n = min(n, self.max_chunk)
-            if self.delay_s:
-                n = min(n, self.bridge.blocksize)
-            ring_in.read(buf[:n])
-            started = time.perf_counter()
-            out = self.engine.process(buf[:n])
-            if self.delay_s:
-                self._since_stall += n
-                if self._since_stall >= self.delay_every:
-                    self._since_stall = 0
-                    time.sleep(self.delay_s)
-            self._account(n, time.perf_counter() - started)
-            self._write(out)
-            if self.tap is not None:  # after the output is handed over; never waits
-                self.tap.push(buf[:n], out)
-            self.pos += n
-
-    def _choose_scheduling(self, policy: int, priority: int) -> None:
-        """Once the audio callback has run: go realtime just below it, or stay normal."""
-        wanted, why = worker_priority(self.rt_priority, policy, priority)
-        self.scheduling = _realtime_thread(wanted) if wanted else f"normal priority ({why})"
-        if wanted and why:
-            self.scheduling += f" ({why})"
-        self.scheduled.set()
-
-    def _write(self, out: np.ndarray) -> None:
-        ring = self.bridge.from_worker
-        done = 0
-        while done < out.shape[0] and not self.stop_event.is_set():
-            done += ring.write(out[done:])
-            if done < out.shape[0]:
-                time.sleep(0.001)
-
-    def _account(self, frames: int, busy: float) -> None:
-        """Worker time over audio time, one figure per column of audio."""
-        self._busy += busy
-        self._busy_frames += frames
-        if self._busy_frames >= self.column_frames:
-            self.loads.append(self._busy / (self._busy_frames / self.sr))
-            self._busy = 0.0
-            self._busy_frames = 0
-
-    def _apply_params(self) -> None:
-        for name, value, received_s, source in self.params.drain():
-            try:
-                applied = self.engine.set(name, value)
-            except ParameterError as exc:
-                self.events.append(
-                    {"name": name, "error": str(exc), "received_s": round(received_s, 4), "source": source}
-                )
-                continue
-            now = self.bridge.stream_time_now()
-            self.events.append(
-                {
-                    "name": name,
-                    "value": applied,
-                    "source": source,  # "midi" (a knob) or "ui" (the browser page)
-                    "received_s": round(received_s, 4),  # stream time the change arrived
-                    "applied_s": round(now, 4),  # stream time the engine took the value
-                    # the frames processed from now on are played `margin` frames after they
-                    # were captured, or, if the worker is late (those play dry), from now on
-                    "heard_s": round(max((self.pos + self.bridge.margin) / self.sr, now), 4),
-                }
-            )
-
-    def _resync(self) -> bool:
-        """Skip the backlog; returns False when there is nothing worth skipping."""
-        ring_in = self.bridge.to_worker
-        ring_out = self.bridge.from_worker
-        # land `warm_frames` before the callback's read position, so the engine's restart
-        # transient falls on frames the callback has already played dry and will skip
-        live = ring_in.write_pos
-        target = live - self.bridge.margin - self.bridge.blocksize - self.warm_frames
-        if target <= self.pos:
-            return False
-        skip = ring_in.skip(target - self.pos)
-        left = skip
-        while left > 0 and not self.stop_event.is_set():
-            left -= ring_out.advance_write(left)
-            if left > 0:
-                time.sleep(0.001)
-        self.pos += skip
-        self.engine.reset()
-        self.resyncs += 1
-        return True
-
-    def take_loads(self) -> list[float]:
-        out = []
-        while True:
-            try:
-                out.append(round(self.loads.popleft(), 4))
-            except IndexError:
-                return out
-
-    def take_events(self) -> list[dict]:
-        out = []
-        while True:
-            try:
-                out.append(self.events.popleft())
-            except IndexError:
-                return out
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join(timeout=5)
-
-
-def worker_priority(requested: int, callback_policy: int, callback_priority: int) -> tuple[int, str]:
-    """The ``SCHED_FIFO`` priority for the engine worker (0: stay at normal priority) and why.
-
-    A realtime audio server (JACK started with ``-R``, as on a musician's machine) runs its
-    clients' audio callbacks under FIFO priority; a worker left at normal priority then
-    competes with every other process for the few milliseconds it needs, and blocks play dry.
-    A worker above the callback, or realtime while the callback is not, starves the callback
-    instead (measured: a FIFO worker beside a non-realtime JACK tripled the underruns). So
-    the worker goes realtime only when the callback is, and strictly below it.
-    """
-    if requested <= 0:
-        return 0, "--rt-priority 0"
-    if callback_policy not in (getattr(os, "SCHED_FIFO", -1), getattr(os, "SCHED_RR", -1)):
-        return 0, "the audio callback runs at normal priority, so the worker does too; a JACK server started with -R makes both realtime"
-    if callback_priority <= 1:
-        return 0, f"the audio callback's realtime priority {callback_priority} leaves none below it"
-    if requested >= callback_priority:
-        return callback_priority - 1, f"--rt-priority {requested} lowered below the audio callback's {callback_priority}"
-    return requested, ""
-
-
-def _policy_name(scheduling: tuple[int, int] | None) -> str:
-    if scheduling is None:
-        return "no callback yet"
-    policy, priority = scheduling
-    for name in ("SCHED_FIFO", "SCHED_RR"):
-        if policy == getattr(os, name, None):
-            return f"{name} priority {priority}"
-    names = {getattr(os, n): n for n in ("SCHED_OTHER", "SCHED_BATCH", "SCHED_IDLE") if hasattr(os, n)}
-    return names.get(policy, f"policy {policy}")
-
-
-def _realtime_thread(priority: int) -> str:
-    """Put the calling thread under ``SCHED_FIFO`` at ``priority`` >= 1; returns a description
-    for the start message. The worker sleeps whenever it has nothing to do, and the kernel's
-    realtime throttling keeps 5 % of each second for other tasks anyway. Needs root or an
-    ``rtprio`` limit (the ``audio`` group of most Linux audio setups); otherwise the thread
-    keeps normal priority and the description says why."""
-    if not hasattr(os, "sched_setscheduler"):
-        return "normal priority (no realtime scheduling on this system)"
-    try:
-        # pid 0 is the calling thread on Linux: scheduling policy is per thread
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except OSError as exc:
-        return f"normal priority (realtime priority {priority} not permitted: {exc.strerror}; see --rt-priority)"
-    return f"realtime (SCHED_FIFO priority {priority})"
-
-
-# ----------------------------------------------------------------------------- recorder
-
-
-class Recorder(threading.Thread):
-    """Writes what is heard (``bridge.record_ring``) to a temporary file next to ``path``;
-    :meth:`finish` drains the ring, closes the file and renames it into place."""
-
-    def __init__(self, path: str | os.PathLike, ring: FloatRing, *, sr: int) -> None:
-        super().__init__(name="spectro-fx-recorder", daemon=True)
-        import soundfile as sf
-
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in RECORD_FORMATS:
-            raise ParameterError(f"--record {path}: the name must end in {', '.join(RECORD_FORMATS)}")
-        fmt, subtype = RECORD_FORMATS[suffix]
-        if not self.path.parent.is_dir():
-            raise ParameterError(f"--record {path}: folder {self.path.parent} does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        self.file = sf.SoundFile(tmp, "w", samplerate=sr, channels=ring.channels, format=fmt, subtype=subtype)
-        self.ring = ring
-        self.buf = np.zeros((16384, ring.channels), np.float32)
-        self.frames = 0
-        self.stop_event = threading.Event()
-        self.finished = False
-
-    def _drain(self) -> None:
-        while True:
-            n = self.ring.read(self.buf)
-            if n == 0:
-                return
-            self.file.write(self.buf[:n])
-            self.frames += n
-
-    def run(self) -> None:
-        last_flush = time.monotonic()
-        while not self.stop_event.wait(0.05):
-            self._drain()
-            if time.monotonic() - last_flush > 1.0:
-                self.file.flush()
-                last_flush = time.monotonic()
-
-    def finish(self) -> Path:
-        """Stop, write the rest, and move the file into place (atomic rename)."""
-        if self.finished:
-            return self.path
-        self.stop_event.set()
-        if self.is_alive():
-            self.join(timeout=5)
-        self._drain()
-        self.file.close()
-        os.replace(self.tmp, self.path)
-        self.finished = True
-        return self.path
-
-
-# ----------------------------------------------------------------------------- sources
-
-
-def _load_source(path: Path, *, channels: int | None, option: str = "--input") -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile.LibsndfileError and friends
-        raise ParameterError(f"{option} {path}: cannot read it as audio ({exc})") from None
-    want = channels or min(data.shape[1], 2)
-    if data.shape[1] > want:
-        data = data.mean(axis=1, keepdims=True) if want == 1 else data[:, :want]
-    elif data.shape[1] < want:
-        data = np.tile(data, (1, -(-want // data.shape[1])))[:, :want]
-    return np.ascontiguousarray(data), int(sr)
-
+from .recorder import Recorder
+from .sources import AUDIO_SUFFIXES, AuxEngine, LoopedSource, at_rate, chain_needs_aux, fit_channels, read_audio
+from .worker import Worker, policy_name, worker_poll_s
 
 def _input_kind(spec: str) -> str:
     if spec in LIVE_DEVICES:
@@ -391,9 +38,6 @@ def _input_kind(spec: str) -> str:
     if path.suffix.lower() in AUDIO_SUFFIXES or os.sep in spec:
         raise ParameterError(f"--input {spec}: no such file (live inputs: mic, jack, a device name or index)")
     return "device"
-
-
-# ----------------------------------------------------------------------------- the session
 
 
 def default_engine_factory(args: argparse.Namespace) -> Callable[..., Any]:
@@ -418,47 +62,6 @@ def default_engine_factory(args: argparse.Namespace) -> Callable[..., Any]:
     return build
 
 
-def _chain_needs_aux(chain: str | None) -> bool:
-    """True when an effect of ``--chain`` takes a second source (``cross``)."""
-    from .effects import RENAMED_EFFECTS, available_effects
-
-    registry = available_effects()
-    names = [RENAMED_EFFECTS.get(n.strip(), n.strip()) for n in (chain or "none").split(",") if n.strip()]
-    return any(getattr(registry.get(name), "needs_aux", False) for name in names)
-
-
-class AuxEngine:
-    """The engine as the worker sees it when ``cross`` takes a second source live.
-
-    ``split`` (the second source on input channel 2): the worker hands over
-    ``[frames, 2]``; channel 1 is processed with channel 2 as ``aux`` and the result is
-    played on both. ``aux_file`` (``--cross-with FILE``, looped at the stream rate): every
-    captured channel is processed, the file's next frames are the ``aux``. Anything else
-    (``set``, ``reset``, ``latency_samples`` ...) is the engine's.
-    """
-
-    def __init__(self, engine: Any, *, split: bool = False, aux_file: np.ndarray | None = None) -> None:
-        self.engine = engine
-        self.split = split
-        self.aux_file = aux_file
-        self.aux_pos = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.engine, name)
-
-    def _next_aux(self, n: int) -> np.ndarray:
-        total = self.aux_file.shape[0]
-        index = (self.aux_pos + np.arange(n)) % total
-        self.aux_pos = (self.aux_pos + n) % total
-        return self.aux_file[index]
-
-    def process(self, block: np.ndarray) -> np.ndarray:
-        if self.split:
-            out = self.engine.process(block[:, :1], block[:, 1:2])
-            return np.repeat(out, block.shape[1], axis=1)
-        return self.engine.process(block, self._next_aux(block.shape[0]))
-
-
 class _ServerGone(Exception):
     pass
 
@@ -480,21 +83,7 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
 
         print(list_midi_ports(api=args.midi_api, jack_audio=args.input == "jack"))
         return 0
-    if args.input is None:
-        raise ParameterError("live mode needs --input mic, jack, a device or a file")
-    for option in ("automation", "plot"):
-        if getattr(args, option, None):
-            raise ParameterError(f"--{option} is for rendering a file (give --output); live, use MIDI knobs")
-    if args.learn and not (args.midi_in or args.midi_virtual):
-        raise ParameterError("--learn needs a MIDI input: --midi-in PORT or --midi-virtual")
-    if not 0 <= args.rt_priority <= 99:
-        raise ParameterError(f"--rt-priority={args.rt_priority} must be 0 (normal priority) or a SCHED_FIFO priority 1-99")
-    if args.safety_ms is not None and args.safety_ms < 0:
-        raise ParameterError(f"--safety-ms={args.safety_ms} must be >= 0")
-    if args.ui is not None:
-        from .ui import parse_ui_address
-
-        parse_ui_address(args.ui)  # a bad address fails before any audio opens
+    check_live_args(args)
     make_engine = make_engine or default_engine_factory(args)
     ccmap = None
     if args.midi_in or args.midi_virtual:
@@ -509,15 +98,13 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
     source = None
     kind = _input_kind(args.input)
     if kind == "file":
-        source, file_sr = _load_source(Path(args.input), channels=args.channels)
+        source, file_sr = read_audio(args.input, option="--input")
+        source = fit_channels(source, args.channels)
         plan = audio_io.plan_stream(
             None, output_spec=args.output_device, sr=args.samplerate, blocksize=args.blocksize,
             channels=source.shape[1], jack_client=args.jack_name,
         )
-        if file_sr != plan.sr:
-            import soxr
-
-            source = soxr.resample(source, file_sr, plan.sr).astype(np.float32)
+        source = at_rate(source, file_sr, plan.sr)
     else:
         plan = audio_io.plan_stream(
             args.input, output_spec=args.output_device, sr=args.samplerate, blocksize=args.blocksize,
@@ -527,17 +114,10 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
     dry_channels = None
     cross_with = getattr(args, "cross_with", None)
     if cross_with is not None:  # a looped file is the second source
-        aux_file, aux_sr = _load_source(Path(cross_with), channels=None, option="--cross-with")
-        if aux_file.shape[0] == 0:
-            raise ParameterError(f"--cross-with {cross_with}: the file holds no samples")
-        aux_file = np.where(np.isfinite(aux_file), aux_file, np.float32(0.0))
-        if aux_sr != sr:
-            import soxr
-
-            aux_file = soxr.resample(aux_file, aux_sr, sr).astype(np.float32)
+        looped = LoopedSource.from_file(cross_with, sr=sr)
         engine = AuxEngine(make_engine(sr=sr, channels=plan.in_channels, block_hint=plan.blocksize,
-                                       aux_channels=aux_file.shape[1]), aux_file=aux_file)
-    elif _chain_needs_aux(getattr(args, "chain", None)):  # the second input channel is the second source
+                                       aux_channels=looped.channels), looped=looped)
+    elif chain_needs_aux(getattr(args, "chain", None)):  # the second input channel is the second source
         if plan.in_channels != 2:
             raise ParameterError(
                 f"--chain {args.chain}: live, cross takes its second source from input channel 2, so it needs "
@@ -547,8 +127,11 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
         dry_channels = (0, 0)
     else:
         engine = make_engine(sr=sr, channels=plan.in_channels, block_hint=plan.blocksize)
-    slowest_s = _warm_up(engine, plan.blocksize, plan.in_channels, sr)
-    safety_s = args.safety_ms / 1000 if args.safety_ms is not None else auto_safety_s(slowest_s)
+    call_s, wake_s = _warm_up(engine, plan.blocksize, plan.in_channels, sr)
+    if args.safety_ms is not None:
+        safety_s = args.safety_ms / 1000
+    else:
+        safety_s = auto_safety_s(call_s, wake_s, poll_s=worker_poll_s(plan.blocksize, sr))
 
     fade = min(plan.blocksize, max(int(round(0.002 * sr)), 8))
     margin = plan.blocksize + fade + int(round(safety_s * sr))
@@ -564,12 +147,19 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
 WARM_UP_VALUES = (("wet", 1.0), ("low_hz", 20.0), ("high_hz", 24000.0), ("period_s", 0.0))
 
 
-def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> float:
+def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """Run the engine on noise first: TorchScript optimises on its first calls, which would
     otherwise make the first blocks late. It runs with the whole band regenerated, the most
     work a knob can ask for (the engine skips work for silence and empty regions), then the
-    parameters are put back. Returns the 95th percentile of the call times after the first
-    ones, in seconds (the calls that complete a column dominate)."""
+    parameters are put back. Between calls it sleeps as the worker polls for input.
+
+    Returns
+    -------
+    call_s : np.ndarray
+        Seconds per engine call after the first third (the calls that complete a column dominate).
+    wake_s : np.ndarray
+        How much later than asked each poll's sleep returned, seconds (the machine's scheduling jitter).
+    """
     saved = engine.values()
     changed = []
     for name, value in WARM_UP_VALUES:
@@ -577,22 +167,29 @@ def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> float:
             engine.set(name, value)
             changed.append(name)
     noise = (0.1 * np.random.default_rng(0).standard_normal((blocksize, channels))).astype(np.float32)
-    times = []
+    poll = worker_poll_s(blocksize, sr)
+    times, late = [], []
     for _ in range(max(int(0.6 * sr) // blocksize, 16)):
         started = time.perf_counter()
         engine.process(noise)
-        times.append(time.perf_counter() - started)
+        slept = time.perf_counter()
+        times.append(slept - started)
+        time.sleep(poll)
+        late.append(max(time.perf_counter() - slept - poll, 0.0))
     for name in changed:
         engine.set(name, saved[name])
     engine.reset()
-    return float(np.percentile(times[len(times) // 3 :], 95))
+    return np.array(times[len(times) // 3 :]), np.array(late[len(late) // 3 :])
 
 
-def auto_safety_s(slowest_call_s: float) -> float:
-    """Default safety margin: 1.5 x the slow engine calls seen at start plus 2 ms for waking
-    the worker, within [3, 100] ms. A block's output can only be ready once the column it
-    completes has been computed, so the margin must cover that computation."""
-    return float(min(max(1.5 * slowest_call_s + 0.002, 0.003), 0.1))
+def auto_safety_s(call_s: np.ndarray, wake_s: np.ndarray, *, poll_s: float) -> float:
+    """Default safety margin, measured at start: the 99th percentile of the engine's call times
+    plus the worker's wake-up (a poll interval plus the 99th percentile of how late sleeps
+    returned), within [1, 100] ms. A block's output is ready once the call that receives it
+    (and computes the column it completes) returns, so the margin covers that call and the
+    worker noticing the block; the block itself and the dry fade come on top."""
+    need = float(np.percentile(call_s, 99)) + poll_s + float(np.percentile(wake_s, 99))
+    return float(min(max(need, 0.001), 0.1))
 
 
 class _Session:
@@ -657,7 +254,7 @@ class _Session:
             "input_dropped": b.input_dropped,
             "record_dropped": b.record_dropped,
             "resyncs": self.worker.resyncs if self.worker else 0,
-            "audio_callback_scheduling": _policy_name(b.callback_scheduling),
+            "audio_callback_scheduling": policy_name(b.callback_scheduling),
             "worker_scheduling": self.worker.scheduling if self.worker else "not started",
             "latency_ms": round(self.latency_ms, 2),
             "latency": {
@@ -886,12 +483,7 @@ class _Session:
                 self.stream.close()
             except Exception as exc:  # reported, the rest still has to be written
                 self._say(f"spectro-fx: warning: closing the audio stream: {exc}")
-        if self.worker is not None and self.worker.is_alive():
-            self.worker.stop()
-        if self.midi is not None:
-            self.midi.close()
-        if self.ui is not None:
-            self.ui.stop()
+        self._stop_threads()
         # the recording first: after a hangup the terminal writes below may fail
         path = self.recorder.finish() if self.recorder is not None else None
         if self.report is not None:
@@ -906,6 +498,15 @@ class _Session:
             self._say(f"{b.underruns} underruns (blocks played dry), {b.xruns} xruns")
         return status
 
+    def _stop_threads(self) -> None:
+        """The worker, the MIDI input and the page's server, whichever were started."""
+        if self.worker is not None and self.worker.is_alive():
+            self.worker.stop()
+        if self.midi is not None:
+            self.midi.close()
+        if self.ui is not None:
+            self.ui.stop()
+
     def _abandon(self) -> None:
         """Set-up failed: release what was opened, leave no partial recording behind."""
         if self.stream is not None:
@@ -914,12 +515,7 @@ class _Session:
                 self.stream.close()
             except Exception:
                 pass
-        if self.worker is not None and self.worker.is_alive():
-            self.worker.stop()
-        if self.midi is not None:
-            self.midi.close()
-        if self.ui is not None:
-            self.ui.stop()
+        self._stop_threads()
         if self.report is not None:
             self.report.close()
         if self.recorder is not None:

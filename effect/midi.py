@@ -15,6 +15,7 @@ from spectro_fx.models.errors import ParameterError
 
 from .ccmap import CCMap, binding, known_parameters, load_ccmap, save_ccmap
 from .effects import Parameter
+from .ring import drain
 
 INSTALL_HINT = "install python-rtmidi (pip install python-rtmidi)"
 API_NAMES = ("auto", "jack", "alsa")
@@ -405,9 +406,4 @@ class ParameterQueue:
         self.items.append((name, value, received_s, source))
 
     def drain(self) -> list[tuple[str, float, float, str]]:
-        out = []
-        while True:
-            try:
-                out.append(self.items.popleft())
-            except IndexError:
-                return out
+        return drain(self.items)

@@ -19,6 +19,7 @@ from spectro_fx.models.errors import ModelFileError, ParameterError
 from spectro_fx.models.export import ModelFile, load_model
 
 from .ccmap import CCMap
+from .sources import LoopedSource, read_audio
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -68,23 +69,6 @@ def resolve_model(model: ModelFile | str | os.PathLike | None) -> ModelFile:
             )
         return load_model(path)
     return load_model(model)
-
-
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an audio file as float32 ``[frames, channels]`` and its rate; ParameterError when
-    it is missing, unreadable or has no frames."""
-    import soundfile as sf
-
-    path = Path(path)
-    if not path.is_file():
-        raise ParameterError(f"input file {path} does not exist")
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise ParameterError(f"{path} is not a readable audio file: {exc}") from None
-    if data.shape[0] == 0 or data.shape[1] == 0:
-        raise ParameterError(f"{path} has no audio frames")
-    return data, int(sr)
 
 
 def read_automation(path: str | os.PathLike, ccmap: CCMap, *, sr: int) -> list[AutomationEvent]:
@@ -236,16 +220,8 @@ def render_file(
         audio = np.where(finite, audio, np.float32(0.0))
     # validate names and values before rendering (an engine is cheap to build)
     aux = None
-    if cross_with is not None:  # the second source, looped
-        aux, aux_sr = read_audio(cross_with)
-        if aux_sr != sr:
-            import soxr
-
-            aux = soxr.resample(aux, aux_sr, sr).astype(np.float32)
-        aux = np.where(np.isfinite(aux), aux, np.float32(0.0))
-        if aux.shape[0] == 0:
-            raise ParameterError(f"--cross-with {cross_with}: the file holds no samples")
-        aux = np.resize(aux, (audio.shape[0], aux.shape[1]))  # np.resize repeats the rows: a loop
+    if cross_with is not None:  # the second source, looped to the input's length
+        aux = LoopedSource.from_file(cross_with, sr=sr).next(audio.shape[0])
     engine = Engine(model, sr=sr, channels=audio.shape[1], chain=chain, seed=seed, block_hint=block_size, values=values,
                     aux_channels=0 if aux is None else aux.shape[1])
     events: list[AutomationEvent] = []

@@ -1,9 +1,13 @@
-"""Preallocated single-producer/single-consumer rings of float32 audio frames.
+"""Preallocated single-producer/single-consumer rings of float32 audio frames, and the drain of
+the deques that carry events between threads.
 
 The live effect passes audio between the PortAudio callback and the worker thread through these.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -107,3 +111,14 @@ class FloatRing:
             return 0
         self.read_pos += n
         return n
+
+
+def drain(items: deque) -> list[Any]:
+    """Everything in ``items``, oldest first, taken without a lock: ``popleft`` is atomic in
+    CPython, so a producer thread may keep appending while this runs."""
+    out = []
+    while True:
+        try:
+            out.append(items.popleft())
+        except IndexError:
+            return out

@@ -9,7 +9,7 @@ import numpy as np
 
 from spectro_fx.models.config import STFTConfig
 from spectro_fx.models.errors import ParameterError
-from spectro_fx.models.spectral import analysis_window
+from spectro_fx.models.spectral import analysis_window, overlap_norm, synthesis_window
 
 
 def _check_block(x: np.ndarray, channels: int, name: str) -> np.ndarray:
@@ -73,12 +73,14 @@ class StreamingSTFT:
 
 
 class StreamingISTFT:
-    """Weighted overlap-add of STFT frames into samples, normalised by the summed squared window.
+    """Overlap-add of STFT frames into samples, as :func:`spectro_fx.models.spectral.istft`.
 
-    Each pushed frame releases the ``hop`` samples that no later frame overlaps. The output
-    stream starts ``win - hop`` samples before the analysed signal (frame 0 reaches back that far),
+    Each frame contributes its last ``cfg.synthesis_span`` samples (the whole analysis window
+    for the classic pair, ``synthesis_length`` for the low-delay pair) times the synthesis
+    window; each pushed frame releases the ``hop`` samples that no later frame overlaps. The
+    output stream starts ``pre_roll = synthesis_span - hop`` samples before the analysed signal,
     so output sample ``k`` is signal sample ``k - pre_roll``; drop ``pre_roll`` samples to align.
-    Sample ``j`` of the signal is final once frame ``floor((j + win) / hop) - 1`` was pushed.
+    Sample ``j`` of the signal is final once frame ``floor((j + synthesis_span) / hop) - 1`` was pushed.
 
     Parameters
     ----------
@@ -89,23 +91,15 @@ class StreamingISTFT:
     def __init__(self, cfg: STFTConfig, *, channels: int):
         self.cfg = cfg
         self.channels = channels
-        self.window = analysis_window(cfg)
-        self.pre_roll = cfg.win_length - cfg.hop_length
-        hop, n_fft = cfg.hop_length, cfg.n_fft
-        start = n_fft - cfg.win_length
-        # the squared windows of every frame overlapping a released sample, summed oldest first
-        # (as models.spectral.istft sums them); every sample >= 0 of the signal sees all of them
-        w2 = self.window**2
-        norm = np.zeros(hop)
-        for back in range(n_fft // hop + 1, -1, -1):
-            idx = start + np.arange(hop) + back * hop
-            ok = idx < n_fft
-            norm[ok] += w2[idx[ok]]
+        self.span = cfg.synthesis_span
+        self.window = synthesis_window(cfg)[cfg.n_fft - self.span :]
+        self.pre_roll = self.span - cfg.hop_length
+        norm = overlap_norm(cfg)
         self._norm = np.where(norm > 1e-10, norm, 1.0)
         self.reset()
 
     def reset(self) -> None:
-        self._acc = np.zeros((self.channels, self.cfg.n_fft))
+        self._acc = np.zeros((self.channels, self.span))
 
     def push(self, spec: np.ndarray) -> np.ndarray:
         """Feed frames, get ``n_frames * hop`` samples.
@@ -123,32 +117,30 @@ class StreamingISTFT:
             raise ParameterError(
                 f"spec has shape {spec.shape}; expected [{self.channels}, {self.cfg.n_bins}, n_frames]"
             )
-        cfg = self.cfg
-        hop, n_fft = cfg.hop_length, cfg.n_fft
+        hop, n_fft, span = self.cfg.hop_length, self.cfg.n_fft, self.span
         count = spec.shape[2]
         out = np.empty((self.channels, count * hop))
         if count == 0:
             return out
         if spec.any():
-            frames = np.fft.irfft(np.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * self.window
+            frames = np.fft.irfft(np.swapaxes(spec, -1, -2), n=n_fft, axis=-1)[..., n_fft - span :] * self.window
         else:  # silence in (an engine's region switched off): no transforms needed
-            frames = np.zeros((self.channels, count, n_fft))
-        start = n_fft - cfg.win_length
-        if n_fft % hop == 0:
+            frames = np.zeros((self.channels, count, span))
+        if span % hop == 0:
             # all frames at once, one hop-long segment of every frame per pass, oldest frame's
             # segment first at every sample: the same additions in the same order as frame by frame
-            buf = np.zeros((self.channels, n_fft + count * hop))
-            buf[:, :n_fft] = self._acc
-            for seg in reversed(range(n_fft // hop)):
+            buf = np.zeros((self.channels, span + count * hop))
+            buf[:, :span] = self._acc
+            for seg in reversed(range(span // hop)):
                 part = frames[:, :, seg * hop : (seg + 1) * hop].reshape(self.channels, count * hop)
                 buf[:, seg * hop : seg * hop + count * hop] += part
-            out = buf[:, start : start + count * hop]
-            self._acc = buf[:, count * hop : count * hop + n_fft].copy()
+            out = buf[:, : count * hop]
+            self._acc = buf[:, count * hop : count * hop + span].copy()
         else:
             acc = self._acc
             for t in range(count):
                 acc += frames[:, t, :]
-                out[:, t * hop : (t + 1) * hop] = acc[:, start : start + hop]
+                out[:, t * hop : (t + 1) * hop] = acc[:, :hop]
                 acc = np.concatenate([acc[:, hop:], np.zeros((self.channels, hop))], axis=1)
             self._acc = acc
         return out / np.tile(self._norm, count)

@@ -1020,7 +1020,7 @@ class Validator:
         runs them, the callback called here block by block while the worker is parked between
         engine calls, so tracemalloc sees the callback alone."""
         from .audio_io import StreamBridge
-        from .live import Worker
+        from .worker import Worker
 
         channels = 2
         engine = self.engine(sr=sr, channels=channels, extra=self.full_region(), block_hint=block)

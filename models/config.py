@@ -46,7 +46,18 @@ class STFTConfig:
     win_length : int, hop_length <= win_length <= n_fft
         Analysis window length in samples; sets most of the latency (512 = 10.7 ms at 48 kHz).
     window : {"hann", "hamming", "blackman"}
-        Periodic window used for analysis and synthesis.
+        Periodic window shape. With ``synthesis_length=0`` it is the analysis and the synthesis
+        window; otherwise it shapes the low-delay pair (see below).
+    synthesis_length : int, 0 or even with 2 * hop_length <= synthesis_length <= win_length
+        0 (the default, as in files made before it existed): the synthesis window is the analysis
+        window, and the wet path lags ``win_length - hop_length`` samples behind the analysis.
+        Otherwise a low-delay pair (Mauler and Martin, EUSIPCO 2007): the analysis window rises
+        over ``win_length - synthesis_length / 2`` samples and falls over the last
+        ``synthesis_length / 2``, and the synthesis window covers only the frame's last
+        ``synthesis_length`` samples, chosen so that their product is ``window`` of
+        ``synthesis_length`` points. Resolution comes from ``win_length`` (1024 at 48 kHz:
+        46.9 Hz bins), delay from ``synthesis_length``: the lag is ``synthesis_length -
+        hop_length`` (256 - 128 = 2.7 ms at 48 kHz).
 
     Frames are causal: frame ``t`` covers samples ``[(t + 1) * hop - win, (t + 1) * hop)``
     of the signal (zeros before its start), so a frame is complete as soon as its last hop arrived.
@@ -57,6 +68,7 @@ class STFTConfig:
     hop_length: int = 128
     win_length: int = 512
     window: str = "hann"
+    synthesis_length: int = 0
 
     def __post_init__(self) -> None:
         _positive_int("sr", self.sr)
@@ -72,10 +84,24 @@ class STFTConfig:
             )
         if self.window not in WINDOWS:
             raise ParameterError(f"window={self.window!r} must be one of {', '.join(WINDOWS)}")
+        synth = self.synthesis_length
+        if not isinstance(synth, int) or isinstance(synth, bool) or synth < 0:
+            raise ParameterError(f"synthesis_length={synth!r} must be 0 or a positive even integer")
+        if synth and (synth % 2 or not 2 * self.hop_length <= synth <= self.win_length):
+            raise ParameterError(
+                f"synthesis_length={synth} must be 0 (the analysis window) or even with "
+                f"2 * hop_length={2 * self.hop_length} <= synthesis_length <= win_length={self.win_length}"
+            )
 
     @property
     def n_bins(self) -> int:
         return self.n_fft // 2 + 1
+
+    @property
+    def synthesis_span(self) -> int:
+        """Samples at the end of each frame that synthesis writes: ``synthesis_length``, or
+        ``win_length`` for the classic pair. The wet path lags ``synthesis_span - hop_length``."""
+        return self.synthesis_length or self.win_length
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -89,6 +89,7 @@ class ExportedVQVAE(nn.Module):
     hop_length: int
     win_length: int
     window: str
+    synthesis_length: int
     time_stride: int
     freq_stride: int
     n_rows: int
@@ -111,6 +112,7 @@ class ExportedVQVAE(nn.Module):
         self.hop_length = cfg.stft.hop_length
         self.win_length = cfg.stft.win_length
         self.window = cfg.stft.window
+        self.synthesis_length = cfg.stft.synthesis_length  # 0: classic pair; not required, older files lack it
         self.time_stride = cfg.time_stride
         self.freq_stride = cfg.freq_stride
         self.n_rows = cfg.n_rows

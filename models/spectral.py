@@ -5,6 +5,8 @@ Frame ``t`` covers samples ``[(t + 1) * hop - win, (t + 1) * hop)`` (zeros befor
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.signal
 import torch
@@ -13,11 +15,71 @@ from .config import STFTConfig
 from .errors import ParameterError
 
 
+def _periodic(shape: str, length: int) -> np.ndarray:
+    # periodic windows overlap-add to a constant at hops that divide them; clipped because
+    # scipy's blackman is -1e-17 at its first sample, and its square root is taken below
+    return np.clip(scipy.signal.get_window(shape, length, fftbins=True).astype(np.float64), 0.0, None)
+
+
+@functools.lru_cache(maxsize=16)
+def _window_pair(cfg: STFTConfig) -> tuple[np.ndarray, np.ndarray]:
+    n_fft, win, span = cfg.n_fft, cfg.win_length, cfg.synthesis_span
+    if not cfg.synthesis_length:
+        analysis = np.pad(_periodic(cfg.window, win), (n_fft - win, 0))
+        analysis.setflags(write=False)
+        return analysis, analysis
+    # low delay (Mauler and Martin 2007): rise as the square root of a window of 2 * rise points,
+    # fall as the square root of the second half of a window of `span` points; the synthesis
+    # window then makes the product over the last `span` samples exactly that short window
+    half = span // 2
+    rise = win - half
+    short = _periodic(cfg.window, span)
+    analysis = np.zeros(n_fft)
+    analysis[n_fft - win : n_fft - half] = np.sqrt(_periodic(cfg.window, 2 * rise)[:rise])
+    analysis[n_fft - half :] = np.sqrt(short[half:])
+    tail = analysis[n_fft - span :]
+    synthesis = np.zeros(n_fft)
+    synthesis[n_fft - span :] = np.divide(short, tail, out=np.zeros(span), where=tail > 1e-12)
+    analysis.setflags(write=False)
+    synthesis.setflags(write=False)
+    return analysis, synthesis
+
+
 def analysis_window(cfg: STFTConfig) -> np.ndarray:
-    """Periodic window of ``win_length`` samples, float64, zero-padded on the left to ``n_fft``
-    (right-aligned, so a frame ends at its newest sample and adds no latency)."""
-    win = scipy.signal.get_window(cfg.window, cfg.win_length, fftbins=True).astype(np.float64)
-    return np.pad(win, (cfg.n_fft - cfg.win_length, 0))
+    """Analysis window, float64 ``[n_fft]``, right-aligned (zeros on the left), so a frame ends
+    at its newest sample and adds no latency.
+
+    With ``cfg.synthesis_length == 0`` it is the periodic ``cfg.window`` of ``win_length``
+    points; otherwise the asymmetric low-delay window (long rise, falling over the last
+    ``synthesis_length / 2`` samples). Read-only.
+    """
+    return _window_pair(cfg)[0]
+
+
+def synthesis_window(cfg: STFTConfig) -> np.ndarray:
+    """Synthesis window, float64 ``[n_fft]``, non-zero only on the last ``cfg.synthesis_span``
+    samples; the analysis window itself for the classic pair. Read-only.
+
+    For the low-delay pair, ``analysis * synthesis`` is the periodic ``cfg.window`` of
+    ``synthesis_length`` points on the frame's last samples (a Hann of ``2 * hop`` overlap-adds
+    to exactly 1).
+    """
+    return _window_pair(cfg)[1]
+
+
+def overlap_norm(cfg: STFTConfig) -> np.ndarray:
+    """Sum of ``analysis * synthesis`` over every frame overlapping a sample, float64 ``[hop]``,
+    by the sample's position in its hop (oldest frame first, as :func:`istft` adds them).
+    Dividing the overlap-add by it makes analysis followed by synthesis the identity."""
+    hop = cfg.hop_length
+    product = analysis_window(cfg) * synthesis_window(cfg)
+    start = cfg.n_fft - cfg.synthesis_span
+    norm = np.zeros(hop)
+    for back in reversed(range(-(-cfg.synthesis_span // hop))):
+        idx = start + np.arange(hop) + back * hop
+        ok = idx < cfg.n_fft
+        norm[ok] += product[idx[ok]]
+    return norm
 
 
 def n_frames(n_samples: int, cfg: STFTConfig) -> int:
@@ -53,23 +115,34 @@ def stft(y: np.ndarray, cfg: STFTConfig) -> np.ndarray:
 
 
 def istft(spec: np.ndarray, cfg: STFTConfig) -> np.ndarray:
-    """Inverse of :func:`stft` by weighted overlap-add with window-square normalisation.
+    """Inverse of :func:`stft`: overlap-add of the synthesis-windowed frames, divided by the
+    summed ``analysis * synthesis`` windows.
 
-    Returns ``n_frames * hop_length`` samples aligned with the analysed signal; exact
-    (to float64 precision) for an unmodified spectrum.
+    Parameters
+    ----------
+    spec : np.ndarray [..., n_bins, n_frames], complex
+    cfg : STFTConfig
+
+    Returns
+    -------
+    np.ndarray [..., n_frames * hop_length], float64
+        Aligned with the analysed signal; exact (to float64 precision) for an unmodified
+        spectrum, except the last ``synthesis_span - hop_length`` samples, which later frames
+        would complete.
     """
     spec = np.asarray(spec)
-    frames = np.fft.irfft(np.swapaxes(spec, -1, -2), n=cfg.n_fft, axis=-1)
-    win = analysis_window(cfg)
+    hop, n_fft, span = cfg.hop_length, cfg.n_fft, cfg.synthesis_span
+    frames = np.fft.irfft(np.swapaxes(spec, -1, -2), n=n_fft, axis=-1)[..., n_fft - span :]
+    synth = synthesis_window(cfg)[n_fft - span :]
+    product = (analysis_window(cfg) * synthesis_window(cfg))[n_fft - span :]
     count = frames.shape[-2]
-    hop, n_fft = cfg.hop_length, cfg.n_fft
-    pad = n_fft - hop
+    pad = span - hop
     total = pad + count * hop
     out = np.zeros(frames.shape[:-2] + (total,))
     norm = np.zeros(total)
     for t in range(count):
-        out[..., t * hop : t * hop + n_fft] += frames[..., t, :] * win
-        norm[t * hop : t * hop + n_fft] += win**2
+        out[..., t * hop : t * hop + span] += frames[..., t, :] * synth
+        norm[t * hop : t * hop + span] += product
     norm = np.where(norm > 1e-10, norm, 1.0)
     return (out / norm)[..., pad:]
 
@@ -90,6 +163,6 @@ def magnitude(y: torch.Tensor, cfg: STFTConfig) -> torch.Tensor:
     pad = cfg.n_fft - cfg.hop_length
     count = n_frames(y.shape[-1], cfg)
     y = torch.nn.functional.pad(y, (pad, 0))[:, : pad + count * cfg.hop_length]
-    window = torch.from_numpy(analysis_window(cfg)).to(y)
+    window = torch.tensor(analysis_window(cfg)).to(y)
     spec = torch.stft(y, cfg.n_fft, cfg.hop_length, window=window, center=False, return_complex=True)
     return spec.abs()

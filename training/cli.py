@@ -11,6 +11,7 @@ import sys
 
 from spectro_fx import __version__
 from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.runtime import torch_threads
 
 # Subcommand modules, in the order `--help` lists them; each registers itself.
 SUBCOMMANDS: list[str] = ["render_notes", "fit", "prior", "evaluate", "export_cmd", "experiments"]
@@ -36,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.run(args) or 0)
+        # --threads (fit, evaluate) is applied here, at the edge, for the whole command
+        with torch_threads(getattr(args, "threads", None)):
+            return int(args.run(args) or 0)
     except ParameterError as exc:
         print(f"spectro-fx-train {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from spectro_fx.models.atomic import atomic_open
 from spectro_fx.models.config import STFTConfig
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.spectral import istft, stft
@@ -120,6 +121,14 @@ def codebook_health(usage: np.ndarray) -> dict[str, float]:
     }
 
 
+def resynthesize(mag: np.ndarray, spec: np.ndarray, cfg: STFTConfig) -> np.ndarray:
+    """Audio of magnitude ``mag`` ``[..., n_bins, frames]`` with the phase of ``spec`` (the
+    input's complex STFT; its last ``frames`` frames when it has more), as the effect does:
+    ``[..., frames * hop_length]`` float64 samples aligned with those frames."""
+    phase = np.angle(spec[..., -mag.shape[-1] :])
+    return istft(mag * np.exp(1j * phase), cfg)
+
+
 class ModelResynthesis:
     """Full resynthesis through a model file: STFT, encode, decode, input phase, ISTFT.
 
@@ -138,7 +147,9 @@ class ModelResynthesis:
     def sr(self) -> int:
         return self.cfg.sr
 
-    def __call__(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def spectra(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``audio`` [n_samples] -> (its complex STFT, the decoded magnitude, both
+        ``[n_bins, frames]``, and the codes ``[n_rows, columns]``), zero-padded to whole columns."""
         n = len(audio)
         block = self.cfg.hop_length * self.time_stride
         padded = np.pad(np.asarray(audio, dtype=np.float64), (0, -n % block))
@@ -146,9 +157,12 @@ class ModelResynthesis:
         with torch.inference_mode():
             mag = torch.from_numpy(np.abs(spec)).float()[None]
             codes = self.model.encode(mag)
-            out_mag = self.model.decode(codes)[0].double().numpy()
-        out = istft(out_mag * np.exp(1j * np.angle(spec)), self.cfg)
-        return out[:n].astype(np.float32), codes[0].numpy()
+            decoded = self.model.decode(codes)[0].double().numpy()
+        return spec, decoded, codes[0].numpy()
+
+    def __call__(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        spec, decoded, codes = self.spectra(audio)
+        return resynthesize(decoded, spec, self.cfg)[: len(audio)].astype(np.float32), codes
 
 
 @dataclass
@@ -251,10 +265,6 @@ def run(args: argparse.Namespace) -> int:
 
     from .data import load_clips, note_filter_from_args
 
-    if args.threads is not None:
-        if args.threads <= 0:
-            raise ParameterError(f"--threads={args.threads} must be a positive integer")
-        torch.set_num_threads(args.threads)
     model_file = load_model(args.model)
     resynthesis = ModelResynthesis(model_file)
     clips = load_clips(
@@ -280,9 +290,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(clips)} clips from {args.data} at {clips.sr} Hz")
     print(format_table(rows))
     if args.json_out:
-        out = Path(args.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps({"model": str(args.model), "data": str(args.data), "results": {k: v.to_dict() for k, v in rows.items()}}, indent=2))
-        os.replace(tmp, out)
+        results = {"model": str(args.model), "data": str(args.data), "results": {k: v.to_dict() for k, v in rows.items()}}
+        with atomic_open(args.json_out) as out:
+            out.write(json.dumps(results, indent=2))
     return 0

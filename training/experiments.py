@@ -346,22 +346,6 @@ def _default_model(ctx: ExperimentContext):
     return load_model(path)
 
 
-def _resynthesize(model_file, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Audio [n] at the model's rate -> (input magnitude, decoded magnitude [n_bins, frames],
-    resynthesized audio with the input's phase [n])."""
-    from spectro_fx.models.spectral import istft, stft
-
-    cfg = model_file.config.stft
-    block = cfg.hop_length * int(model_file.module.time_stride)
-    n = len(audio)
-    spec = stft(np.pad(np.asarray(audio, np.float64), (0, -n % block)), cfg)
-    with torch.inference_mode():
-        mag = torch.from_numpy(np.abs(spec)).float()[None]
-        decoded = model_file.module.decode(model_file.module.encode(mag))[0].double().numpy()
-    out = istft(decoded * np.exp(1j * np.angle(spec)), cfg)[:n]
-    return np.abs(spec), decoded, out
-
-
 def notes(ctx: ExperimentContext) -> dict:
     """Fig. 6: notes reconstructed by the default model: FluidR3_GM (its training source) and the
     same notes from TimGM6mb (an independent SoundFont, held out), original above reconstruction."""
@@ -371,12 +355,14 @@ def notes(ctx: ExperimentContext) -> dict:
     for soundfont in (FLUID_SOUNDFONT, HELDOUT_SOUNDFONT):
         if not Path(soundfont).is_file():
             raise MissingDependency(f"{soundfont} is missing (apt-get install fluid-soundfont-gm timgm6mb-soundfont)")
+    from .evaluate import ModelResynthesis, resynthesize
     from .render_notes import NoteRenderer, NoteSpec
 
     try:
         from .evaluate import mel_distance
     except ImportError:
         mel_distance = None
+    resynthesis = ModelResynthesis(model_file)
     held_s, release_s = (0.5, 0.25) if ctx.tiny else (1.5, 0.5)
     columns = []
     for label, soundfont in (("training", FLUID_SOUNDFONT), ("held out", HELDOUT_SOUNDFONT)):
@@ -385,7 +371,9 @@ def notes(ctx: ExperimentContext) -> dict:
             for program, pitch, velocity in NOTE_SPECS:
                 spec = NoteSpec(program, pitch, velocity)
                 audio = renderer.render(spec, held_s=held_s, release_s=release_s)
-                mag, decoded, out = _resynthesize(model_file, audio)
+                complex_spec, decoded, _ = resynthesis.spectra(audio)
+                mag = np.abs(complex_spec)
+                out = resynthesize(decoded, complex_spec, resynthesis.cfg)[: len(audio)]
                 log_ref, log_out = np.log10(np.maximum(mag, 1e-5)), np.log10(np.maximum(decoded, 1e-5))
                 entry = {"set": label, "soundfont": Path(soundfont).name, "note": spec.note_str,
                          "log10_mag_l1": float(np.mean(np.abs(log_ref - log_out)))}
@@ -570,9 +558,7 @@ def effects(ctx: ExperimentContext) -> dict:
             done = subprocess.run(args, capture_output=True, text=True, timeout=900)
             if done.returncode != 0:
                 raise ParameterError(f"spectro-fx failed ({done.returncode}) for {name}: {done.stderr.strip()[-500:]}")
-            ctx.out.mkdir(parents=True, exist_ok=True)
-            _compact_png(Path(tmp) / name, Path(tmp) / f"{name}.part")
-            os.replace(Path(tmp) / f"{name}.part", ctx.out / name)
+            _compact_png(Path(tmp) / name, ctx.out / name)
             ctx.captions[name] = (f"The live effect on the demo clip, before (top) and after (bottom): {what}; "
                                   f"band 500-4000 Hz (`spectro-fx --chain {chain}"
                                   + "".join(f" --set {k}={v}" for k, v in settings.items())
@@ -586,13 +572,13 @@ def effects(ctx: ExperimentContext) -> dict:
 
 def _compact_png(src: Path, dst: Path) -> None:
     """Re-save a spectrogram picture with a 256-colour palette: a third of the bytes, same look
-    (the figures ship inside the wheel)."""
+    (the figures ship inside the wheel), atomically."""
     from PIL import Image
 
     with Image.open(src) as image:
         palette = image.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE)
-    palette.save(dst, format="PNG", optimize=True)
-    os.chmod(dst, 0o644)
+    with atomic_path(dst) as part:
+        palette.save(part, format="PNG", optimize=True)
 
 
 def _duration_s(path: Path) -> float:

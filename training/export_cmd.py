@@ -10,32 +10,9 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from spectro_fx.models.errors import ParameterError
 
-PRIOR_NAME = "prior.pt"
-PRIOR_KEYS = ("offsets", "class_log_prior", "feature_log_prob", "alpha")
-
-
-def load_prior(path: str | Path):
-    """Read a prior written by `spectro-fx-train prior` (a dict with ``PRIOR_KEYS``)."""
-    from spectro_fx.models.export import Prior
-
-    path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ParameterError(f"prior file {str(path)!r} cannot be read: {exc}") from None
-    missing = [k for k in PRIOR_KEYS if not isinstance(data, dict) or k not in data]
-    if missing:
-        raise ParameterError(f"prior file {str(path)!r} lacks {', '.join(missing)}")
-    return Prior(
-        offsets=torch.as_tensor(data["offsets"], dtype=torch.long),
-        class_log_prior=torch.as_tensor(data["class_log_prior"], dtype=torch.float32),
-        feature_log_prob=torch.as_tensor(data["feature_log_prob"], dtype=torch.float32),
-        alpha=float(data["alpha"]),
-    )
+from .prior import PRIOR_NAME, load_prior
 
 
 def export_run(run_dir: str | Path, output: Optional[str | Path] = None, *, include_prior: bool = True) -> Path:

@@ -1,7 +1,9 @@
 """`spectro-fx-train fit`: train the VQ-VAE on log-magnitude spectrograms, on one CPU/GPU or
 under ``torchrun`` with DDP, with TensorBoard logs and atomic, resumable checkpoints.
 
-``train(config, run_dir)`` is the whole loop; the CLI only resolves the config.
+``train(config, run_dir)`` runs the loop over a run state (:class:`_Run`): ``train_step``,
+``log_window``, ``save_media`` and ``checkpoint`` (rank-0 work behind :func:`rank_zero`);
+the CLI only resolves the config.
 """
 
 from __future__ import annotations
@@ -9,24 +11,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
-import tempfile
 import time
 import tomllib
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ContextManager, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from spectro_fx.models.atomic import atomic_path
 from spectro_fx.models.config import VQVAEConfig
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import ParameterError, positive_int
 from spectro_fx.models.vqvae import VQVAE
 
 CONFIG_NAME = "config.json"
@@ -83,9 +86,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "segment_frames", "steps", "checkpoint_every", "log_every", "media_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ParameterError(f"train.{name}={value!r} must be a positive integer")
+            positive_int(f"train.{name}", getattr(self, name))
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ParameterError(f"train.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
         if not self.lr > 0:
@@ -215,6 +216,30 @@ def load_config(path: Optional[str | os.PathLike], overrides: list[str] = ()) ->
     return RunConfig.from_dict(apply_overrides(data, list(overrides)))
 
 
+def training_clips(
+    config: RunConfig, *, min_samples: int, path: Optional[str | os.PathLike] = None, progress: bool = False,
+    where: Optional[Path] = None,
+):
+    """The clips of ``config.data`` (or of the folder ``path``, with the same filters) at the
+    model's rate, each at least ``min_samples`` long: what `fit` trains on and `prior` counts."""
+    from .data import load_clips, note_filter_from_args
+
+    path = path if path is not None else config.data.path
+    if not path:
+        run = f"run folder {str(where)!r}" if where is not None else "the config"
+        raise ParameterError(f"{run} names no training data; pass --data DIR")
+    note_filter = note_filter_from_args(
+        families=list(config.data.families),
+        sources=list(config.data.sources),
+        pitches=config.data.pitches,
+        velocities=config.data.velocities,
+    )
+    return load_clips(
+        path, sr=config.model.stft.sr, min_samples=min_samples, note_filter=note_filter,
+        segment_s=config.data.segment_s, progress=progress,
+    )
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then cosine decay."""
     if step < cfg.warmup_steps:
@@ -232,16 +257,12 @@ def crop_samples(model_cfg: VQVAEConfig, segment_frames: int) -> int:
     return (segment_frames + lead) * stft.hop_length
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves a torn file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a checkpoint (tensors and plain values, see :func:`load_checkpoint`) atomically."""
+    path = Path(path)
+    with atomic_path(path, suffix=".tmp") as tmp:
+        torch.save(state, tmp)
+    return path
 
 
 def _remove_stale_temps(run_dir: Path) -> None:
@@ -319,20 +340,266 @@ class _Distributed:
             dist.destroy_process_group()
 
 
-def _resynthesize(audio: np.ndarray, log_mag: np.ndarray, model: VQVAE) -> np.ndarray:
-    """Audio of a normalised log magnitude [n_bins, frames] with the phase of ``audio``."""
-    from spectro_fx.models.spectral import istft, stft
-
-    spec = stft(audio, model.cfg.stft)[:, -log_mag.shape[1] :]
-    mag = model.normalizer.inverse(torch.from_numpy(log_mag).float()).numpy()
-    return istft(mag * np.exp(1j * np.angle(spec)), model.cfg.stft).astype(np.float32)
-
-
 def _spectrogram_image(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     """[1, 2 * n_bins, frames] picture: input above, reconstruction below, low frequencies down."""
     pair = torch.cat([recon.flip(0), target.flip(0)], dim=0).float()
     low, high = pair.min(), pair.max()
     return ((pair - low) / (high - low + 1e-8))[None]
+
+
+def rank_zero(work: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``work(run, ...)`` on rank 0 only (files, TensorBoard, the progress bar); other ranks
+    return None. Work that takes part in collectives (all-reduce) must not be behind it."""
+
+    @functools.wraps(work)
+    def on_rank_zero(run: "_Run", *args: Any, **kwargs: Any) -> Any:
+        return work(run, *args, **kwargs) if run.ddp.main else None
+
+    return on_rank_zero
+
+
+@dataclass
+class _Window:
+    """Training figures summed since the last log line."""
+
+    usage: torch.Tensor  # [K] code counts
+    recon: float = 0.0
+    commit: float = 0.0
+    perplexity: float = 0.0
+    steps: int = 0
+
+
+@dataclass
+class _Run:
+    """Everything a training run holds between steps; the loop's functions take and update it."""
+
+    config: RunConfig
+    run_dir: Path
+    ddp: "_Distributed"
+    dataset: Any
+    sampler: Any
+    per_epoch: int
+    data_description: str
+    model: VQVAE
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int
+    window: _Window
+    writer: Any = None
+    energy: Any = None
+    bar: Any = None
+    last_restarts: int = 0
+    last_loss: float = float("nan")
+    examples: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def due(self, every: int) -> bool:
+        """True at every ``every``-th step and at the last one."""
+        return self.step % every == 0 or self.step == self.config.train.steps
+
+
+def batch_of(dataset, sampler, *, step: int, per_epoch: int, rank: int, tcfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank ``rank``'s crops of step ``step`` ``[batch, samples]``, with and without their random gain.
+
+    The crops depend only on the seed, the step and the rank (a resumed run sees the batches
+    an uninterrupted one would have seen)."""
+    epoch, within = divmod(step, per_epoch)
+    sampler.set_epoch(epoch)
+    dataset.set_epoch(epoch)
+    order = list(iter(sampler))[within * tcfg.batch_size : (within + 1) * tcfg.batch_size]
+    audio = torch.stack([dataset[i] for i in order])
+    gen = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step * 997 + rank)
+    gain_db = (torch.rand(audio.shape[0], 1, generator=gen) * 2 - 1) * tcfg.gain_db
+    return audio * 10 ** (gain_db / 20), audio
+
+
+def _start(config: RunConfig, run_dir: Path, ddp: "_Distributed", *, resume: bool, progress: bool, tracker) -> _Run:
+    """Check the run folder, load the data, build (or restore) model and optimiser, open the logs."""
+    from .data import CropDataset
+
+    cfg, tcfg = config.model, config.train
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    state = None
+    if resume:
+        state = load_checkpoint(checkpoint_path)
+    elif checkpoint_path.exists():
+        raise ParameterError(
+            f"run folder {str(run_dir)!r} already holds a checkpoint; pass --resume to continue it "
+            "or choose a new run folder"
+        )
+    _write_config(ddp, config, run_dir)
+
+    n_samples = crop_samples(cfg, tcfg.segment_frames)
+    clips = training_clips(config, min_samples=n_samples, progress=progress and ddp.main)
+    dataset = CropDataset(clips, n_samples=n_samples, seed=tcfg.seed)
+    clips.audio = []  # the dataset keeps a float16 copy; drop the float32 one
+    sampler = torch.utils.data.DistributedSampler(
+        dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=tcfg.seed, drop_last=True
+    )
+    per_epoch = len(sampler) // tcfg.batch_size
+    if per_epoch == 0:
+        raise ParameterError(
+            f"{len(dataset)} clips give no full batch of train.batch_size={tcfg.batch_size} "
+            f"per process ({ddp.world} processes); lower the batch size or add data"
+        )
+
+    torch.manual_seed(tcfg.seed)
+    model = VQVAE(cfg).to(ddp.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+    net: torch.nn.Module = model
+    if ddp.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None
+        )
+    run = _Run(
+        config=config, run_dir=run_dir, ddp=ddp, dataset=dataset, sampler=sampler, per_epoch=per_epoch,
+        data_description=clips.description, model=model, net=net, optimizer=optimizer, step=step,
+        window=_Window(usage=torch.zeros(cfg.codebook_size, device=ddp.device)),
+        last_restarts=int(model.quantizer.restarts),
+    )
+    _open_logs(run, progress=progress)
+    from .energy import EnergyTracker
+
+    run.energy = tracker if isinstance(tracker, EnergyTracker) else None  # gets the TB writer and epoch/step marks
+    if run.energy is not None:
+        run.energy.writer = run.writer
+    return run
+
+
+@rank_zero
+def _open_logs(run: _Run, *, progress: bool) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    run.writer = SummaryWriter(str(run.run_dir / "tb"), purge_step=run.step if run.step else None)
+    if progress:
+        from tqdm import tqdm
+
+        run.bar = tqdm(total=run.config.train.steps, initial=run.step, desc="fit", unit="step", dynamic_ncols=True)
+
+
+def _write_config(ddp: "_Distributed", config: RunConfig, run_dir: Path) -> None:
+    if ddp.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(run_dir)
+        with atomic_path(run_dir / CONFIG_NAME, suffix=".tmp") as tmp:
+            tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+
+
+def train_step(run: _Run):
+    """One optimiser step on this rank's batch; returns the model output and the batch audio."""
+    from spectro_fx.models.spectral import magnitude
+
+    cfg, tcfg = run.config.model, run.config.train
+    if run.energy is not None and (run.step % run.per_epoch == 0 or run.energy.current_epoch is None):
+        run.energy.mark_epoch(run.step // run.per_epoch)
+    audio, _ = batch_of(run.dataset, run.sampler, step=run.step, per_epoch=run.per_epoch, rank=run.ddp.rank, tcfg=tcfg)
+    audio = audio.to(run.ddp.device)
+    with torch.no_grad():
+        mag = magnitude(audio, cfg.stft)[:, :, -tcfg.segment_frames :].float()
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr_at(run.step, tcfg)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if tcfg.bf16 and run.ddp.device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    loss_fn = F.l1_loss if tcfg.loss == "l1" else F.mse_loss
+    with autocast:
+        out = run.net(mag)
+        recon_loss = loss_fn(out.reconstruction.float(), out.target.float())
+        loss = recon_loss + out.commitment_loss
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if tcfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip)
+    run.optimizer.step()
+    run.step += 1
+    if run.energy is not None:
+        run.energy.mark_step(run.step)
+    run.examples += audio.shape[0] * run.ddp.world
+    window = run.window
+    window.usage += torch.bincount(out.codes.flatten(), minlength=cfg.codebook_size).float()
+    window.recon += float(recon_loss.detach())
+    window.commit += float(out.commitment_loss.detach())
+    window.perplexity += float(out.perplexity)
+    window.steps += 1
+    if run.bar is not None:
+        run.bar.update(1)
+    return out, audio
+
+
+def log_window(run: _Run) -> None:
+    """Average the figures since the last log over all ranks (every rank takes part), write
+    them (rank 0) and start a new window."""
+    window = run.window
+    usage = run.ddp.mean(window.usage)
+    means = {k: float(run.ddp.mean(torch.tensor(getattr(window, k) / window.steps))) for k in ("recon", "commit", "perplexity")}
+    run.last_loss = means["recon"]
+    restarts = int(run.model.quantizer.restarts)
+    _write_scalars(run, means, usage, restarts)
+    run.last_restarts = restarts
+    run.window = _Window(usage=torch.zeros_like(window.usage))
+
+
+@rank_zero
+def _write_scalars(run: _Run, means: dict[str, float], usage: torch.Tensor, restarts: int) -> None:
+    cfg, step, writer = run.config.model, run.step, run.writer
+    writer.add_scalar("loss/reconstruction", means["recon"], step)
+    writer.add_scalar("loss/commitment", means["commit"], step)
+    writer.add_scalar("loss/total", means["recon"] + means["commit"], step)
+    writer.add_scalar("codebook/perplexity", means["perplexity"], step)
+    writer.add_scalar("codebook/unused_codes", int((usage == 0).sum()), step)
+    writer.add_scalar(
+        "codebook/dead_codes", int((run.model.quantizer.cluster_size < cfg.restart_threshold).sum()), step
+    )
+    writer.add_scalar("codebook/restarts", restarts - run.last_restarts, step)
+    writer.add_scalar("train/lr", lr_at(step - 1, run.config.train), step)
+    writer.add_scalar("train/examples_per_s", run.examples / (time.perf_counter() - run.started), step)
+    if run.bar is not None:
+        run.bar.set_postfix(loss=f"{means['recon']:.4f}", ppl=f"{means['perplexity']:.0f}")
+
+
+@rank_zero
+def save_media(run: _Run, out, audio: torch.Tensor) -> None:
+    """The first crop's spectrogram and audio, input and reconstruction, to TensorBoard."""
+    from spectro_fx.models.spectral import stft
+
+    from .evaluate import resynthesize
+
+    sr = run.config.model.stft.sr
+    target = out.target[0].detach().float().cpu()
+    recon = out.reconstruction[0].detach().float().cpu()
+    run.writer.add_image("spectrogram/reconstruction_above_input", _spectrogram_image(target, recon), run.step)
+    clip = audio[0].detach().cpu().double().numpy()
+    magnitude = run.model.normalizer.inverse(recon).numpy()
+    wet = resynthesize(magnitude, stft(clip, run.config.model.stft), run.config.model.stft).astype(np.float32)
+    peak = max(float(np.abs(wet).max()), float(np.abs(clip).max()), 1e-6)
+    run.writer.add_audio("audio/reconstruction", torch.from_numpy(wet / peak)[None], run.step, sample_rate=sr)
+    run.writer.add_audio(
+        "audio/input", torch.from_numpy((clip[-len(wet) :] / peak).astype(np.float32))[None], run.step, sample_rate=sr
+    )
+
+
+@rank_zero
+def checkpoint(run: _Run) -> None:
+    """Everything a resumed run needs, atomically, in ``RUN/checkpoint.pt``."""
+    save_checkpoint(
+        {
+            "step": run.step,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "config": json.dumps(run.config.to_dict()),
+            "data_description": run.data_description,
+        },
+        run.run_dir / CHECKPOINT_NAME,
+    )
 
 
 def train(
@@ -360,8 +627,6 @@ def train(
     dict with the final ``step``, ``loss`` (mean reconstruction loss of the last log window),
     ``examples_per_s`` (all ranks together) and ``data_description``.
     """
-    from .data import CropDataset, load_clips, note_filter_from_args
-
     run_dir = Path(run_dir)
     cfg, tcfg = config.model, config.train
     if tcfg.segment_frames % cfg.time_stride:
@@ -372,201 +637,37 @@ def train(
         raise ParameterError("no training data: pass --data DIR (or set data.path in the config)")
     ddp = _Distributed(device)
     try:
-        checkpoint_path = run_dir / CHECKPOINT_NAME
-        state = None
-        if resume:
-            state = load_checkpoint(checkpoint_path)
-        elif checkpoint_path.exists():
-            raise ParameterError(
-                f"run folder {str(run_dir)!r} already holds a checkpoint; pass --resume to continue it "
-                "or choose a new run folder"
-            )
-        if ddp.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            _remove_stale_temps(run_dir)
-            tmp = run_dir / f".{CONFIG_NAME}.tmp"
-            tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
-            os.replace(tmp, run_dir / CONFIG_NAME)
-
-        n_samples = crop_samples(cfg, tcfg.segment_frames)
-        note_filter = note_filter_from_args(
-            families=list(config.data.families),
-            sources=list(config.data.sources),
-            pitches=config.data.pitches,
-            velocities=config.data.velocities,
-        )
-        clips = load_clips(
-            config.data.path,
-            sr=cfg.stft.sr,
-            min_samples=n_samples,
-            note_filter=note_filter,
-            segment_s=config.data.segment_s,
-            progress=progress and ddp.main,
-        )
-        dataset = CropDataset(clips, n_samples=n_samples, seed=tcfg.seed)
-        clips.audio = []  # the dataset keeps a float16 copy; drop the float32 one
-        sampler = torch.utils.data.DistributedSampler(
-            dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=tcfg.seed, drop_last=True
-        )
-        per_epoch = len(sampler) // tcfg.batch_size
-        if per_epoch == 0:
-            raise ParameterError(
-                f"{len(dataset)} clips give no full batch of train.batch_size={tcfg.batch_size} "
-                f"per process ({ddp.world} processes); lower the batch size or add data"
-            )
-
-        torch.manual_seed(tcfg.seed)
-        model = VQVAE(cfg).to(ddp.device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-        step = 0
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            step = int(state["step"])
-            torch.set_rng_state(state["torch_rng"])
-        net: torch.nn.Module = model
-        if ddp.enabled:
-            net = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None
-            )
-
-        writer = None
-        if ddp.main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
-        from .energy import EnergyTracker
-
-        energy = tracker if isinstance(tracker, EnergyTracker) else None  # gets the TB writer and epoch/step marks
-        if energy is not None:
-            energy.writer = writer
-        from spectro_fx.models.spectral import magnitude
-
-        def batch_of(step: int) -> torch.Tensor:
-            epoch, within = divmod(step, per_epoch)
-            sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
-            order = list(iter(sampler))[within * tcfg.batch_size : (within + 1) * tcfg.batch_size]
-            audio = torch.stack([dataset[i] for i in order])
-            gen = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step * 997 + ddp.rank)
-            gain_db = (torch.rand(audio.shape[0], 1, generator=gen) * 2 - 1) * tcfg.gain_db
-            return audio * 10 ** (gain_db / 20), audio
-
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if tcfg.bf16 and ddp.device.type == "cuda"
-            else contextlib.nullcontext()
-        )
-        loss_fn = F.l1_loss if tcfg.loss == "l1" else F.mse_loss
-        usage = torch.zeros(cfg.codebook_size, device=ddp.device)
-        sums = {"recon": 0.0, "commit": 0.0, "perplexity": 0.0}
-        count = 0
-        last_restarts = int(model.quantizer.restarts)
-        last_loss = float("nan")
-        started, examples = time.perf_counter(), 0
-
-        def checkpoint() -> None:
-            if ddp.main:
-                save_atomic(
-                    {
-                        "step": step,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
-                        "config": json.dumps(config.to_dict()),
-                        "data_description": clips.description,
-                    },
-                    checkpoint_path,
-                )
-
-        bar = None
-        if progress and ddp.main:
-            from tqdm import tqdm
-
-            bar = tqdm(total=tcfg.steps, initial=step, desc="fit", unit="step", dynamic_ncols=True)
-        model.train()
+        run = _start(config, run_dir, ddp, resume=resume, progress=progress, tracker=tracker)
+        run.model.train()
         with tracker if tracker is not None else contextlib.nullcontext():
-            while step < tcfg.steps:
-                if energy is not None and (step % per_epoch == 0 or energy.current_epoch is None):
-                    energy.mark_epoch(step // per_epoch)
-                audio, dry = batch_of(step)
-                audio = audio.to(ddp.device)
-                with torch.no_grad():
-                    mag = magnitude(audio, cfg.stft)[:, :, -tcfg.segment_frames :].float()
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, tcfg)
-                with autocast:
-                    out = net(mag)
-                    recon_loss = loss_fn(out.reconstruction.float(), out.target.float())
-                    loss = recon_loss + out.commitment_loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if tcfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-                optimizer.step()
-                step += 1
-                if energy is not None:
-                    energy.mark_step(step)
-                examples += audio.shape[0] * ddp.world
-                usage += torch.bincount(out.codes.flatten(), minlength=cfg.codebook_size).float()
-                sums["recon"] += float(recon_loss.detach())
-                sums["commit"] += float(out.commitment_loss.detach())
-                sums["perplexity"] += float(out.perplexity)
-                count += 1
-                if bar is not None:
-                    bar.update(1)
-                if step % tcfg.log_every == 0 or step == tcfg.steps:
-                    usage = ddp.mean(usage)
-                    means = {k: float(ddp.mean(torch.tensor(v / count))) for k, v in sums.items()}
-                    last_loss = means["recon"]
-                    restarts = int(model.quantizer.restarts)
-                    if writer is not None:
-                        writer.add_scalar("loss/reconstruction", means["recon"], step)
-                        writer.add_scalar("loss/commitment", means["commit"], step)
-                        writer.add_scalar("loss/total", means["recon"] + means["commit"], step)
-                        writer.add_scalar("codebook/perplexity", means["perplexity"], step)
-                        writer.add_scalar("codebook/unused_codes", int((usage == 0).sum()), step)
-                        writer.add_scalar(
-                            "codebook/dead_codes",
-                            int((model.quantizer.cluster_size < cfg.restart_threshold).sum()),
-                            step,
-                        )
-                        writer.add_scalar("codebook/restarts", restarts - last_restarts, step)
-                        writer.add_scalar("train/lr", lr_at(step - 1, tcfg), step)
-                        writer.add_scalar("train/examples_per_s", examples / (time.perf_counter() - started), step)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{means['recon']:.4f}", ppl=f"{means['perplexity']:.0f}")
-                    last_restarts = restarts
-                    usage.zero_()
-                    sums = dict.fromkeys(sums, 0.0)
-                    count = 0
-                if writer is not None and (step % tcfg.media_every == 0 or step == tcfg.steps):
-                    target = out.target[0].detach().float().cpu()
-                    recon = out.reconstruction[0].detach().float().cpu()
-                    writer.add_image("spectrogram/reconstruction_above_input", _spectrogram_image(target, recon), step)
-                    clip = audio[0].detach().cpu().double().numpy()
-                    wet = _resynthesize(clip, recon.numpy(), model)
-                    peak = max(float(np.abs(wet).max()), float(np.abs(clip).max()), 1e-6)
-                    writer.add_audio("audio/reconstruction", torch.from_numpy(wet / peak)[None], step, sample_rate=cfg.stft.sr)
-                    writer.add_audio("audio/input", torch.from_numpy((clip[-len(wet) :] / peak).astype(np.float32))[None], step, sample_rate=cfg.stft.sr)
-                if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
-                    checkpoint()
-        elapsed = time.perf_counter() - started
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
+            while run.step < tcfg.steps:
+                out, audio = train_step(run)
+                if run.due(tcfg.log_every):
+                    log_window(run)
+                if run.due(tcfg.media_every):
+                    save_media(run, out, audio)
+                if run.due(tcfg.checkpoint_every):
+                    checkpoint(run)
+        elapsed = time.perf_counter() - run.started
+        _close_logs(run)
         if ddp.enabled:
             dist.barrier()
         return {
-            "step": step,
-            "loss": last_loss,
-            "examples_per_s": examples / elapsed if elapsed > 0 else float("nan"),
+            "step": run.step,
+            "loss": run.last_loss,
+            "examples_per_s": run.examples / elapsed if elapsed > 0 else float("nan"),
             "seconds": elapsed,
-            "data_description": clips.description,
+            "data_description": run.data_description,
         }
     finally:
         ddp.close()
+
+
+@rank_zero
+def _close_logs(run: _Run) -> None:
+    if run.bar is not None:
+        run.bar.close()
+    run.writer.close()
 
 
 def default_config_path() -> Path:
@@ -601,10 +702,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        if args.threads <= 0:
-            raise ParameterError(f"--threads={args.threads} must be a positive integer")
-        torch.set_num_threads(args.threads)
     overrides = list(args.overrides)
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import ParameterError, positive_int
 from spectro_fx.models.quantizer import VectorQuantizer
 
 IMAGE_SIZE = 28
@@ -232,8 +232,7 @@ class ImageVQVAE(nn.Module):
         if kernel < 1 or 2 * (kernel - 1) >= IMAGE_SIZE:
             raise ParameterError(f"kernel={kernel} must be in 1..14 so the codemap keeps at least one cell")
         for name, value in (("channels", channels), ("code_dim", code_dim), ("codebook_size", codebook_size)):
-            if value < 1:
-                raise ParameterError(f"{name}={value} must be a positive integer")
+            positive_int(name, value)
         self.codemap_side = IMAGE_SIZE - 2 * (kernel - 1)
         self.code_dim = code_dim
         self.codebook_size = codebook_size
@@ -297,8 +296,7 @@ class MnistTrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "channels", "code_dim", "codebook_size"):
-            if getattr(self, name) < 1:
-                raise ParameterError(f"{name}={getattr(self, name)} must be a positive integer")
+            positive_int(name, getattr(self, name))
         if not self.lr > 0:
             raise ParameterError(f"lr={self.lr} must be > 0")
 

@@ -19,6 +19,8 @@ from spectro_fx.models.export import Prior
 from spectro_fx.models.naive_bayes import DEFAULT_PRIOR_OFFSETS, fit_categorical_prior
 
 PRIOR_NAME = "prior.pt"
+"""The prior's file in a run folder: written by `spectro-fx-train prior`, read by `export`."""
+PRIOR_KEYS = ("offsets", "class_log_prior", "feature_log_prob", "alpha")
 
 
 def codemaps_of_audio(model, clips: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -83,6 +85,24 @@ def save_prior(prior: Prior, path: str | os.PathLike) -> Path:
     return path
 
 
+def load_prior(path: str | os.PathLike) -> Prior:
+    """Read a prior written by :func:`save_prior` (a dict with ``PRIOR_KEYS``)."""
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ParameterError(f"prior file {str(path)!r} cannot be read: {exc}") from None
+    missing = [k for k in PRIOR_KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ParameterError(f"prior file {str(path)!r} lacks {', '.join(missing)}")
+    return Prior(
+        offsets=torch.as_tensor(data["offsets"], dtype=torch.long),
+        class_log_prior=torch.as_tensor(data["class_log_prior"], dtype=torch.float32),
+        feature_log_prob=torch.as_tensor(data["feature_log_prob"], dtype=torch.float32),
+        alpha=float(data["alpha"]),
+    )
+
+
 def parse_offsets(text: str) -> tuple[tuple[int, int], ...]:
     """``"-1:0,-2:0,0:-1"`` -> ``((-1, 0), (-2, 0), (0, -1))``, pairs of (d_column, d_row)."""
     pairs = []
@@ -116,31 +136,16 @@ def fit_run_prior(
 
     Returns ``(path, prior, data_description)``.
     """
-    from .data import load_clips, note_filter_from_args
-    from .fit import RunConfig, CONFIG_NAME, model_from_run
+    from .fit import CONFIG_NAME, RunConfig, model_from_run, training_clips
 
     import json
 
     run_dir = Path(run_dir)
     model, _ = model_from_run(run_dir)
     config = RunConfig.from_dict(json.loads((run_dir / CONFIG_NAME).read_text()))
-    path = data if data is not None else config.data.path
-    if not path:
-        raise ParameterError(f"run folder {str(run_dir)!r} names no training data; pass --data DIR")
     cfg = model.cfg
-    note_filter = note_filter_from_args(
-        families=list(config.data.families),
-        sources=list(config.data.sources),
-        pitches=config.data.pitches,
-        velocities=config.data.velocities,
-    )
-    clips = load_clips(
-        path,
-        sr=cfg.stft.sr,
-        min_samples=cfg.time_stride * cfg.stft.hop_length,
-        note_filter=note_filter,
-        segment_s=config.data.segment_s,
-        progress=progress,
+    clips = training_clips(
+        config, min_samples=cfg.time_stride * cfg.stft.hop_length, path=data, progress=progress, where=run_dir
     )
     prior = fit_prior(model, clips.audio, offsets=offsets, alpha=alpha)
     return save_prior(prior, run_dir / PRIOR_NAME), prior, clips.description

@@ -207,7 +207,8 @@ def magnitude_of(module, audio: np.ndarray) -> torch.Tensor:
     from spectro_fx.models.spectral import magnitude
 
     cfg = STFTConfig(sr=int(module.sample_rate), n_fft=int(module.n_fft), hop_length=int(module.hop_length),
-                     win_length=int(module.win_length), window=str(module.window))
+                     win_length=int(module.win_length), window=str(module.window),
+                     synthesis_length=int(getattr(module, "synthesis_length", 0)))
     mag = magnitude(torch.from_numpy(audio)[None], cfg)
     ts = int(module.time_stride)
     return mag[:, :, : mag.shape[2] // ts * ts].float()

@@ -86,9 +86,22 @@ def odd_model(tmp_path_factory):
     return load_model(_build(tmp_path_factory.mktemp("models") / "odd16k.pt", cfg))
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """The engine runs torch on one thread (process-wide); give later tests their threads back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(scope="session")
+def lowdelay_model(tmp_path_factory):
+    """A tiny 48 kHz model on the low-delay analysis-synthesis pair: 1024-point analysis
+    (46.9 Hz bins), 256-point synthesis window, hop 128, 2 frames per column (383 samples)."""
+    from spectro_fx.models import STFTConfig, VQVAEConfig
+    from spectro_fx.models.export import load_model
+
+    cfg = VQVAEConfig(
+        stft=STFTConfig(sr=48000, n_fft=1024, hop_length=128, win_length=1024, synthesis_length=256),
+        channels=(4, 8),
+        freq_strides=(8, 2),
+        time_strides=(2, 1),
+        freq_kernels=(16, 4),
+        time_kernel=3,
+        n_res_blocks=1,
+        code_dim=8,
+        codebook_size=32,
+    )
+    return load_model(_build(tmp_path_factory.mktemp("models") / "lowdelay48k.pt", cfg))

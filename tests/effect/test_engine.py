@@ -365,3 +365,22 @@ def test_odd_model_shapes(odd_model, rng, sr):
     for block in (65, 256):
         out = _run(Engine(odd_model, sr=sr, channels=2, values=values), x, block)
         np.testing.assert_allclose(out, whole, atol=1e-5, err_msg=f"block {block}")
+
+
+def test_the_engine_leaves_torch_threads_to_the_command(tiny_model, rng, tmp_path):
+    """No process-wide setting from a library: the engine keeps torch's thread count; the
+    spectro-fx command sets one thread for its run and gives the count back."""
+    import soundfile as sf
+
+    from spectro_fx.effect.cli import main
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        Engine(tiny_model, sr=48000, channels=1, chain="noise").process(_noise(rng, 4096, 1))
+        assert torch.get_num_threads() == 2
+        sf.write(tmp_path / "in.wav", _noise(rng, 4800, 1), 48000, subtype="FLOAT")
+        assert main(["--input", str(tmp_path / "in.wav"), "--output", str(tmp_path / "out.wav"), "--quiet"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

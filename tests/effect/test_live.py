@@ -378,7 +378,7 @@ class _DelayEngine:
 @pytest.mark.slow
 def test_worker_resyncs_after_a_long_stall_and_the_output_stays_aligned():
     from spectro_fx.effect.audio_io import StreamBridge
-    from spectro_fx.effect.live import Worker
+    from spectro_fx.effect.worker import Worker
     from spectro_fx.effect.midi import ParameterQueue
 
     block = 256
@@ -446,12 +446,12 @@ def test_worker_realtime_priority_applies_to_its_own_thread_only():
     never the rest of the process."""
     import threading
 
-    from spectro_fx.effect.live import _realtime_thread
+    from spectro_fx.effect.worker import realtime_thread
 
     seen = []
 
     def probe():
-        said = _realtime_thread(3)
+        said = realtime_thread(3)
         seen.append((said, os.sched_getscheduler(0), os.sched_getparam(0).sched_priority))
 
     thread = threading.Thread(target=probe)
@@ -503,7 +503,7 @@ def test_on_a_realtime_jack_server_the_worker_runs_realtime_below_the_callback(l
     ],
 )
 def test_worker_goes_realtime_only_below_a_realtime_callback(requested, policy, priority, wanted, why):
-    from spectro_fx.effect.live import worker_priority
+    from spectro_fx.effect.worker import worker_priority
 
     got, reason = worker_priority(requested, getattr(os, policy), priority)
     assert got == wanted and why in reason
@@ -578,7 +578,7 @@ def test_aux_engine_loops_the_second_source_file_in_step_with_the_stream(tmp_pat
     """`--cross-with FILE` live: every block gets the file's next frames, looped, whatever the
     block sizes; the result equals the engine fed the looped file in one go."""
     from spectro_fx.effect.engine import Engine
-    from spectro_fx.effect.live import AuxEngine
+    from spectro_fx.effect.sources import AuxEngine, LoopedSource
     from spectro_fx.models.export import load_model
 
     model = load_model(asset_path(DEFAULT_MODEL))
@@ -590,7 +590,7 @@ def test_aux_engine_loops_the_second_source_file_in_step_with_the_stream(tmp_pat
     def engine():
         return Engine(model, sr=SR, channels=2, chain="cross", seed=0, values=settings, aux_channels=1)
 
-    live = AuxEngine(engine(), aux_file=other)
+    live = AuxEngine(engine(), looped=LoopedSource(other))
     sizes = [256, 1000, 37, 4096]
     blocks, pos, k = [], 0, 0
     while pos < len(x):

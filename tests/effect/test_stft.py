@@ -12,14 +12,19 @@ BLOCKS = [1, 64, 65, 256, 8193]
 CONFIGS = [
     STFTConfig(),  # the default: 48 kHz, n_fft 512, hop 128, win 512
     STFTConfig(sr=16000, n_fft=128, hop_length=48, win_length=100),  # hop does not divide win
+    # low delay: 1024-point analysis, 256-point synthesis at the frame's end
+    STFTConfig(sr=48000, n_fft=1024, hop_length=128, win_length=1024, synthesis_length=256),
+    # low delay where the hop divides neither window (the frame-by-frame overlap-add path)
+    STFTConfig(sr=16000, n_fft=256, hop_length=48, win_length=200, synthesis_length=144 + 2, window="hamming"),
 ]
+IDS = ["default", "odd", "low-delay", "low-delay-odd"]
 
 
 def _blocks(n, size):
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "odd"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 @pytest.mark.parametrize("block", BLOCKS)
 def test_streaming_stft_equals_whole_signal(cfg, block, rng):
     y = rng.standard_normal((2, 3000))
@@ -31,7 +36,7 @@ def test_streaming_stft_equals_whole_signal(cfg, block, rng):
     assert stream.frames_done == expected.shape[2]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "odd"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_streaming_istft_equals_whole_signal_and_reconstructs(cfg, rng):
     y = rng.standard_normal((1, 4000))
     spec = stft(y, cfg)
@@ -43,6 +48,7 @@ def test_streaming_istft_equals_whole_signal_and_reconstructs(cfg, rng):
     n_final = spec.shape[2] * cfg.hop_length - pre  # the last pre samples still wait for frames
     aligned = out[:, pre:]
     np.testing.assert_allclose(aligned[:, : n_final - pre], istft(modified, cfg)[:, : n_final - pre], atol=1e-12)
+    assert pre == cfg.synthesis_span - cfg.hop_length  # the synthesis window, not the analysis window, sets it
     # unmodified: the input comes back, pre_roll samples late
     synth.reset()
     back = synth.push(spec)[:, pre:]

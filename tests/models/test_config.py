@@ -19,6 +19,10 @@ def test_defaults_are_consistent():
         ({"win_length": 1024}, "win_length=1024"),
         ({"window": "kaiser"}, "window='kaiser'"),
         ({"sr": -1}, "sr=-1"),
+        ({"synthesis_length": 128}, "synthesis_length=128"),  # below 2 x hop
+        ({"synthesis_length": 257}, "synthesis_length=257"),  # odd: the halves would not meet
+        ({"synthesis_length": 1024}, "synthesis_length=1024"),  # beyond the analysis window
+        ({"synthesis_length": -2}, "synthesis_length=-2"),
     ],
 )
 def test_stft_config_rejects_bad_values(kwargs, match):
@@ -51,3 +55,13 @@ def test_unknown_key_is_named():
     data["codebok_size"] = 3
     with pytest.raises(ParameterError, match="codebok_size"):
         VQVAEConfig.from_dict(data)
+
+
+def test_old_config_without_synthesis_length_loads_as_before():
+    data = VQVAEConfig().to_dict()
+    del data["stft"]["synthesis_length"]
+    cfg = VQVAEConfig.from_dict(data)
+    assert cfg == VQVAEConfig() and cfg.stft.synthesis_length == 0
+    assert cfg.stft.synthesis_span == cfg.stft.win_length
+    low = STFTConfig(n_fft=1024, win_length=1024, synthesis_length=256)
+    assert low.synthesis_span == 256 and STFTConfig.from_dict(low.to_dict()) == low

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import scipy.signal
 import soundfile as sf
 
@@ -13,16 +12,6 @@ from spectro_fx.training.cli import main
 from spectro_fx.training.evaluate import METRICS, audio_metrics, codebook_health, mel_distance
 
 SR = 48000
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # tiny models gain nothing from a second thread, and on a loaded 2-core machine the
-    # threads' spin-waits made each step seconds slower
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -7,19 +7,10 @@ from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import load_model
 from spectro_fx.training.cli import main
 from spectro_fx.training.export_cmd import export_run
+from spectro_fx.models.runtime import torch_threads
 from spectro_fx.training.fit import model_from_run, train
 
 from .test_fit import tiny_run_config, write_tones
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # tiny models gain nothing from a second thread, and on a loaded 2-core machine the
-    # threads' spin-waits made each step seconds slower
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +26,8 @@ def trained_run(tmp_path_factory):
     )
     root = tmp_path_factory.mktemp("export")
     tones = write_tones(root / "tones", np.random.default_rng(0), count=8)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):  # module-scoped: the autouse fixture is not active yet
         train(tiny_run_config(tiny, tones, steps=6, checkpoint_every=3), root / "run", progress=False)
-    finally:
-        torch.set_num_threads(previous)
     return root / "run"
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -30,16 +31,6 @@ from spectro_fx.training.fit import (
 )
 
 SR = 16000
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # tiny models gain nothing from a second thread, and on a loaded 2-core machine the
-    # threads' spin-waits made each step seconds slower
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def write_tones(folder, rng, *, count=12, seconds=1.0):
@@ -113,6 +104,12 @@ def test_fit_lowers_loss(tmp_path, tiny_config, tones):
     assert RunConfig.from_dict(saved) == config
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
     assert "tones" in state["data_description"]
+    # written by the one atomic writer: shared like any created file, not mkstemp's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in (CHECKPOINT_NAME, "config.json"):
+        assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o666 & ~umask, name
+    assert not list((tmp_path / "run").glob(".*.tmp"))
 
 
 def test_resume_continues_from_checkpoint_exactly(tmp_path, tiny_config, tones):

@@ -69,7 +69,7 @@ def test_cli_writes_the_prior_and_export_carries_it(model, tmp_path, capsys):
     from spectro_fx.models.export import load_model
     from spectro_fx.training.cli import main
     from spectro_fx.training.export_cmd import export_run
-    from spectro_fx.training.fit import CHECKPOINT_NAME, CONFIG_NAME, DataConfig, RunConfig, TrainConfig, save_atomic
+    from spectro_fx.training.fit import CHECKPOINT_NAME, CONFIG_NAME, DataConfig, RunConfig, TrainConfig, save_checkpoint
 
     sr = model.cfg.stft.sr
     audio_dir = tmp_path / "audio"
@@ -80,8 +80,8 @@ def test_cli_writes_the_prior_and_export_carries_it(model, tmp_path, capsys):
     run.mkdir()
     config = RunConfig(model=model.cfg, train=TrainConfig(), data=DataConfig(path=str(audio_dir)))
     (run / CONFIG_NAME).write_text(json.dumps(config.to_dict()))
-    save_atomic({"step": 3, "model": model.state_dict(), "config": json.dumps(config.to_dict()),
-                 "data_description": "chirps"}, run / CHECKPOINT_NAME)
+    save_checkpoint({"step": 3, "model": model.state_dict(), "config": json.dumps(config.to_dict()),
+                     "data_description": "chirps"}, run / CHECKPOINT_NAME)
 
     assert main(["prior", str(run), "--alpha", "0.5", "--offsets=-1:0,0:-1"]) == 0
     assert "alpha=0.5" in capsys.readouterr().out

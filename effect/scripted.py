@@ -1,0 +1,694 @@
+"""The whole effect path as one TorchScript module: audio blocks in, audio blocks out, state in buffers.
+
+What `spectro-fx export` writes for other hosts (nn~ in Max/Pd); a file that `torch.jit.load` alone runs.
+"""
+
+import math
+from typing import Dict, List
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.export import ModelFile
+from spectro_fx.models.naive_bayes import AXES, VAR_SMOOTHING, resmooth_prior
+from spectro_fx.models.spectral import analysis_window, overlap_norm, synthesis_window
+
+from .effects import Parameter
+from .inpaint import CONTEXTS, METHODS, Inpaint
+from .params import REGION_PARAMETERS
+from .region import EDGE_BINS, GATE_RAMP_FRAMES
+
+CHAIN_EFFECTS = ("none", "noise", "inpaint", "dropout")
+"""Effects the scripted module carries; ``inpaint`` with ``context=input`` only."""
+
+# (name in the file, parameter, owner effect or "") in the order of the module's parameter lists
+_NOISE_AMOUNT = Parameter("amount", 0.0, 1.0, 0.3)
+_DROPOUT_CHANNELS = Parameter("channels", 0, 64, 1, kind="int")
+
+
+def _parameter_table() -> list[tuple[str, str, Parameter]]:
+    """``(attribute name, engine name, declaration)`` of every parameter of the module."""
+    from .codemap_effects import Dropout
+    from .effects import Noise
+
+    table = [(p.name, p.name, p) for p in REGION_PARAMETERS]
+    for effect in (Noise, Inpaint, Dropout):
+        for p in effect.parameters:
+            if effect is Inpaint and p.name in ("alpha", "context"):
+                continue  # fixed at export: alpha re-smooths the prior tables, context=input only
+            table.append((f"{effect.name}_{p.name}", f"{effect.name}.{p.name}", p))
+    return table
+
+
+PARAMETER_TABLE = _parameter_table()
+ATTRIBUTES = [name for name, _, _ in PARAMETER_TABLE]
+"""Attribute names of the module's parameters (``low_hz``, ..., ``inpaint_temperature``)."""
+
+
+def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 values."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _uniforms(keys: torch.Tensor, seed: int) -> torch.Tensor:
+    """One float64 uniform in [0, 1) per int64 key: a splitmix64 hash of ``seed`` and the key.
+
+    Keys name what a draw is for (column, stream, row, purpose), so the draws do not depend on
+    how the stream was cut into blocks, and no generator object is kept (TorchScript has none).
+    """
+    golden = -7046029254386353131  # splitmix64's constants as signed 64-bit integers
+    z = keys + torch.tensor(seed + 1, dtype=torch.long) * golden
+    z = (z ^ _shr(z, 30)) * -4658895280553007687
+    z = (z ^ _shr(z, 27)) * -7723592293110705685
+    z = z ^ _shr(z, 31)
+    return _shr(z, 11).double() * (1.0 / 9007199254740992.0)  # 53 bits -> [0, 1)
+
+
+def _pick(log_weights: torch.Tensor, uniforms: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """One index per row of ``log_weights`` [N, K] from ``softmax(log_weights / temperature)``
+    by inverse CDF (temperature 0: the first maximum); as ``naive_bayes.sample_log_weights``."""
+    greedy = torch.argmax(log_weights, dim=1)
+    t = temperature.clamp_min(1e-12)[:, None]
+    top = log_weights.max(dim=1, keepdim=True).values
+    finite = torch.isfinite(log_weights)
+    weights = torch.where(finite, torch.exp((log_weights - top) / t), torch.zeros_like(log_weights))
+    cumulative = torch.cumsum(weights, dim=1)
+    target = uniforms[:, None] * cumulative[:, -1:]
+    sampled = (cumulative <= target).sum(dim=1).clamp_max(log_weights.shape[1] - 1)
+    return torch.where(temperature > 0.0, sampled, greedy)
+
+
+class ScriptedEffect(nn.Module):
+    """spectro-fx as one streaming TorchScript module: ``forward(x [batch, channels, frames])``.
+
+    Analysis STFT with its input ring, the model file's streaming encoder, the codemap effects
+    of ``chain`` (code effects in order, then latent ones, as the engine runs them), the
+    streaming decoder on the region's cells, the region mask with the input's phase, and
+    overlap-add synthesis; the dry path is an integer delay. The output is the input delayed by
+    ``latency_samples`` plus its change inside the region, as :class:`~spectro_fx.effect.engine.Engine`
+    computes at the model's rate. Blocks of any length; the state lives in buffers (one stream
+    per batch x channel; a new batch or channel count restarts the stream); ``reset()`` clears it.
+
+    Parameters are attributes with typed getters and setters (``get_low_hz()``,
+    ``set_low_hz(v)``; choices as integer indices, e.g. ``set_inpaint_method(1)`` for learned),
+    clamped into range and smoothed as in the engine. Random draws (noise, sampled inpainting)
+    come from a counter-based generator seeded by ``seed``: a run is repeatable, but not the
+    same draws as the Python engine's numpy generator.
+
+    Parameters
+    ----------
+    model : ModelFile
+        A loaded model file; its module is copied in.
+    chain : list of str
+        Effects from :data:`CHAIN_EFFECTS`, in order.
+    values : dict
+        Parameter values by engine name (``low_hz``, ``inpaint.method`` ...), checked as the
+        engine checks them.
+    channels : int > 0
+        Audio channels the host sends (``forward_params``); each is processed on its own.
+    seed : int >= 0
+    """
+
+    chain_codes: List[int]
+    param_names: List[str]
+    param_min: List[float]
+    param_max: List[float]
+    param_integer: List[bool]
+    param_log: List[bool]
+    param_steps: List[int]
+    target: List[float]
+    value: List[float]
+    left: List[int]
+    increment: List[float]
+
+    def __init__(self, model: ModelFile, *, chain: List[str], values: Dict[str, object], channels: int = 1, seed: int = 0):
+        super().__init__()
+        import copy
+
+        for name in chain:
+            if name not in CHAIN_EFFECTS:
+                raise ParameterError(
+                    f"effect {name!r} cannot be exported; the exported module carries {', '.join(CHAIN_EFFECTS)}"
+                )
+        if not isinstance(channels, int) or channels <= 0:
+            raise ParameterError(f"channels={channels!r} must be a positive integer")
+        if not isinstance(seed, int) or seed < 0:
+            raise ParameterError(f"seed={seed!r} must be an integer >= 0")
+        module = copy.deepcopy(model.module)
+        module.reset_stream()
+        self.model = module
+        cfg = model.config.stft
+        self.sr = int(cfg.sr)
+        self.n_fft = int(cfg.n_fft)
+        self.hop = int(cfg.hop_length)
+        self.win = int(cfg.win_length)
+        self.time_stride = int(module.time_stride)
+        self.freq_stride = int(module.freq_stride)
+        self.n_rows = int(module.n_rows)
+        self.n_bins = int(module.n_bins)
+        self.codebook_size = int(module.codebook_size)
+        self.span = int(cfg.synthesis_span)  # the synthesis window's length: the lag of the overlap-add
+        self.latency_samples = (self.span - self.hop) + self.time_stride * self.hop - 1
+        self.channels = channels
+        self.seed = seed
+        self.edge_bins = float(EDGE_BINS)
+        self.gate_step = 1.0 / max(GATE_RAMP_FRAMES, 1)
+        self.var_smoothing = float(VAR_SMOOTHING)
+        self.chain_codes = [CHAIN_EFFECTS.index(name) for name in chain if name in ("noise", "inpaint")]
+        self.has_dropout = "dropout" in chain
+        self.register_buffer("forward_params", torch.tensor([channels, 1, channels, 1]))
+
+        # parameters: declared ranges, engine names, smoothing state
+        by_name = {engine_name: (attr, p) for attr, engine_name, p in PARAMETER_TABLE}
+        current: Dict[str, float] = {}
+        for attr, engine_name, p in PARAMETER_TABLE:
+            current[engine_name] = float(p.choices.index(p.default)) if p.kind == "choice" else float(p.default)
+        inpaint_alpha = 0.0
+        for key, value in values.items():
+            if key == "inpaint.context":
+                if value != "input":
+                    raise ParameterError(
+                        f"inpaint.context={value!r} cannot be exported; the exported module redraws from the input "
+                        "(context=input)"
+                    )
+                continue
+            if key == "inpaint.alpha":
+                inpaint_alpha = float(Inpaint.parameter("alpha").coerce(value, owner="inpaint")[0])
+                continue
+            if key not in by_name:
+                raise ParameterError(f"parameter {key!r} cannot be exported; the module has {', '.join(sorted(by_name))}")
+            _, p = by_name[key]
+            coerced = p.coerce(value, owner=key.rsplit(".", 1)[0] if "." in key else "")[0]
+            current[key] = float(p.choices.index(coerced)) if p.kind == "choice" else float(coerced)
+        hop_s = self.hop / self.sr
+        self.param_names: List[str] = [attr for attr, _, _ in PARAMETER_TABLE]
+        self.param_min: List[float] = [float(p.minimum) for _, _, p in PARAMETER_TABLE]
+        self.param_max: List[float] = [float(p.maximum) for _, _, p in PARAMETER_TABLE]
+        self.param_integer: List[bool] = [p.kind in ("int", "choice") for _, _, p in PARAMETER_TABLE]
+        self.param_log: List[bool] = [p.scale == "log" and p.minimum > 0 for _, _, p in PARAMETER_TABLE]
+        self.param_steps: List[int] = [max(int(round(p.smoothing_s / hop_s)), 0) for _, _, p in PARAMETER_TABLE]
+        self.target: List[float] = [current[name] for _, name, _ in PARAMETER_TABLE]
+        self.value: List[float] = list(self.target)
+        self.left: List[int] = [0 for _ in PARAMETER_TABLE]
+        self.increment: List[float] = [0.0 for _ in PARAMETER_TABLE]
+
+        # constants of the DSP
+        self.register_buffer("window", torch.from_numpy(analysis_window(cfg).copy()))
+        self.register_buffer("bin_hz_freqs", torch.arange(self.n_bins, dtype=torch.float64) * (self.sr / self.n_fft))
+        self.register_buffer("synthesis_tail", torch.from_numpy(synthesis_window(cfg)[self.n_fft - self.span :].copy()))
+        norm = torch.from_numpy(overlap_norm(cfg))
+        self.register_buffer("synthesis_norm", torch.where(norm > 1e-10, norm, torch.ones_like(norm)))
+        # a frame of samples within +-1 has at most n_fft * sum(window^2) energy (Parseval)
+        self.energy_ceiling = float(self.n_fft * float((self.window**2).sum()))
+        self.register_buffer("codebook", module.codebook.detach().clone())
+
+        # inpainting: the prior tables (re-smoothed at export), the fallback, the silence codes
+        prior = model.prior()
+        self.has_prior = prior is not None
+        if prior is not None and inpaint_alpha > 0.0 and inpaint_alpha != prior.alpha:
+            prior = resmooth_prior(prior, alpha=inpaint_alpha)
+        if prior is not None:
+            self.register_buffer("prior_offsets", prior.offsets.to(torch.long).reshape(-1, 2).clone())
+            self.register_buffer("prior_class_log_prior", prior.class_log_prior.double().clone())
+            # [P, K + 1, K]: log P(neighbour p has value v | code k), gathered by v
+            self.register_buffer("prior_value_log_prob", prior.feature_log_prob.double().permute(0, 2, 1).contiguous())
+            fallback = prior.class_log_prior.double()
+            if bool((self.prior_offsets[:, 0] > 0).any()):
+                raise ParameterError("the model's learned prior reads later columns; a stream cannot export it")
+        else:
+            self.register_buffer("prior_offsets", torch.zeros(0, 2, dtype=torch.long))
+            self.register_buffer("prior_class_log_prior", torch.zeros(self.codebook_size, dtype=torch.float64))
+            self.register_buffer("prior_value_log_prob", torch.zeros(0, self.codebook_size + 1, self.codebook_size, dtype=torch.float64))
+            fallback = module.code_log_prior.double()
+        self.register_buffer("fallback_log_prior", fallback.clone())
+        rf = int(module.receptive_field_frames)
+        with torch.no_grad():
+            silence = torch.zeros(1, self.n_bins, -(-rf // self.time_stride) * self.time_stride)
+            self.register_buffer("silence_column", module.encode(silence)[:, :, -1:].to(torch.long).clone())
+        self.history_columns = 8 + (int(-self.prior_offsets[:, 0].min()) if self.prior_offsets.shape[0] else 0)
+
+        # stream state (sized at the first block)
+        self.streams = 0
+        self.register_buffer("dry", torch.zeros(0, 0))
+        self.register_buffer("analysis_ring", torch.zeros(0, 0, dtype=torch.float64))
+        self.register_buffer("pending", torch.zeros(0, self.n_bins, 0, dtype=torch.complex128))
+        self.register_buffer("overlap", torch.zeros(0, self.span, dtype=torch.float64))
+        self.register_buffer("delta", torch.zeros(0, 0, dtype=torch.float64))
+        self.register_buffer("input_history", torch.zeros(0, self.n_rows, 0, dtype=torch.long))
+        self.delta_start = 0
+        self.pre_roll_left = 0
+        self.samples_in = 0
+        self.frames_done = 0
+        self.columns_done = 0
+        self.gate = 1.0
+        if self.n_rows > 0 and channels > 0:
+            self._start(channels)
+
+    # ------------------------------------------------------------------ stream state
+    def _start(self, streams: int) -> None:
+        self.streams = streams
+        self.dry = torch.zeros(streams, self.latency_samples)
+        self.analysis_ring = torch.zeros(streams, self.n_fft - self.hop, dtype=torch.float64)
+        self.pending = torch.zeros(streams, self.n_bins, 0, dtype=torch.complex128)
+        self.overlap = torch.zeros(streams, self.span, dtype=torch.float64)
+        self.delta = torch.zeros(streams, 0, dtype=torch.float64)
+        self.input_history = self.silence_column.expand(streams, self.n_rows, self.history_columns).clone()
+        self.delta_start = 0
+        self.pre_roll_left = self.span - self.hop
+        self.samples_in = 0
+        self.frames_done = 0
+        self.columns_done = 0
+        for i in range(len(self.value)):
+            self.value[i] = self.target[i]
+            self.left[i] = 0
+        self.gate = 1.0 if self._gate_open(0) else 0.0
+        self.model.reset_stream()
+
+    @torch.jit.export
+    def reset(self) -> None:
+        """Clear all stream state; parameters keep their values (smoothed ones land on them)."""
+        self._start(self.streams)
+
+    # ------------------------------------------------------------------ parameters
+    def _index(self, name: str) -> int:
+        for i, known in enumerate(self.param_names):
+            if known == name:
+                return i
+        raise ValueError("unknown parameter " + name)
+
+    def _set(self, index: int, value: float) -> int:
+        if math.isnan(value):
+            return 1
+        v = min(max(value, self.param_min[index]), self.param_max[index])
+        if self.param_integer[index]:
+            v = float(round(v))
+        self.target[index] = v
+        steps = self.param_steps[index]
+        if self.frames_done == 0 or steps == 0 or self.value[index] == v:
+            self.value[index] = v
+            self.left[index] = 0
+        else:
+            self.left[index] = steps
+            if self.param_log[index]:
+                self.increment[index] = (math.log(v) - math.log(self.value[index])) / steps
+            else:
+                self.increment[index] = (v - self.value[index]) / steps
+        return 0
+
+    def _advance(self, index: int, n: int) -> torch.Tensor:
+        """Values of parameter ``index`` for the next ``n`` hops (the engine's Smoother)."""
+        if self.left[index] == 0:  # settled: no per-hop loop
+            return torch.full([n], self.value[index], dtype=torch.float64)
+        out = torch.empty(n, dtype=torch.float64)
+        for i in range(n):
+            if self.left[index] > 0:
+                self.left[index] -= 1
+                if self.left[index] == 0:
+                    self.value[index] = self.target[index]
+                elif self.param_log[index]:
+                    self.value[index] = math.exp(math.log(self.value[index]) + self.increment[index])
+                else:
+                    self.value[index] = self.value[index] + self.increment[index]
+            out[i] = self.value[index]
+        return out
+
+    @torch.jit.export
+    def get_methods(self) -> List[str]:
+        return ["forward"]
+
+    @torch.jit.export
+    def get_attributes(self) -> List[str]:
+        return self.param_names
+
+    @torch.jit.export
+    def set_parameter(self, name: str, value: float) -> int:
+        """Set a parameter by attribute name (clamped into range); 0 on success."""
+        return self._set(self._index(name), value)
+
+    @torch.jit.export
+    def get_parameter(self, name: str) -> float:
+        return self.target[self._index(name)]
+
+    # one typed getter and setter per parameter, as nn~ calls them
+    @torch.jit.export
+    def get_low_hz(self) -> float:
+        return self.target[0]
+
+    @torch.jit.export
+    def set_low_hz(self, value: float) -> int:
+        return self._set(0, value)
+
+    @torch.jit.export
+    def get_high_hz(self) -> float:
+        return self.target[1]
+
+    @torch.jit.export
+    def set_high_hz(self, value: float) -> int:
+        return self._set(1, value)
+
+    @torch.jit.export
+    def get_period_s(self) -> float:
+        return self.target[2]
+
+    @torch.jit.export
+    def set_period_s(self, value: float) -> int:
+        return self._set(2, value)
+
+    @torch.jit.export
+    def get_duty(self) -> float:
+        return self.target[3]
+
+    @torch.jit.export
+    def set_duty(self, value: float) -> int:
+        return self._set(3, value)
+
+    @torch.jit.export
+    def get_wet(self) -> float:
+        return self.target[4]
+
+    @torch.jit.export
+    def set_wet(self, value: float) -> int:
+        return self._set(4, value)
+
+    @torch.jit.export
+    def get_noise_amount(self) -> float:
+        return self.target[5]
+
+    @torch.jit.export
+    def set_noise_amount(self, value: float) -> int:
+        return self._set(5, value)
+
+    @torch.jit.export
+    def get_inpaint_method(self) -> int:
+        return int(self.target[6])
+
+    @torch.jit.export
+    def set_inpaint_method(self, value: int) -> int:
+        return self._set(6, float(value))
+
+    @torch.jit.export
+    def get_inpaint_temperature(self) -> float:
+        return self.target[7]
+
+    @torch.jit.export
+    def set_inpaint_temperature(self, value: float) -> int:
+        return self._set(7, value)
+
+    @torch.jit.export
+    def get_inpaint_radius(self) -> int:
+        return int(self.target[8])
+
+    @torch.jit.export
+    def set_inpaint_radius(self, value: int) -> int:
+        return self._set(8, float(value))
+
+    @torch.jit.export
+    def get_inpaint_axis(self) -> int:
+        return int(self.target[9])
+
+    @torch.jit.export
+    def set_inpaint_axis(self, value: int) -> int:
+        return self._set(9, float(value))
+
+    @torch.jit.export
+    def get_dropout_channels(self) -> int:
+        return int(self.target[10])
+
+    @torch.jit.export
+    def set_dropout_channels(self, value: int) -> int:
+        return self._set(10, float(value))
+
+    # ------------------------------------------------------------------ processing
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [batch, channels, frames] float -> the same shape, ``latency_samples`` behind.
+        NaN, infinite and subnormal samples are treated as 0."""
+        b, c, n = x.shape[0], x.shape[1], x.shape[2]
+        streams = b * c
+        if streams != self.streams:
+            self._start(streams)
+        x = torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0).reshape(streams, n)
+        x = torch.where(x.abs() < 1.1754943508222875e-38, torch.zeros_like(x), x)  # subnormal: 0
+        line = torch.cat([self.dry, x], dim=1)
+        dry = line[:, :n]
+        self.dry = line[:, n:]
+
+        delta = self._analyse(x.double())
+        if delta.shape[1] > 0:
+            if self.pre_roll_left > 0:
+                drop = min(self.pre_roll_left, delta.shape[1])
+                delta = delta[:, drop:]
+                self.pre_roll_left -= drop
+            self.delta = torch.cat([self.delta, delta], dim=1)
+        self.samples_in += n
+        last = self.samples_in - self.latency_samples
+        first = last - n
+        wet = torch.zeros(streams, n, dtype=torch.float64)
+        available_end = self.delta_start + self.delta.shape[1]
+        lo = max(first, self.delta_start)
+        hi = min(last, available_end)
+        if hi > lo:
+            wet[:, lo - first : hi - first] = self.delta[:, lo - self.delta_start : hi - self.delta_start]
+        if last > self.delta_start:
+            self.delta = self.delta[:, min(last - self.delta_start, self.delta.shape[1]) :]
+            self.delta_start = last
+        out = (dry.double() + wet).float()
+        return out.reshape(b, c, n)
+
+    def _analyse(self, x: torch.Tensor) -> torch.Tensor:
+        ring = torch.cat([self.analysis_ring, x], dim=1)
+        count = (ring.shape[1] - (self.n_fft - self.hop)) // self.hop
+        if count <= 0:
+            self.analysis_ring = ring
+            return torch.zeros(x.shape[0], 0, dtype=torch.float64)
+        frames = ring.unfold(1, self.n_fft, self.hop)[:, :count]
+        spec = torch.fft.rfft(frames * self.window, dim=-1).transpose(1, 2)
+        self.analysis_ring = ring[:, count * self.hop :]
+        self.frames_done += count
+        self.pending = torch.cat([self.pending, spec], dim=2)
+        n_new = self.pending.shape[2] // self.time_stride
+        if n_new == 0:
+            return torch.zeros(x.shape[0], 0, dtype=torch.float64)
+        return self._synthesise(self._columns(n_new))
+
+    def _gate_open(self, frame: int) -> bool:
+        period = self.value[2]
+        duty = self.value[3]
+        if period <= 0.0 or duty >= 1.0:
+            return True
+        if duty <= 0.0:
+            return False
+        phase = math.fmod(frame * (self.hop / self.sr), period)
+        return phase < duty * period
+
+    def _band_mask(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """``[frames, n_bins]`` soft band mask (``region.band_mask``)."""
+        bin_hz = self.sr / self.n_fft
+        freqs = self.bin_hz_freqs[None, :]
+        outside = torch.clamp_min(torch.maximum(low[:, None] - freqs, freqs - high[:, None]), 0.0) / bin_hz
+        soft = 0.5 + 0.5 * torch.cos(math.pi * torch.clamp_max(outside / self.edge_bins, 1.0))
+        mask = torch.where(outside < self.edge_bins, soft, torch.zeros_like(soft))
+        return torch.where(high[:, None] > low[:, None], mask, torch.zeros_like(mask))
+
+    def _columns(self, n_new: int) -> torch.Tensor:
+        """Model and chain on ``n_new`` completed columns -> change spectrum ``[S, n_bins, frames]``."""
+        ts = self.time_stride
+        c0 = self.columns_done
+        n_frames = n_new * ts
+        spec = self.pending[:, :, :n_frames]
+        self.pending = self.pending[:, :, n_frames:]
+        low = self._advance(0, n_frames)
+        high = self._advance(1, n_frames)
+        wet = self._advance(4, n_frames)
+        self._advance(2, n_frames)  # period and duty are not smoothed: the gate reads their values
+        self._advance(3, n_frames)
+        gate = torch.empty(n_frames, dtype=torch.float64)
+        step = self.gate_step
+        for i in range(n_frames):
+            target = 1.0 if self._gate_open(c0 * ts + i) else 0.0
+            self.gate = min(max(target, self.gate - step), self.gate + step)
+            gate[i] = self.gate
+        per_column: List[torch.Tensor] = []
+        for index in range(5, len(self.value)):
+            per_column.append(self._advance(index, n_frames)[ts - 1 :: ts])
+        mask = self._band_mask(low, high) * (gate * wet)[:, None]
+
+        active = (mask > 0.0).reshape(n_new, ts, self.n_bins).any(dim=1)
+        padded = torch.zeros(n_new, self.n_rows * self.freq_stride, dtype=torch.bool)
+        padded[:, : self.n_bins] = active
+        region = padded.reshape(n_new, self.n_rows, self.freq_stride).any(dim=2)  # [n_new, n_rows]
+
+        magnitude = spec.abs()
+        # frames beyond what full-scale input can give are scaled down for the encoder (as the
+        # engine's _model_input), so a burst leaves no codes the model never learned
+        energy = (magnitude * magnitude).sum(dim=1, keepdim=True)
+        scale = torch.sqrt(self.energy_ceiling / torch.clamp_min(energy, self.energy_ceiling))
+        with torch.no_grad():
+            codes = self.model.stream_encode((magnitude * scale).float())
+            inputs = codes
+            for effect in self.chain_codes:
+                if effect == 1:
+                    codes = self._noise(codes, region, per_column[0])
+                else:
+                    codes = self._inpaint(inputs, codes, region, per_column)
+            self.input_history = torch.cat([self.input_history, inputs], dim=2)[:, :, -self.history_columns :]
+            latent = F.embedding(codes, self.codebook).permute(0, 3, 1, 2)
+            if self.has_dropout:
+                keep = per_column[5]  # [n_new]
+                channel = torch.arange(latent.shape[1], dtype=torch.float64)
+                drop = (channel[:, None] >= keep[None, :])[:, None, :] & region.t()[None]
+                latent = latent.masked_fill(drop[None], 0.0)
+            rows = torch.nonzero(region.any(dim=0)).flatten()
+            columns = torch.nonzero(region.any(dim=1)).flatten()
+            row_lo, row_hi, first = 0, 0, n_new
+            if rows.numel() > 0:
+                row_lo, row_hi = int(rows[0]), int(rows[-1]) + 1
+                first = int(columns[0])
+            decoded = self.model.stream_decode_latent(latent, row_lo, row_hi, first).double()
+        self.columns_done += n_new
+        decoded = torch.where(torch.isfinite(decoded), decoded, magnitude)
+        safe = torch.where(magnitude > 0.0, magnitude, torch.ones_like(magnitude))
+        phase = torch.where(magnitude > 0.0, spec / safe, torch.ones_like(spec))
+        return mask.t()[None] * (decoded - magnitude) * phase
+
+    def _synthesise(self, spec: torch.Tensor) -> torch.Tensor:
+        """Weighted overlap-add of ``spec`` frames (``StreamingISTFT``) -> ``[S, frames * hop]``."""
+        count = spec.shape[2]
+        hop = self.hop
+        out = torch.empty(spec.shape[0], count * hop, dtype=torch.float64)
+        span = self.span
+        streams = spec.shape[0]
+        if not bool((spec != 0).any()):
+            frames = torch.zeros(streams, count, span, dtype=torch.float64)
+        else:
+            frames = torch.fft.irfft(spec.transpose(1, 2), n=self.n_fft, dim=-1)[:, :, self.n_fft - span :] * self.synthesis_tail
+        if span % hop == 0:
+            # all frames at once, one hop-long segment of every frame per pass, the oldest
+            # frame's segment first at every sample: the additions of the frame-by-frame loop
+            buf = torch.zeros(streams, span + count * hop, dtype=torch.float64)
+            buf[:, :span] = self.overlap
+            for seg in range(span // hop - 1, -1, -1):
+                part = frames[:, :, seg * hop : (seg + 1) * hop].reshape(streams, count * hop)
+                buf[:, seg * hop : seg * hop + count * hop] += part
+            out = buf[:, : count * hop]
+            self.overlap = buf[:, count * hop : count * hop + span].clone()
+        else:
+            acc = self.overlap
+            for t in range(count):
+                acc = acc + frames[:, t]
+                out[:, t * hop : (t + 1) * hop] = acc[:, :hop]
+                acc = torch.cat([acc[:, hop:], torch.zeros(streams, hop, dtype=torch.float64)], dim=1)
+            self.overlap = acc
+        return out / self.synthesis_norm.repeat(count)[None]
+
+    # ------------------------------------------------------------------ codemap effects
+    def _draw(self, streams: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, purpose: int) -> torch.Tensor:
+        """Uniforms for cells (stream, row, column of this block), keyed by the absolute column."""
+        absolute = self.columns_done + columns
+        keys = ((absolute * self.streams + streams) * self.n_rows + rows) * 4 + purpose
+        return _uniforms(keys, self.seed)
+
+    def _noise(self, codes: torch.Tensor, region: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+        """Each region code replaced by a random one with probability ``amount`` (per column)."""
+        s, r, n = codes.shape[0], codes.shape[1], codes.shape[2]
+        streams = torch.arange(s)[:, None, None].expand(s, r, n)
+        rows = torch.arange(r)[None, :, None].expand(s, r, n)
+        columns = torch.arange(n)[None, None, :].expand(s, r, n)
+        hit = (self._draw(streams, rows, columns, 0) < amount[None, None, :]) & region.t()[None]
+        random_codes = (self._draw(streams, rows, columns, 1) * self.codebook_size).long()
+        return torch.where(hit, random_codes, codes)
+
+    def _spatial_offsets(self, radius: int, axis: int) -> torch.Tensor:
+        """``(d_column, d_row)`` of ``naive_bayes.neighbour_offsets`` that a stream can read
+        (no later column), sorted by column then row."""
+        span = torch.arange(-radius, radius + 1)
+        dc = span.repeat_interleave(2 * radius + 1)
+        dr = span.repeat(2 * radius + 1)
+        keep = ((dc != 0) | (dr != 0)) & (dc <= 0)
+        if axis == 0:
+            keep = keep & (dr == 0)
+        elif axis == 1:
+            keep = keep & (dc == 0)
+        return torch.stack([dc[keep], dr[keep]], dim=1)
+
+    def _inpaint(self, inputs: torch.Tensor, codes: torch.Tensor, region: torch.Tensor, per_column: List[torch.Tensor]) -> torch.Tensor:
+        """``context=input``: every region cell redrawn from the input's codes around it
+        (earlier columns and its own column, never itself), all cells at once."""
+        cells = torch.nonzero(region.t()[None].expand(codes.shape[0], -1, -1))  # [N, 3]: stream, row, column
+        if cells.shape[0] == 0:
+            return codes
+        method = int(self.value[6])
+        if method == 1 and not self.has_prior:
+            method = 0
+        offsets = self.prior_offsets if method == 1 else self._spatial_offsets(int(self.value[8]), int(self.value[9]))
+        full = torch.cat([self.input_history, inputs], dim=2)
+        h = self.input_history.shape[2]
+        rows = cells[:, 1:2] + offsets[None, :, 1]
+        cols = h + cells[:, 2:3] + offsets[None, :, 0]
+        inside = (rows >= 0) & (rows < self.n_rows) & (cols >= 0) & (cols < full.shape[2])
+        values = full[cells[:, 0:1], rows.clamp(0, self.n_rows - 1), cols.clamp(0, full.shape[2] - 1)]
+        values = torch.where(inside, values, torch.full_like(values, -1))
+        temperature = per_column[2][cells[:, 2]]
+        uniforms = self._draw(cells[:, 0], cells[:, 1], cells[:, 2], 2)
+        if method == 1:
+            jll = self._learned_log_weights(values)
+            picked = _pick(jll, uniforms, temperature)
+        else:
+            picked = self._spatial_pick(values, offsets, uniforms, temperature)
+        out = codes.clone()
+        out[cells[:, 0], cells[:, 1], cells[:, 2]] = picked
+        return out
+
+    def _learned_log_weights(self, values: torch.Tensor) -> torch.Tensor:
+        """Categorical NB joint log likelihood ``[N, K]`` of neighbour values (-1: unknown)."""
+        k = self.codebook_size
+        table = torch.where(values < 0, torch.full_like(values, k), values)
+        p = torch.arange(table.shape[1])[None, :].expand_as(table)
+        per_feature = self.prior_value_log_prob[p, table]  # [N, P, K]
+        return self.prior_class_log_prior[None, :] + per_feature.sum(dim=1)
+
+    def _spatial_pick(self, values: torch.Tensor, offsets: torch.Tensor, uniforms: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        """The paper's Gaussian NB per cell (``naive_bayes._gaussian_nb_predict``), all cells at
+        once: each class (a code among the cell's known neighbours) is summed over the
+        neighbours holding it, in neighbour order; classes are then taken in ascending code
+        order (the first maximum wins, as scikit-learn's). Cells without a known neighbour
+        draw from the fallback prior."""
+        n, m = values.shape[0], values.shape[1]
+        known = values >= 0
+        x = offsets[:, 0].double()[None, :]
+        y = offsets[:, 1].double()[None, :]
+        kn = known.double()
+        total = kn.sum(dim=1)
+        has = total > 0
+        safe_total = torch.where(has, total, torch.ones_like(total))
+        all_mean_x = (kn * x).sum(1) / safe_total
+        all_mean_y = (kn * y).sum(1) / safe_total
+        all_var_x = (kn * (x - all_mean_x[:, None]) ** 2).sum(1) / safe_total
+        all_var_y = (kn * (y - all_mean_y[:, None]) ** 2).sum(1) / safe_total
+        epsilon = self.var_smoothing * torch.maximum(all_var_x, all_var_y)
+        # same[i, a, b]: neighbours a and b of cell i hold the same known code
+        same = ((values[:, :, None] == values[:, None, :]) & known[:, :, None] & known[:, None, :]).double()
+        count = same.sum(2)  # [N, M]: size of neighbour a's class (0 where a is unknown)
+        safe_count = torch.where(count > 0, count, torch.ones_like(count))
+        mean_x = (same * x[:, None, :]).sum(2) / safe_count
+        mean_y = (same * y[:, None, :]).sum(2) / safe_count
+        var_x = (same * (x[:, None, :] - mean_x[:, :, None]) ** 2).sum(2) / safe_count + epsilon[:, None]
+        var_y = (same * (y[:, None, :] - mean_y[:, :, None]) ** 2).sum(2) / safe_count + epsilon[:, None]
+        two_pi = 2.0 * math.pi
+        jll = torch.log(safe_count / safe_total[:, None])
+        jll = jll - 0.5 * (torch.log(two_pi * var_x) + torch.log(two_pi * var_y))
+        jll = jll - 0.5 * ((mean_x ** 2) / var_x + (mean_y ** 2) / var_y)
+        # one slot per class: the first neighbour holding the code; classes in ascending code order
+        earlier = torch.tril(torch.ones(m, m, dtype=torch.bool), diagonal=-1)
+        first = known & ~((same > 0) & earlier[None]).any(dim=2)
+        n_classes = first.sum(1)
+        jll = torch.where(n_classes[:, None] == 1, torch.zeros_like(jll), jll)
+        k = self.codebook_size
+        key = torch.where(first, values, torch.full_like(values, k))
+        key, slot = torch.sort(key, dim=1, stable=True)
+        jll = jll.gather(1, slot)
+        jll = torch.where(key < k, jll, torch.full_like(jll, -math.inf))
+        picked = key.gather(1, _pick(jll, uniforms, temperature)[:, None])[:, 0]
+        lonely = _pick(self.fallback_log_prior[None, :].expand(n, k), uniforms, temperature)
+        return torch.where(has, picked, lonely)
