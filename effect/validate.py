@@ -439,12 +439,15 @@ class Validator:
             model=str(self.model.path), chain=self.chain_label(), values=self.values,
             strictness=self.strictness, seed=self.seed,
         )
+        from spectro_fx.models.runtime import torch_threads
+
         started = time.perf_counter()
         for name in CHECKS:
             if name not in checks:
                 continue
             t0 = time.perf_counter()
-            result = getattr(self, "check_" + name.replace("-", "_"))()
+            with torch_threads(1):  # as `spectro-fx` runs the engine, live and offline
+                result = getattr(self, "check_" + name.replace("-", "_"))()
             result.seconds = time.perf_counter() - t0
             report.results.append(result)
             self.log(result.line())
