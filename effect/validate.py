@@ -29,6 +29,7 @@ import torch
 
 from spectro_fx.models.errors import ModelFileError, ParameterError
 from spectro_fx.models.export import ModelFile, load_model
+from spectro_fx.models.runtime import torch_threads
 
 from .effects import Effect, Parameter
 
@@ -439,8 +440,6 @@ class Validator:
             model=str(self.model.path), chain=self.chain_label(), values=self.values,
             strictness=self.strictness, seed=self.seed,
         )
-        from spectro_fx.models.runtime import torch_threads
-
         started = time.perf_counter()
         for name in CHECKS:
             if name not in checks:

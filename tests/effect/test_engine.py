@@ -248,7 +248,8 @@ def test_non_finite_input_is_replaced_and_counted(tiny_model, rng):
     x = _noise(rng, 4000, 1)
     x[100] = np.nan
     x[200] = np.inf
-    out = _run(engine, x, 1000)
+    with pytest.warns(UserWarning, match="non-finite samples"):
+        out = _run(engine, x, 1000)
     assert np.isfinite(out).all()
     assert engine.nonfinite_samples == 2
 
