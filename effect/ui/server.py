@@ -148,6 +148,7 @@ class UIServer:
         self.clients: set[_Client] = set()
         self.refused = 0
         self.updates = 0
+        self._dropped_closed = 0  # updates dropped for pages since closed
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -157,6 +158,11 @@ class UIServer:
         self._page = resources.files(__package__).joinpath("static", "index.html").read_text()
 
     # -- life cycle ------------------------------------------------------------------------------
+
+    @property
+    def dropped_messages(self) -> int:
+        """Updates dropped for slow pages since the start (closed pages included)."""
+        return self._dropped_closed + sum(c.dropped for c in list(self.clients))
 
     @property
     def url(self) -> str:
@@ -287,7 +293,7 @@ class UIServer:
         state["view"] = self.view.describe()
         state["ui"] = {
             "clients": len(self.clients),
-            "dropped_messages": sum(c.dropped for c in self.clients),
+            "dropped_messages": self.dropped_messages,
             "tap_dropped_frames": self.tap.dropped,
             "refused": self.refused,
             "max_updates_per_s": round(1.0 / self.period_s, 2),
@@ -358,6 +364,7 @@ class UIServer:
                     break
         finally:
             self.clients.discard(client)
+            self._dropped_closed += client.dropped
             self.tap.active = bool(self.clients)
             client.task.cancel()
         return ws
