@@ -342,7 +342,9 @@ class UIServer:
     async def _websocket(self, request):
         from aiohttp import WSMsgType, web
 
-        ws = web.WebSocketResponse(max_msg_size=64 * 1024, heartbeat=None)
+        # no compression: on this machine's loopback the CPU matters more than the bytes
+        ws = web.WebSocketResponse(max_msg_size=64 * 1024, heartbeat=None, compress=False,
+                                   writer_limit=SEND_BUFFER_BYTES // 2)
         await ws.prepare(request)
         connection = request.transport.get_extra_info("socket") if request.transport else None
         if connection is not None:
@@ -350,6 +352,8 @@ class UIServer:
             # columns when it wakes, not seconds of stale ones: keep the kernel's share small
             # (about 1 s of updates) so its own queue fills and drops instead
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        if request.transport is not None:  # and asyncio's own buffer in front of it
+            request.transport.set_write_buffer_limits(high=SEND_BUFFER_BYTES // 2)
         client = _Client(ws)
         if not self.clients:
             self.view.skip_backlog(self.tap.ring)
