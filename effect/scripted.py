@@ -16,6 +16,7 @@ from spectro_fx.models.naive_bayes import AXES, VAR_SMOOTHING, resmooth_prior
 from spectro_fx.models.spectral import analysis_window
 
 from .effects import Parameter
+from .engine import GUARD_RATIO
 from .inpaint import CONTEXTS, METHODS, Inpaint
 from .params import REGION_PARAMETERS
 from .region import EDGE_BINS, GATE_RAMP_FRAMES, band_mask_tensor, gate_targets_tensor, region_cells_tensor, slew_gate_tensor
@@ -201,6 +202,7 @@ class ScriptedEffect(nn.Module):
         window = analysis_window(cfg)
         # a frame of samples within +-1 has at most n_fft * sum(window^2) energy (Parseval)
         self.energy_ceiling = float(self.n_fft * float((window**2).sum()))
+        self.guard_ratio = GUARD_RATIO
         self.register_buffer("codebook", module.codebook.detach().clone())
 
         # inpainting: the prior tables (re-smoothed at export), the fallback, the silence codes
@@ -509,9 +511,18 @@ class ScriptedEffect(nn.Module):
             decoded = self.model.stream_decode_latent(latent, row_lo, row_hi, first).double()
         self.columns_done += n_new
         decoded = torch.where(torch.isfinite(decoded), decoded, magnitude)
+        # no output frame more than +6 dB over its input frame (as the engine's _loudness_guard)
+        region_mask = mask.t()[None]
+        limit = self.guard_ratio * torch.sqrt((magnitude * magnitude).sum(dim=1))
+        rest = (1.0 - region_mask) * magnitude
+        inside = region_mask * decoded
+        rest_norm = torch.sqrt((rest * rest).sum(dim=1))
+        inside_norm = torch.sqrt((inside * inside).sum(dim=1))
+        gain = torch.clamp((limit - rest_norm) / torch.clamp_min(inside_norm, 1e-30), 0.0, 1.0)
+        decoded = decoded * torch.where(rest_norm + inside_norm > limit, gain, torch.ones_like(gain))[:, None, :]
         safe = torch.where(magnitude > 0.0, magnitude, torch.ones_like(magnitude))
         phase = torch.where(magnitude > 0.0, spec / safe, torch.ones_like(spec))
-        return mask.t()[None] * (decoded - magnitude) * phase
+        return region_mask * (decoded - magnitude) * phase
 
     # ------------------------------------------------------------------ codemap effects
     def _draw(self, streams: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, purpose: int) -> torch.Tensor:
