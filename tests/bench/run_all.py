@@ -74,6 +74,7 @@ BENCHES = (
     Bench("bench_band_level.py"),
     Bench("bench_quality.py", quick=("--stride", "16", "--throughput-steps", "5"), needs=_needs_soundfonts),
     Bench("bench_live.py", quick=("--minutes", "0.5"), needs=_needs_jackd),
+    Bench("bench_synthesis_pairs.py", quick=("--stride", "64"), needs=_needs_soundfonts),
     Bench("bench_latency.py", quick=("--seconds", "4", "--live-seconds", "6"), needs=_needs_jackd),
     Bench("gpu_energy_check.py", quick=("--seconds", "20"), needs=_needs_nvidia_gpu),
     Bench(
