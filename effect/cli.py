@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--automation", metavar="FILE.mid", help="standard MIDI file of CC automation")
     parser.add_argument("--map", metavar="FILE.toml", help="CC map for --automation (default: the bundled map)")
     parser.add_argument("--plot", metavar="FILE.png", help="save a before/after spectrogram picture")
+    parser.add_argument(
+        "--plot-scale", choices=("log", "linear"), default="log",
+        help="frequency axis of --plot: log (default; a low band stays visible) or linear",
+    )
     parser.add_argument("--cross-with", metavar="FILE", help="second source of the `cross` effect (cross-synthesis), looped (live without it, cross takes input channel 2)")
     parser.add_argument("--mix-with", dest="old_mix_with", metavar="FILE", help=argparse.SUPPRESS)  # old name of --cross-with
     parser.add_argument("--block-size", type=int, default=16384, help=argparse.SUPPRESS)
@@ -114,6 +118,8 @@ def render_command(args: argparse.Namespace) -> int:
 
     if args.output is None:
         raise ParameterError("--output is required when --input is a file")
+    if getattr(args, "ui", None) is not None:
+        raise ParameterError("--ui is for playing live (leave out --output); a render has no page to show")
     ccmap = None
     if args.automation is not None:
         from .ccmap import load_ccmap
@@ -130,6 +136,7 @@ def render_command(args: argparse.Namespace) -> int:
         args.input, args.output, model=args.model, chain=args.chain, values=parse_settings(args.settings),
         seed=args.seed, automation=args.automation, ccmap=ccmap, plot=args.plot,
         block_size=args.block_size, progress=not args.quiet, log=log, cross_with=args.cross_with,
+        plot_scale=args.plot_scale,
     )
     log(
         f"wrote {result.output} ({result.frames / result.sr:.2f} s, {result.channels} ch, {result.sr} Hz) "

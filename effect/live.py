@@ -277,7 +277,7 @@ class _Session:
         return {
             "url": self.ui.url.split("?", 1)[0],
             "pages": len(self.ui.clients),
-            "dropped_messages": sum(c.dropped for c in list(self.ui.clients)),
+            "dropped_messages": self.ui.dropped_messages,
             "changes": self.ui.surface.changes,
         }
 

@@ -24,6 +24,7 @@ from .sources import LoopedSource, read_audio
 if TYPE_CHECKING:
     from .engine import Engine
 
+PLOT_SCALES = ("log", "linear")
 OUTPUT_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24"), ".aif": ("AIFF", "FLOAT"), ".aiff": ("AIFF", "FLOAT")}
 
 
@@ -197,13 +198,15 @@ def render_file(
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
     cross_with: str | os.PathLike | None = None,
+    plot_scale: str = "log",
 ) -> RenderResult:
     """Render ``input`` to ``output`` (may be the same path) through the effect.
 
     Everything is checked before any output exists; the output appears only complete
     (temp file + rename). Non-finite input samples are replaced by 0, counted and warned about.
     ``cross_with``: audio file of the second source (for ``cross``), resampled to the input's
-    rate and looped to its length.
+    rate and looped to its length. ``plot_scale``: frequency axis of the picture, ``"log"``
+    (a band at the bottom of a 24 kHz axis stays visible) or ``"linear"``.
     """
     from .engine import Engine
 
@@ -211,6 +214,8 @@ def render_file(
     _output_format(output)
     if plot is not None and Path(plot).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ParameterError(f"--plot {plot}: extension must be .png, .pdf or .svg")
+    if plot_scale not in PLOT_SCALES:
+        raise ParameterError(f"--plot-scale {plot_scale!r} must be one of {', '.join(PLOT_SCALES)}")
     model = resolve_model(model)
     audio, sr = read_audio(input)
     finite = np.isfinite(audio)
@@ -248,7 +253,7 @@ def render_file(
         warnings.warn(f"the effect produced {bad} non-finite samples; replaced with 0", stacklevel=2)
         out = np.where(np.isfinite(out), out, np.float32(0.0))
     if plot is not None:
-        plot_render(audio, out, sr=sr, engine=engine, trajectory=trajectory, path=plot)
+        plot_render(audio, out, sr=sr, engine=engine, trajectory=trajectory, path=plot, scale=plot_scale)
     clipped = write_audio(output, out, sr)
     if clipped:
         warnings.warn(
@@ -281,9 +286,14 @@ def plot_render(
     engine,
     trajectory: Sequence[tuple[int, dict[str, Any]]],
     path: str | os.PathLike,
+    scale: str = "log",
 ) -> Path:
     """Save a before/after spectrogram picture (first channel) with the region outlined and
-    the codemap grid (rows of the model; columns too on short clips) drawn over both panels."""
+    the codemap grid (rows of the model; columns too on short clips) drawn over both panels.
+    ``scale="log"`` draws frequency on a log axis from the first FFT bin above 0 Hz (47 Hz at
+    48 kHz) to Nyquist, ``"linear"`` from 0 Hz."""
+    if scale not in PLOT_SCALES:
+        raise ParameterError(f"scale={scale!r} must be one of {', '.join(PLOT_SCALES)}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -297,15 +307,20 @@ def plot_render(
     vmax = None
     for ax, signal, title in ((axes[0], before, "input"), (axes[1], after, "output")):
         f, t, s = scipy.signal.spectrogram(signal[:, 0], fs=sr, nperseg=n_fft, noverlap=n_fft * 3 // 4)
+        if scale == "log":  # 0 Hz has no place on a log axis
+            f, s = f[1:], s[1:]
         db = 10 * np.log10(s + 1e-12)
         vmax = db.max() if vmax is None else vmax
         mesh = ax.pcolormesh(t, f, db, vmin=vmax - 90, vmax=vmax, shading="auto", cmap="magma")
+        if scale == "log":
+            ax.set_yscale("log")
         ax.set_title(title)
         ax.set_ylabel("frequency (Hz)")
     fig.colorbar(mesh, ax=axes, label="power (dB)")
     axes[1].set_xlabel("time (s)")
     duration = before.shape[0] / sr
     nyquist = min(sr, engine.model_sr) / 2
+    bottom = sr / n_fft if scale == "log" else 0.0
     # codemap grid, the same on both panels so neither looks brighter: a row is freq_stride
     # bins, a column time_stride hops (columns drawn only where they stay apart on the page)
     row_hz = engine.freq_stride * engine.model_sr / engine.stft_config.n_fft
@@ -328,9 +343,9 @@ def plot_render(
                 on = [(max(a, start), min(a + duty * period, stop)) for a in np.arange(first, stop, period)]
             for a, b in on:
                 if b > a:
-                    ax.add_patch(Rectangle((a, low), b - a, min(high, nyquist) - low, fill=False,
+                    ax.add_patch(Rectangle((a, max(low, bottom)), b - a, min(high, nyquist) - max(low, bottom), fill=False,
                                            edgecolor="cyan", lw=1.0, alpha=0.5 + 0.5 * wet))
-        ax.set_ylim(0, nyquist)
+        ax.set_ylim(bottom, nyquist)
         ax.set_xlim(0, duration)
     fig.suptitle(
         f"spectro-fx: chain {','.join(e.name for e in engine.chain)}; region in cyan; "

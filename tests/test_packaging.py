@@ -43,6 +43,8 @@ def test_wheel_installs_only_under_spectro_fx(tmp_path):
     assert tops <= {"spectro_fx", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, tops
     for package in ("effect", "models", "training", "assets"):
         assert f"spectro_fx/{package}/__init__.py" in names
+    for page in ("index.html", "app.js", "style.css"):  # the --ui page ships in the package
+        assert f"spectro_fx/effect/ui/static/{page}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "spectro-fx = spectro_fx.effect.cli:main" in text

@@ -99,11 +99,19 @@ class SpectrogramView:
         # a full-scale sine gives |X| = sum(window) / 2 at its bin: that is 0 dBFS
         self.window = window / (window.sum() / 2.0)
         self.row_hz = np.geomspace(self.fmin_hz, self.fmax_hz, self.n_rows)
-        # each row reads between two FFT bins (linear interpolation in dB: smooth at the
-        # bottom of the axis, where rows are closer together than bins)
+        # low rows are closer together than FFT bins: they read between two bins (linear
+        # interpolation in dB, smooth); high rows span many bins: they take the loudest one
+        # (a single bin there would pick noise and draw the treble as stripes)
         position = self.row_hz * self.n_fft / self.sr
         self._row_bin = np.minimum(np.floor(position).astype(np.int64), self.n_fft // 2 - 1)
         self._row_frac = (position - self._row_bin)[None, :, None]
+        edges = np.sqrt(position[1:] * position[:-1])  # geometric midpoints between rows
+        lo = np.concatenate([[position[0]], edges])
+        hi = np.concatenate([edges, [self.n_fft / 2]])
+        first, last = np.ceil(lo).astype(np.int64), np.minimum(np.floor(hi).astype(np.int64), self.n_fft // 2)
+        self._wide = np.flatnonzero(last - first >= 1)  # rows holding two bins or more
+        self._wide_start = first[self._wide]
+        self._wide_stop = last[self._wide] + 1
         self._pending = np.zeros((0, 2), np.float32)
         self._buf = np.zeros((16384, 2), np.float32)
         self.columns_done = 0  # columns made since the start; column k starts at k * hop / sr
@@ -127,6 +135,10 @@ class SpectrogramView:
         spectrum = np.abs(np.fft.rfft(frames * self.window[None, :, None], axis=1))  # [count, bins, 2]
         db = 20.0 * np.log10(np.maximum(spectrum, 1e-10))
         rows = db[:, self._row_bin] * (1.0 - self._row_frac) + db[:, self._row_bin + 1] * self._row_frac
+        if self._wide.size:  # the loudest bin of each wide row, [start, stop) pairs in one call
+            padded = np.concatenate([db, np.full((count, 1, 2), -np.inf)], axis=1)
+            pairs = np.stack([self._wide_start, self._wide_stop], axis=1).ravel()
+            rows[:, self._wide] = np.maximum.reduceat(padded, pairs, axis=1)[:, ::2]
         scaled = np.clip((rows - self.floor_db) * (255.0 / -self.floor_db), 0, 255).astype(np.uint8)
         return scaled[:, :, 0], scaled[:, :, 1]
 

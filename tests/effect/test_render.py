@@ -159,3 +159,24 @@ def test_out_of_range_values_are_clamped_with_a_warning(tiny_model, rng, tmp_pat
     with pytest.warns(UserWarning, match=r"duty=2 is outside \[0, 1\]"):
         result = render_file(src, tmp_path / "out.wav", model=tiny_model, values={"duty": "2"})
     assert result.values["duty"] == 1.0
+
+
+def test_plot_scale_log_gives_a_low_band_its_share_of_the_axis(tiny_model, rng, tmp_path):
+    from matplotlib.image import imread
+
+    src = _write(tmp_path / "in.wav", _noise(rng, 24000, 1), 48000)
+
+    def band_rows(scale):
+        path = tmp_path / f"{scale}.png"
+        render_file(src, tmp_path / "out.wav", model=tiny_model, plot=path, plot_scale=scale,
+                    values={"low_hz": 500, "high_hz": 4000})
+        picture = imread(path)[:, :, :3]
+        picture = picture[: picture.shape[0] // 2]  # the input panel
+        cyan = (picture[:, :, 0] < 0.3) & (picture[:, :, 1] > 0.7) & (picture[:, :, 2] > 0.7)
+        rows = np.flatnonzero(cyan.sum(axis=1) > 50)  # the box's horizontal edges
+        return rows.max() - rows.min()
+
+    # 500 Hz - 4 kHz: 3 of the 9 octaves from 47 Hz to 24 kHz on a log axis, 15 % of a linear one
+    assert band_rows("log") > 1.8 * band_rows("linear")
+    with pytest.raises(ParameterError, match="--plot-scale 'mel' must be one of log, linear"):
+        render_file(src, tmp_path / "out.wav", model=tiny_model, plot=tmp_path / "x.png", plot_scale="mel")

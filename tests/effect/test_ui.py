@@ -308,3 +308,23 @@ def test_a_taken_port_is_a_clear_error(server, engine, queue):
     other = UIServer(ControlSurface(engine, put=queue.put, clock=lambda: 0.0), ViewTap(sr=SR), port=server.port)
     with pytest.raises(ParameterError, match=f"--ui 127.0.0.1:{server.port}: cannot listen there"):
         other.start()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--output", "OUT"], "--ui is for playing live (leave out --output)"),
+        (["--ui", "localhost:http"], "--ui 'localhost:http': give PORT or HOST:PORT"),
+    ],
+)
+def test_ui_command_line_errors_are_one_line(tmp_path, capsys, extra, message):
+    import soundfile as sf
+
+    from spectro_fx.effect.cli import main
+
+    sf.write(tmp_path / "in.wav", np.zeros((4800, 1), np.float32), SR)
+    argv = ["--input", str(tmp_path / "in.wav"), "--ui", "0"] + [a.replace("OUT", str(tmp_path / "o.wav")) for a in extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "o.wav").exists()

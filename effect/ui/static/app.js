@@ -79,7 +79,15 @@ function drawColumns(buffer) {
   });
   page.streamS = start + n * page.view.column_s;
   page.columnsReceived += n;
-  overlayDirty = true;
+  if (overlayMoves()) overlayDirty = true; // a still overlay is not redrawn: less work for the browser
+}
+
+// the overlay scrolls with time only when it shows the gate or the codemap's columns
+function overlayMoves() {
+  const period = value("period_s") || 0, duty = value("duty") === undefined ? 1 : value("duty");
+  const gated = period > 0 && duty < 1;
+  const columns = page.grid && (page.grid.column_s / (COLUMNS * page.view.column_s)) * panels[0].over.clientWidth >= 6;
+  return gated || columns;
 }
 
 // ------------------------------------------------------------------ axes: Hz <-> pixels
@@ -128,11 +136,13 @@ function drawOverlay(p) {
     ctx.strokeStyle = "rgba(255,255,255,0.13)";
     ctx.lineWidth = 1;
     ctx.beginPath();
-    let lastY = Infinity; // rows crowd together at the top of a log axis: keep lines 4 px apart
+    // rows crowd together towards the top of a log axis: draw them up to where they come
+    // closer than 5 px (above that a drawn grid would only be a grey wash)
+    let lastY = Infinity;
     for (const hz of page.grid.row_edges_hz) {
       if (hz < page.view.fmin_hz) continue;
       const y = Math.round(yOfHz(hz, h)) + 0.5;
-      if (lastY - y < 4) continue;
+      if (lastY - y < 5) break;
       lastY = y;
       ctx.moveTo(0, y);
       ctx.lineTo(w, y);
@@ -482,5 +492,6 @@ function connect() {
   };
 }
 
+window.addEventListener("resize", () => { overlayDirty = true; });
 connect();
 requestAnimationFrame(frame);
