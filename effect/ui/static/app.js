@@ -62,6 +62,11 @@ function drawColumns(buffer) {
   const rows = head.getUint16(4, true);
   const start = head.getFloat64(6, true);
   if (!page.view || rows !== page.view.n_rows || n === 0) return;
+  page.columnsReceived += n;
+  if (document.hidden) { // a tab nobody looks at draws nothing (its picture restarts when shown)
+    page.streamS = start + n * page.view.column_s;
+    return;
+  }
   const body = new Uint8Array(buffer, HEADER_BYTES);
   panels.forEach((p, half) => {
     const shift = Math.min(n, COLUMNS);
@@ -78,7 +83,6 @@ function drawColumns(buffer) {
     p.ctx.putImageData(image, COLUMNS - shift, 0);
   });
   page.streamS = start + n * page.view.column_s;
-  page.columnsReceived += n;
   if (overlayMoves()) overlayDirty = true; // a still overlay is not redrawn: less work for the browser
 }
 
