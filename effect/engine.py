@@ -28,6 +28,9 @@ from .stft import StreamingISTFT, StreamingSTFT
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 _TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32; below it (not 0) is subnormal
 _LARGEST = np.float32(np.finfo(np.float32).max)
+GUARD_RATIO = 2.0
+"""Most a frame of output may have over its input frame, in magnitude (+6 dB): the overlapping
+frames of a transient (win / hop of them) then stay within the +12 dBFS `spectro-fx validate` allows."""
 
 
 def _stft_latency(*, span: int, hop: int, time_stride: int) -> int:
@@ -97,15 +100,12 @@ class Engine:
 
     Notes
     -----
-<<<<<<< HEAD
     The engine leaves torch's process-wide thread count alone: its many small calls per column
     run fastest on one thread, which the ``spectro-fx`` command sets (``models.runtime``).
-=======
     The model runs through the model file's own streaming methods (``stream_encode``,
     ``stream_decode_latent``) on a private copy of its module: each column costs only its new
     frames, and the decoder's head runs only on the region's cells.
 
->>>>>>> main
     Output = input delayed by :attr:`latency_samples` + (resynthesis - input) inside the region:
     outside the region, with ``wet=0`` or an empty band the output is exactly the delayed input.
     """
@@ -184,6 +184,7 @@ class Engine:
             self._smoothers[key].set_target(float(self._bank.values()[key]), immediate=True)
         self.column_period_s = self.time_stride * self._hop_s
         self.resampling = self.sr != self.model_sr
+        self._band_top_hz = 0.5 * min(self.sr, self.model_sr)
         span = self.stft_config.synthesis_span
         if self.resampling:
             chunks = {1} | ({int(block_hint)} if block_hint else set())
@@ -521,7 +522,8 @@ class Engine:
 
         # the region, frame by frame, with smoothed parameters
         low = self._smoothers["low_hz"].advance(n_frames)
-        high = self._smoothers["high_hz"].advance(n_frames)
+        # nothing above the I/O rate's Nyquist is heard: regenerating it only feeds the resampler
+        high = np.minimum(self._smoothers["high_hz"].advance(n_frames), self._band_top_hz)
         wet = self._smoothers["wet"].advance(n_frames)
         for name in ("period_s", "duty"):
             self._smoothers[name].advance(n_frames)
@@ -550,5 +552,29 @@ class Engine:
         if not decoded_finite.all():
             self._model_nonfinite(int(decoded.size - decoded_finite.sum()))
             decoded = np.where(decoded_finite, decoded, magnitude)
+        region = mask.T[None]
+        beyond = np.einsum("cbt,cbt->ct", magnitude, magnitude) > self._energy_ceiling
+        if beyond.any():
+            # a frame louder than any input within +-1 can be plays dry: its change, spread by the
+            # band's edges over the whole analysis window, would outlast the burst (the low-delay
+            # pair's long window by 20 ms and more)
+            region = region * ~beyond[:, None, :]
+        decoded = decoded * self._loudness_guard(magnitude, region * decoded, (1.0 - region) * magnitude)[:, None, :]
         phase = np.where(magnitude > 0.0, spec / np.where(magnitude > 0.0, magnitude, 1.0), 1.0)
-        return mask.T[None] * (decoded - magnitude) * phase
+        return region * (decoded - magnitude) * phase
+
+    def _loudness_guard(self, magnitude: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> np.ndarray:
+        """Gain ``[channels, frames]`` in [0, 1] on the regenerated magnitude so that no frame
+        of the output spectrum (``outside`` + ``inside``, each ``[channels, n_bins, frames]``)
+        has more than :data:`GUARD_RATIO` (+6 dB) over the input frame's: codes regenerated from a loud
+        neighbour (inpainting a band next to a full-scale tone) can otherwise decode several
+        times louder than anything played (Minkowski: |outside + g inside| <= |outside| + g |inside|)."""
+        limit = GUARD_RATIO * np.sqrt(np.einsum("cbt,cbt->ct", magnitude, magnitude))
+        rest = np.sqrt(np.einsum("cbt,cbt->ct", outside, outside))
+        regenerated = np.sqrt(np.einsum("cbt,cbt->ct", inside, inside))
+        loud = rest + regenerated > limit
+        if not loud.any():
+            return np.ones_like(limit)
+        gain = np.ones_like(limit)
+        gain[loud] = np.clip((limit[loud] - rest[loud]) / np.maximum(regenerated[loud], 1e-30), 0.0, 1.0)
+        return gain

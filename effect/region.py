@@ -1,11 +1,16 @@
 """The region: a frequency band times a time gate, as a soft spectral mask and as codemap cells.
 
 Pure functions of parameter values and frame times, so a stream and a whole-file render agree.
+The engine calls the numpy functions; the exported effect module their torch twins (``*_tensor``,
+scriptable), which the tests hold equal to them.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
 
 EDGE_BINS = 3.0
 """Width of the band's soft edges in STFT bins, outside the band (3 bins = 281 Hz at 48 kHz / 512)."""
@@ -111,3 +116,49 @@ def region_cells(mask: np.ndarray, *, time_stride: int, freq_stride: int, n_rows
     padded = np.zeros((active.shape[0], n_rows * freq_stride), dtype=bool)
     padded[:, :n_bins] = active
     return padded.reshape(active.shape[0], n_rows, freq_stride).any(axis=2)
+
+
+# torch twins of the functions above, for the exported effect module
+
+
+def band_mask_tensor(low_hz: torch.Tensor, high_hz: torch.Tensor, sr: int, n_fft: int, edge_bins: float) -> torch.Tensor:
+    """:func:`band_mask` on float64 tensors ``[n_frames]`` -> ``[n_frames, n_bins]``."""
+    bin_hz = sr / n_fft
+    freqs = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[None, :] * bin_hz
+    low = low_hz[:, None]
+    high = high_hz[:, None]
+    outside = torch.clamp_min(torch.maximum(low - freqs, freqs - high), 0.0) / bin_hz
+    soft = 0.5 + 0.5 * torch.cos(math.pi * torch.clamp_max(outside / edge_bins, 1.0))
+    mask = torch.where(outside < edge_bins, soft, torch.zeros_like(soft))
+    return torch.where(high > low, mask, torch.zeros_like(mask))
+
+
+def gate_targets_tensor(frames: torch.Tensor, period_s: float, duty: float, hop_s: float) -> torch.Tensor:
+    """:func:`gate_targets` of int64 frame indices, float64 ``[n]``."""
+    if period_s <= 0.0 or duty >= 1.0:
+        return torch.ones(frames.shape[0], dtype=torch.float64)
+    if duty <= 0.0:
+        return torch.zeros(frames.shape[0], dtype=torch.float64)
+    # fmod, as numpy's mod of positive numbers: the same phase to the last bit
+    phase = torch.fmod(frames.double() * hop_s, period_s)
+    return (phase < duty * period_s).double()
+
+
+def slew_gate_tensor(targets: torch.Tensor, start: float, ramp_frames: int) -> torch.Tensor:
+    """:func:`slew_gate` on a float64 tensor."""
+    step = 1.0 / max(ramp_frames, 1)
+    out = torch.empty(targets.shape[0], dtype=torch.float64)
+    value = start
+    for i in range(targets.shape[0]):
+        value = min(max(float(targets[i]), value - step), value + step)
+        out[i] = value
+    return out
+
+
+def region_cells_tensor(mask: torch.Tensor, time_stride: int, freq_stride: int, n_rows: int) -> torch.Tensor:
+    """:func:`region_cells` of a tensor mask, bool ``[n_columns, n_rows]``."""
+    n_frames, n_bins = mask.shape[0], mask.shape[1]
+    active = (mask > 0.0).reshape(n_frames // time_stride, time_stride, n_bins).any(dim=1)
+    padded = torch.zeros(active.shape[0], n_rows * freq_stride, dtype=torch.bool)
+    padded[:, :n_bins] = active
+    return padded.reshape(active.shape[0], n_rows, freq_stride).any(dim=2)

@@ -13,12 +13,14 @@ import torch.nn.functional as F
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile
 from spectro_fx.models.naive_bayes import AXES, VAR_SMOOTHING, resmooth_prior
-from spectro_fx.models.spectral import analysis_window, overlap_norm, synthesis_window
+from spectro_fx.models.spectral import analysis_window
 
 from .effects import Parameter
+from .engine import GUARD_RATIO
 from .inpaint import CONTEXTS, METHODS, Inpaint
 from .params import REGION_PARAMETERS
-from .region import EDGE_BINS, GATE_RAMP_FRAMES
+from .region import EDGE_BINS, GATE_RAMP_FRAMES, band_mask_tensor, gate_targets_tensor, region_cells_tensor, slew_gate_tensor
+from .stft import AnalysisRing, OverlapAdd
 
 CHAIN_EFFECTS = ("none", "noise", "inpaint", "dropout")
 """Effects the scripted module carries; ``inpaint`` with ``context=input`` only."""
@@ -154,7 +156,7 @@ class ScriptedEffect(nn.Module):
         self.channels = channels
         self.seed = seed
         self.edge_bins = float(EDGE_BINS)
-        self.gate_step = 1.0 / max(GATE_RAMP_FRAMES, 1)
+        self.gate_ramp_frames = int(GATE_RAMP_FRAMES)
         self.var_smoothing = float(VAR_SMOOTHING)
         self.chain_codes = [CHAIN_EFFECTS.index(name) for name in chain if name in ("noise", "inpaint")]
         self.has_dropout = "dropout" in chain
@@ -194,14 +196,13 @@ class ScriptedEffect(nn.Module):
         self.left: List[int] = [0 for _ in PARAMETER_TABLE]
         self.increment: List[float] = [0.0 for _ in PARAMETER_TABLE]
 
-        # constants of the DSP
-        self.register_buffer("window", torch.from_numpy(analysis_window(cfg).copy()))
-        self.register_buffer("bin_hz_freqs", torch.arange(self.n_bins, dtype=torch.float64) * (self.sr / self.n_fft))
-        self.register_buffer("synthesis_tail", torch.from_numpy(synthesis_window(cfg)[self.n_fft - self.span :].copy()))
-        norm = torch.from_numpy(overlap_norm(cfg))
-        self.register_buffer("synthesis_norm", torch.where(norm > 1e-10, norm, torch.ones_like(norm)))
+        # the analysis ring and the overlap-add, as the engine's
+        self.analysis = AnalysisRing(cfg, channels)
+        self.synthesis = OverlapAdd(cfg, channels)
+        window = analysis_window(cfg)
         # a frame of samples within +-1 has at most n_fft * sum(window^2) energy (Parseval)
-        self.energy_ceiling = float(self.n_fft * float((self.window**2).sum()))
+        self.energy_ceiling = float(self.n_fft * float((window**2).sum()))
+        self.guard_ratio = GUARD_RATIO
         self.register_buffer("codebook", module.codebook.detach().clone())
 
         # inpainting: the prior tables (re-smoothed at export), the fallback, the silence codes
@@ -232,15 +233,12 @@ class ScriptedEffect(nn.Module):
         # stream state (sized at the first block)
         self.streams = 0
         self.register_buffer("dry", torch.zeros(0, 0))
-        self.register_buffer("analysis_ring", torch.zeros(0, 0, dtype=torch.float64))
         self.register_buffer("pending", torch.zeros(0, self.n_bins, 0, dtype=torch.complex128))
-        self.register_buffer("overlap", torch.zeros(0, self.span, dtype=torch.float64))
         self.register_buffer("delta", torch.zeros(0, 0, dtype=torch.float64))
         self.register_buffer("input_history", torch.zeros(0, self.n_rows, 0, dtype=torch.long))
         self.delta_start = 0
         self.pre_roll_left = 0
         self.samples_in = 0
-        self.frames_done = 0
         self.columns_done = 0
         self.gate = 1.0
         if self.n_rows > 0 and channels > 0:
@@ -250,20 +248,19 @@ class ScriptedEffect(nn.Module):
     def _start(self, streams: int) -> None:
         self.streams = streams
         self.dry = torch.zeros(streams, self.latency_samples)
-        self.analysis_ring = torch.zeros(streams, self.n_fft - self.hop, dtype=torch.float64)
+        self.analysis.reset(streams)
+        self.synthesis.reset(streams)
         self.pending = torch.zeros(streams, self.n_bins, 0, dtype=torch.complex128)
-        self.overlap = torch.zeros(streams, self.span, dtype=torch.float64)
         self.delta = torch.zeros(streams, 0, dtype=torch.float64)
         self.input_history = self.silence_column.expand(streams, self.n_rows, self.history_columns).clone()
         self.delta_start = 0
         self.pre_roll_left = self.span - self.hop
         self.samples_in = 0
-        self.frames_done = 0
         self.columns_done = 0
         for i in range(len(self.value)):
             self.value[i] = self.target[i]
             self.left[i] = 0
-        self.gate = 1.0 if self._gate_open(0) else 0.0
+        self.gate = float(gate_targets_tensor(torch.zeros(1, dtype=torch.long), self.value[2], self.value[3], self.hop / self.sr)[0])
         self.model.reset_stream()
 
     @torch.jit.export
@@ -286,7 +283,7 @@ class ScriptedEffect(nn.Module):
             v = float(round(v))
         self.target[index] = v
         steps = self.param_steps[index]
-        if self.frames_done == 0 or steps == 0 or self.value[index] == v:
+        if self.analysis.frames_done == 0 or steps == 0 or self.value[index] == v:
             self.value[index] = v
             self.left[index] = 0
         else:
@@ -457,39 +454,11 @@ class ScriptedEffect(nn.Module):
         return out.reshape(b, c, n)
 
     def _analyse(self, x: torch.Tensor) -> torch.Tensor:
-        ring = torch.cat([self.analysis_ring, x], dim=1)
-        count = (ring.shape[1] - (self.n_fft - self.hop)) // self.hop
-        if count <= 0:
-            self.analysis_ring = ring
-            return torch.zeros(x.shape[0], 0, dtype=torch.float64)
-        frames = ring.unfold(1, self.n_fft, self.hop)[:, :count]
-        spec = torch.fft.rfft(frames * self.window, dim=-1).transpose(1, 2)
-        self.analysis_ring = ring[:, count * self.hop :]
-        self.frames_done += count
-        self.pending = torch.cat([self.pending, spec], dim=2)
+        self.pending = torch.cat([self.pending, self.analysis(x)], dim=2)
         n_new = self.pending.shape[2] // self.time_stride
         if n_new == 0:
             return torch.zeros(x.shape[0], 0, dtype=torch.float64)
-        return self._synthesise(self._columns(n_new))
-
-    def _gate_open(self, frame: int) -> bool:
-        period = self.value[2]
-        duty = self.value[3]
-        if period <= 0.0 or duty >= 1.0:
-            return True
-        if duty <= 0.0:
-            return False
-        phase = math.fmod(frame * (self.hop / self.sr), period)
-        return phase < duty * period
-
-    def _band_mask(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """``[frames, n_bins]`` soft band mask (``region.band_mask``)."""
-        bin_hz = self.sr / self.n_fft
-        freqs = self.bin_hz_freqs[None, :]
-        outside = torch.clamp_min(torch.maximum(low[:, None] - freqs, freqs - high[:, None]), 0.0) / bin_hz
-        soft = 0.5 + 0.5 * torch.cos(math.pi * torch.clamp_max(outside / self.edge_bins, 1.0))
-        mask = torch.where(outside < self.edge_bins, soft, torch.zeros_like(soft))
-        return torch.where(high[:, None] > low[:, None], mask, torch.zeros_like(mask))
+        return self.synthesis(self._columns(n_new))
 
     def _columns(self, n_new: int) -> torch.Tensor:
         """Model and chain on ``n_new`` completed columns -> change spectrum ``[S, n_bins, frames]``."""
@@ -503,21 +472,15 @@ class ScriptedEffect(nn.Module):
         wet = self._advance(4, n_frames)
         self._advance(2, n_frames)  # period and duty are not smoothed: the gate reads their values
         self._advance(3, n_frames)
-        gate = torch.empty(n_frames, dtype=torch.float64)
-        step = self.gate_step
-        for i in range(n_frames):
-            target = 1.0 if self._gate_open(c0 * ts + i) else 0.0
-            self.gate = min(max(target, self.gate - step), self.gate + step)
-            gate[i] = self.gate
+        frames = torch.arange(c0 * ts, c0 * ts + n_frames)
+        targets = gate_targets_tensor(frames, self.value[2], self.value[3], self.hop / self.sr)
+        gate = slew_gate_tensor(targets, self.gate, self.gate_ramp_frames)
+        self.gate = float(gate[-1])
         per_column: List[torch.Tensor] = []
         for index in range(5, len(self.value)):
             per_column.append(self._advance(index, n_frames)[ts - 1 :: ts])
-        mask = self._band_mask(low, high) * (gate * wet)[:, None]
-
-        active = (mask > 0.0).reshape(n_new, ts, self.n_bins).any(dim=1)
-        padded = torch.zeros(n_new, self.n_rows * self.freq_stride, dtype=torch.bool)
-        padded[:, : self.n_bins] = active
-        region = padded.reshape(n_new, self.n_rows, self.freq_stride).any(dim=2)  # [n_new, n_rows]
+        mask = band_mask_tensor(low, high, self.sr, self.n_fft, self.edge_bins) * (gate * wet)[:, None]
+        region = region_cells_tensor(mask, ts, self.freq_stride, self.n_rows)  # [n_new, n_rows]
 
         magnitude = spec.abs()
         # frames beyond what full-scale input can give are scaled down for the encoder (as the
@@ -548,39 +511,19 @@ class ScriptedEffect(nn.Module):
             decoded = self.model.stream_decode_latent(latent, row_lo, row_hi, first).double()
         self.columns_done += n_new
         decoded = torch.where(torch.isfinite(decoded), decoded, magnitude)
+        # no output frame more than +6 dB over its input frame (as the engine's _loudness_guard)
+        # a frame louder than any input within +-1 can be plays dry (as the engine's)
+        region_mask = mask.t()[None] * (energy <= self.energy_ceiling).to(mask.dtype)
+        limit = self.guard_ratio * torch.sqrt((magnitude * magnitude).sum(dim=1))
+        rest = (1.0 - region_mask) * magnitude
+        inside = region_mask * decoded
+        rest_norm = torch.sqrt((rest * rest).sum(dim=1))
+        inside_norm = torch.sqrt((inside * inside).sum(dim=1))
+        gain = torch.clamp((limit - rest_norm) / torch.clamp_min(inside_norm, 1e-30), 0.0, 1.0)
+        decoded = decoded * torch.where(rest_norm + inside_norm > limit, gain, torch.ones_like(gain))[:, None, :]
         safe = torch.where(magnitude > 0.0, magnitude, torch.ones_like(magnitude))
         phase = torch.where(magnitude > 0.0, spec / safe, torch.ones_like(spec))
-        return mask.t()[None] * (decoded - magnitude) * phase
-
-    def _synthesise(self, spec: torch.Tensor) -> torch.Tensor:
-        """Weighted overlap-add of ``spec`` frames (``StreamingISTFT``) -> ``[S, frames * hop]``."""
-        count = spec.shape[2]
-        hop = self.hop
-        out = torch.empty(spec.shape[0], count * hop, dtype=torch.float64)
-        span = self.span
-        streams = spec.shape[0]
-        if not bool((spec != 0).any()):
-            frames = torch.zeros(streams, count, span, dtype=torch.float64)
-        else:
-            frames = torch.fft.irfft(spec.transpose(1, 2), n=self.n_fft, dim=-1)[:, :, self.n_fft - span :] * self.synthesis_tail
-        if span % hop == 0:
-            # all frames at once, one hop-long segment of every frame per pass, the oldest
-            # frame's segment first at every sample: the additions of the frame-by-frame loop
-            buf = torch.zeros(streams, span + count * hop, dtype=torch.float64)
-            buf[:, :span] = self.overlap
-            for seg in range(span // hop - 1, -1, -1):
-                part = frames[:, :, seg * hop : (seg + 1) * hop].reshape(streams, count * hop)
-                buf[:, seg * hop : seg * hop + count * hop] += part
-            out = buf[:, : count * hop]
-            self.overlap = buf[:, count * hop : count * hop + span].clone()
-        else:
-            acc = self.overlap
-            for t in range(count):
-                acc = acc + frames[:, t]
-                out[:, t * hop : (t + 1) * hop] = acc[:, :hop]
-                acc = torch.cat([acc[:, hop:], torch.zeros(streams, hop, dtype=torch.float64)], dim=1)
-            self.overlap = acc
-        return out / self.synthesis_norm.repeat(count)[None]
+        return region_mask * (decoded - magnitude) * phase
 
     # ------------------------------------------------------------------ codemap effects
     def _draw(self, streams: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, purpose: int) -> torch.Tensor:

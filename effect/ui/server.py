@@ -206,7 +206,7 @@ class UIServer:
         from aiohttp import web
 
         self._stop = asyncio.Event()
-        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[self._guard()], client_max_size=64 * 1024)
         app.router.add_get("/", self._index)
         app.router.add_get("/static/{name}", self._asset)
         app.router.add_get("/api/state", self._get_state)
@@ -222,9 +222,8 @@ class UIServer:
             except OSError as exc:
                 self.error = exc
                 return
-            sockets = [s for s in (site._server.sockets if site._server else [])]
-            if sockets:
-                self.port = sockets[0].getsockname()[1]
+            if runner.addresses:  # the port chosen for port 0
+                self.port = runner.addresses[0][1]
             self._ready.set()
             ticker = asyncio.ensure_future(self._tick())
             await self._stop.wait()
@@ -255,8 +254,8 @@ class UIServer:
             return f"requests from {origin} are refused; open the page spectro-fx printed"
         return None
 
-    @property
     def _guard(self):
+        """The middleware that refuses what :meth:`_refusal` names and adds the security headers."""
         from aiohttp import web
 
         @web.middleware
@@ -343,7 +342,9 @@ class UIServer:
     async def _websocket(self, request):
         from aiohttp import WSMsgType, web
 
-        ws = web.WebSocketResponse(max_msg_size=64 * 1024, heartbeat=None)
+        # no compression: on this machine's loopback the CPU matters more than the bytes
+        ws = web.WebSocketResponse(max_msg_size=64 * 1024, heartbeat=None, compress=False,
+                                   writer_limit=SEND_BUFFER_BYTES // 2)
         await ws.prepare(request)
         connection = request.transport.get_extra_info("socket") if request.transport else None
         if connection is not None:
@@ -351,6 +352,8 @@ class UIServer:
             # columns when it wakes, not seconds of stale ones: keep the kernel's share small
             # (about 1 s of updates) so its own queue fills and drops instead
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        if request.transport is not None:  # and asyncio's own buffer in front of it
+            request.transport.set_write_buffer_limits(high=SEND_BUFFER_BYTES // 2)
         client = _Client(ws)
         if not self.clients:
             self.view.skip_backlog(self.tap.ring)

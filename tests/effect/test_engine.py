@@ -4,6 +4,7 @@ streaming == one pass, locality of the region, the gate, parameters and state.""
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -248,7 +249,8 @@ def test_non_finite_input_is_replaced_and_counted(tiny_model, rng):
     x = _noise(rng, 4000, 1)
     x[100] = np.nan
     x[200] = np.inf
-    out = _run(engine, x, 1000)
+    with pytest.warns(UserWarning, match="non-finite samples"):
+        out = _run(engine, x, 1000)
     assert np.isfinite(out).all()
     assert engine.nonfinite_samples == 2
 
@@ -283,6 +285,40 @@ def test_far_beyond_full_scale_leaves_the_model_loud_not_lost(tiny_model, rng):
     loud = engine._model_input(magnitude * 1e6)
     energy = (loud.astype(np.float64) ** 2).sum(axis=1)
     assert energy.max() <= engine._energy_ceiling * (1 + 1e-5)
+
+
+def test_regenerated_band_is_never_far_louder_than_the_input():
+    """Inpainting next to a full-scale tone (the region open over everything) may decode loud
+    codes in many rows at once: a frame of output stays within +6 dB of its input frame, and
+    nothing above the I/O rate's Nyquist is regenerated (at 22.05 kHz the default model
+    peaked at +13 to +16 dBFS for a full-scale sweep before)."""
+    from spectro_fx.effect.render import resolve_model
+    from spectro_fx.effect.validate import sweep as full_scale_sweep
+
+    sr = 22050
+    engine = Engine(resolve_model(None), sr=sr, channels=1, chain="inpaint", values={"low_hz": 20.0, "high_hz": 24000.0})
+    sweep = full_scale_sweep(sr, 1416, 1)[:, 0]  # 64 ms, 40 Hz to 9.9 kHz
+    x = np.concatenate([sweep, np.zeros(sr // 10)]).astype(np.float32)[:, None]
+    out = _run(engine, x, 256)
+    assert np.abs(out).max() <= 4.0
+    # digital silence in, silence out: nothing regenerated from the loud columns before it
+    assert np.abs(out[-sr // 20 :]).max() < 1e-6
+    assert engine._band_top_hz == sr / 2
+
+
+def test_a_burst_far_beyond_full_scale_ends_when_it_ends(lowdelay_model, rng):
+    """Frames louder than any input within +-1 play dry: with the low-delay pair's long analysis
+    window the burst's change otherwise leaked into the output for 20 ms after it (26.6 ms
+    against the 13.3 ms of latency plus a column)."""
+    x = _noise(rng, 16000, 1, scale=0.1)
+    x[5000:5100] *= 1e6
+    engine = Engine(lowdelay_model, sr=48000, channels=1, values={"low_hz": 150.0, "high_hz": 5000.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = np.concatenate([engine.process(x[i : i + 256]) for i in range(0, len(x), 256)])
+    after = out[5100 + engine.latency_samples :]
+    assert np.isfinite(out).all()
+    assert np.abs(after).max() <= 4.0 * np.abs(x[5100:]).max()
 
 
 def test_set_many_is_whole_for_a_block(tiny_model):

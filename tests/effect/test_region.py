@@ -58,3 +58,28 @@ def test_region_cells_match_region_rows_per_column(rng):
     assert cells.shape == (3, 33)
     for c in range(3):
         np.testing.assert_array_equal(cells[c], region_rows(mask[4 * c : 4 * c + 4], freq_stride=8, n_rows=33))
+
+
+def test_torch_twins_equal_the_numpy_functions(rng):
+    """The exported module's region functions give the engine's, to the last bit."""
+    import torch
+
+    from spectro_fx.effect.region import (
+        band_mask_tensor, gate_targets, gate_targets_tensor, region_cells, region_cells_tensor, slew_gate,
+        slew_gate_tensor,
+    )
+
+    low, high = rng.uniform(20, 12000, 40), rng.uniform(20, 24000, 40)
+    expected = band_mask(low, high, sr=48000, n_fft=512)
+    got = torch.jit.script(band_mask_tensor)(torch.from_numpy(low), torch.from_numpy(high), 48000, 512, EDGE_BINS)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-15)
+    frames = np.arange(3000)
+    for period, duty in ((0.0, 0.5), (0.37, 0.25), (1.0, 0.5), (0.2, 0.0), (0.3, 1.0)):
+        targets = gate_targets(frames, period_s=period, duty=duty, hop_s=128 / 48000)
+        twin = gate_targets_tensor(torch.from_numpy(frames), period, duty, 128 / 48000).numpy()
+        np.testing.assert_array_equal(twin, targets)
+        np.testing.assert_array_equal(slew_gate_tensor(torch.from_numpy(targets), 0.5, 3).numpy(), slew_gate(targets, 0.5, ramp_frames=3))
+    mask = expected * (rng.random(expected.shape[0]) > 0.3)[:, None]
+    np.testing.assert_array_equal(
+        region_cells_tensor(torch.from_numpy(mask), 4, 8, 33).numpy(), region_cells(mask, time_stride=4, freq_stride=8, n_rows=33)
+    )

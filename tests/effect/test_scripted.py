@@ -103,6 +103,19 @@ def test_equals_the_engine_on_the_low_delay_pair(lowdelay_model, rng, chain):
     np.testing.assert_allclose(got, expected, atol=1e-5 * float(np.abs(expected).max()))
 
 
+def test_equals_the_engine_through_silence_after_a_loud_tone(prior_model, rng):
+    """The loudness guard (no output frame over +6 dB of its input frame) as the engine's:
+    digital silence after a full-scale passage stays silent in both."""
+    x = np.concatenate([3.0 * _signal(rng, 12000, 1), np.zeros((8000, 1), np.float32)])
+    values = {"low_hz": 20.0, "high_hz": 24000.0, "inpaint.temperature": 0.0}
+    engine = Engine(prior_model, sr=48000, channels=1, chain="inpaint", values=values)
+    module = _script(prior_model, "inpaint", values)
+    expected = np.concatenate([engine.process(x[i : i + 256]) for i in range(0, len(x), 256)])
+    got = _module_run(module, x, 256)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert not expected[12000 + engine.latency_samples + 1024 :].any()
+
+
 @pytest.mark.parametrize("values", [{"wet": 0.0}, {"low_hz": 3000.0, "high_hz": 1000.0}])
 def test_transparent_settings_are_the_delayed_input_bit_exact(tiny_model, rng, values):
     x = _signal(rng, 9000, 1)

@@ -184,21 +184,14 @@ def _stalled_websocket(url: str) -> socket.socket:
     return sock
 
 
-def test_a_stalled_page_changes_nothing_in_the_sound(jack_server, live_model, tmp_path):
-    """A page that stops reading fills its socket; the server drops its updates, serves the
-    others, and the sound is, sample for sample, the offline render of the same stream."""
-    from spectro_fx.effect.engine import Engine
-    from spectro_fx.models.export import load_model
-
-    t = np.arange(2 * SR) / SR
-    src = (0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1500 * t)
-           + 0.02 * np.random.default_rng(3).standard_normal(t.shape)).astype(np.float32)[:, None]
-    sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
-    stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
+def _stalled_run(folder: Path, src_path: Path, live_model: str) -> tuple[list[dict], Path, str]:
+    """One live run of ``src_path`` with a frozen page; returns its stats lines, recording, stderr."""
+    folder.mkdir()
+    stats, record = folder / "stats.jsonl", folder / "heard.wav"
     run = LiveRun(
-        "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--ui", "0",
+        "--input", str(src_path), "--loop", "--model", live_model, "--ui", "0",
         "--set", "low_hz=1000", "--set", "high_hz=4000", "--record", str(record), "--stats-json", str(stats),
-        "--duration", "30", "--no-status", "--jack-name", f"sfxstall{os.getpid()}",
+        "--duration", "20", "--no-status", "--jack-name", f"sfxstall{os.getpid()}",
     )
     try:
         url = run.url()
@@ -216,13 +209,31 @@ def test_a_stalled_page_changes_nothing_in_the_sound(jack_server, live_model, tm
     finally:
         output = run.stop()
     assert run.proc.returncode == 0, output
-    lines = stats_lines(stats)
+    return stats_lines(stats), record, output
+
+
+def test_a_stalled_page_changes_nothing_in_the_sound(jack_server, live_model, tmp_path):
+    """A page that stops reading fills its socket; the server drops its updates, serves the
+    others, and the sound is, sample for sample, the offline render of the same stream."""
+    from spectro_fx.effect.engine import Engine
+    from spectro_fx.models.export import load_model
+
+    t = np.arange(2 * SR) / SR
+    src = (0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1500 * t)
+           + 0.02 * np.random.default_rng(3).standard_normal(t.shape)).astype(np.float32)[:, None]
+    sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
+    # a stall of the whole machine far beyond the safety margin makes the worker skip ahead
+    # and restart the engine (a resync): from there on the sound is a fresh engine's. What
+    # is compared is the stream before the first resync, which must cover 5 s of the frozen
+    # page; a machine that starves the process sooner gets one more try.
+    for attempt in range(2):
+        lines, record, output = _stalled_run(tmp_path / f"run{attempt}", tmp_path / "src.wav", live_model)
+        frozen = next(line for line in lines if line["ui"]["dropped_messages"] > 0)
+        upto = [line for line in lines if line["resyncs"] == 0][-1]
+        if upto["frames"] >= frozen["frames"] + 5 * SR:
+            break
+    assert upto["frames"] >= frozen["frames"] + 5 * SR, ("starved twice", lines)
     last = lines[-1]
-    # a stall far beyond the margin (a machine short of CPU) makes the worker skip ahead and
-    # restart the engine (a resync); compare what was played before the first one
-    clean = [line for line in lines if line["resyncs"] == 0]
-    upto = clean[-1]
-    assert upto["frames"] >= 5 * SR, lines
 
     heard, _ = sf.read(record, dtype="float32", always_2d=True)
     engine = Engine(load_model(live_model), sr=SR, channels=1, values={"low_hz": 1000, "high_hz": 4000})

@@ -111,8 +111,10 @@ def test_a_decoder_that_outputs_subnormals_is_caught(tmp_path):
     report = Validator(model, strictness=1).run(["model-file", "processing"])
     passed, findings = _findings(report, "model-file")
     assert not passed and "subnormal magnitudes" in findings
+    # the engine's output has none: silence in plays silence out (the loudness guard), and a
+    # played signal swamps 1e-39; the model file check is where a decoder like this shows
     passed, findings = _findings(report, "processing")
-    assert not passed and "subnormal output samples" in findings
+    assert "subnormal" not in findings
 
 
 class SlowEffect(Effect):
