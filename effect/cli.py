@@ -37,6 +37,10 @@ examples:
 """
 
 EXIT_USAGE = 2
+ENGINE_THREADS = 1
+"""torch threads of every spectro-fx command, set here at the edge (the engine leaves the count
+alone): its many small calls per column run fastest on one thread, and live a second,
+spin-waiting one would take the core the audio callback needs."""
 
 SUBCOMMANDS = {
     # name: (module under spectro_fx.effect, one line for --help); each module has main(argv) -> int
@@ -161,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         from importlib import import_module
 
+        from spectro_fx.models.runtime import torch_threads
+
         module = import_module(f"{__package__}.{SUBCOMMANDS[argv[0]][0]}")
-        return module.main(argv[1:])
+        with torch_threads(ENGINE_THREADS):
+            return module.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
@@ -183,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             from .live import run_live
             from .live_options import wants_live
 
-            # the engine's many small calls per column run fastest on one thread, and live a
-            # second, spin-waiting one would take the core the audio callback needs
-            with torch_threads(1):
+            with torch_threads(ENGINE_THREADS):
                 if wants_live(args):
                     return run_live(args)
                 return render_command(args)

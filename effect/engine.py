@@ -553,6 +553,12 @@ class Engine:
             self._model_nonfinite(int(decoded.size - decoded_finite.sum()))
             decoded = np.where(decoded_finite, decoded, magnitude)
         region = mask.T[None]
+        beyond = np.einsum("cbt,cbt->ct", magnitude, magnitude) > self._energy_ceiling
+        if beyond.any():
+            # a frame louder than any input within +-1 can be plays dry: its change, spread by the
+            # band's edges over the whole analysis window, would outlast the burst (the low-delay
+            # pair's long window by 20 ms and more)
+            region = region * ~beyond[:, None, :]
         decoded = decoded * self._loudness_guard(magnitude, region * decoded, (1.0 - region) * magnitude)[:, None, :]
         phase = np.where(magnitude > 0.0, spec / np.where(magnitude > 0.0, magnitude, 1.0), 1.0)
         return region * (decoded - magnitude) * phase

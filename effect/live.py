@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
@@ -318,15 +319,19 @@ class _Session:
         return f"move a knob to bind it to {name}"
 
     def _ui_midi_state(self) -> dict:
-        bindings = []
-        for b in self.router.ccmap.bindings:
-            try:
-                name = self.engine.resolve(b.parameter)
-            except ParameterError:
-                name = b.parameter
-            bindings.append({"parameter": name, "cc": b.cc, "channel": b.channel})
-        return {"learning": self.router.learn, "bindings": bindings}
-
+        ccmap = self.router.ccmap  # replaced, never changed in place, when a knob is learned
+        if getattr(self, "_ui_bindings", (None, None))[0] is not ccmap:
+            bindings = []
+            for b in ccmap.bindings:
+                with warnings.catch_warnings():  # an old spelling in the map warned at start already
+                    warnings.simplefilter("ignore")
+                    try:
+                        name = self.engine.resolve(b.parameter)
+                    except ParameterError:
+                        name = b.parameter
+                bindings.append({"parameter": name, "cc": b.cc, "channel": b.channel})
+            self._ui_bindings = (ccmap, bindings)
+        return {"learning": self.router.learn, "bindings": self._ui_bindings[1]}
 
     def _open_midi(self) -> None:
         args = self.args

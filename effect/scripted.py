@@ -512,7 +512,8 @@ class ScriptedEffect(nn.Module):
         self.columns_done += n_new
         decoded = torch.where(torch.isfinite(decoded), decoded, magnitude)
         # no output frame more than +6 dB over its input frame (as the engine's _loudness_guard)
-        region_mask = mask.t()[None]
+        # a frame louder than any input within +-1 can be plays dry (as the engine's)
+        region_mask = mask.t()[None] * (energy <= self.energy_ceiling).to(mask.dtype)
         limit = self.guard_ratio * torch.sqrt((magnitude * magnitude).sum(dim=1))
         rest = (1.0 - region_mask) * magnitude
         inside = region_mask * decoded

@@ -915,6 +915,12 @@ class Validator:
     # -- 5. real-time safety ---------------------------------------------------------------------
 
     def check_realtime(self) -> CheckResult:
+        from spectro_fx.models.runtime import torch_threads
+
+        with torch_threads(1):  # timed as the live command runs the engine: on one torch thread
+            return self._check_realtime()
+
+    def _check_realtime(self) -> CheckResult:
         findings: list[str] = []
         figures: dict[str, Any] = {"timing": {}, "live_path": {}}
         sr = self.model_sr

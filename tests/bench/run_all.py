@@ -40,6 +40,12 @@ def _needs_soundfonts() -> str | None:
     return _missing_module("fluidsynth")
 
 
+def _needs_chromium() -> str | None:
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        return "chromium and chromium-driver are not installed (make system installs them)"
+    return _needs_jackd() or _missing_module("selenium")
+
+
 def _needs_nvidia_gpu() -> str | None:
     try:
         import pynvml
@@ -74,6 +80,10 @@ BENCHES = (
     Bench("bench_band_level.py"),
     Bench("bench_quality.py", quick=("--stride", "16", "--throughput-steps", "5"), needs=_needs_soundfonts),
     Bench("bench_live.py", quick=("--minutes", "0.5"), needs=_needs_jackd),
+    Bench("bench_synthesis_pairs.py", quick=("--stride", "64"), needs=_needs_soundfonts),
+    Bench("bench_latency.py", quick=("--seconds", "4", "--live-seconds", "6"), needs=_needs_jackd),
+    Bench("bench_scripted.py", quick=("--seconds", "3")),
+    Bench("bench_ui.py", quick=("--seconds", "15", "--rounds", "1"), needs=_needs_chromium),
     Bench("gpu_energy_check.py", quick=("--seconds", "20"), needs=_needs_nvidia_gpu),
     Bench(
         "bench_paper_anchor.py",
@@ -81,6 +91,12 @@ BENCHES = (
         "27 minutes per variant; see its docstring",
     ),
 )
+
+
+def unlisted() -> list[str]:
+    """Benchmark scripts of tests/bench that BENCHES does not name (a new one must be added)."""
+    listed = {bench.script for bench in BENCHES}
+    return sorted(p.name for p in HERE.glob("*.py") if p.name not in listed and p.name != Path(__file__).name)
 
 
 @dataclass
@@ -120,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ran      {label} ({seconds:.0f} s){'' if status == 0 else f': FAILED, exit {status}'}")
     for label, why in outcome.skipped:
         print(f"  skipped  {label}: {why}")
+    for name in unlisted():
+        print(f"  skipped  {name}: not in tests/bench/run_all.py's table yet (say what it needs there)")
     return 1 if any(status != 0 for _, _, status in outcome.ran) else 0
 
 

@@ -4,6 +4,7 @@ streaming == one pass, locality of the region, the gate, parameters and state.""
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -303,6 +304,21 @@ def test_regenerated_band_is_never_far_louder_than_the_input():
     # digital silence in, silence out: nothing regenerated from the loud columns before it
     assert np.abs(out[-sr // 20 :]).max() < 1e-6
     assert engine._band_top_hz == sr / 2
+
+
+def test_a_burst_far_beyond_full_scale_ends_when_it_ends(lowdelay_model, rng):
+    """Frames louder than any input within +-1 play dry: with the low-delay pair's long analysis
+    window the burst's change otherwise leaked into the output for 20 ms after it (26.6 ms
+    against the 13.3 ms of latency plus a column)."""
+    x = _noise(rng, 16000, 1, scale=0.1)
+    x[5000:5100] *= 1e6
+    engine = Engine(lowdelay_model, sr=48000, channels=1, values={"low_hz": 150.0, "high_hz": 5000.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = np.concatenate([engine.process(x[i : i + 256]) for i in range(0, len(x), 256)])
+    after = out[5100 + engine.latency_samples :]
+    assert np.isfinite(out).all()
+    assert np.abs(after).max() <= 4.0 * np.abs(x[5100:]).max()
 
 
 def test_set_many_is_whole_for_a_block(tiny_model):

@@ -56,29 +56,51 @@ function setUpPanels() {
   }
 }
 
-function drawColumns(buffer) {
+// columns wait here until the next frame that may draw; drawing costs the browser far more
+// CPU than receiving, so several messages are drawn at once, at most DRAWS_PER_S times a second
+const queued = [];
+const DRAWS_PER_S = Number(new URLSearchParams(location.search).get("fps")) || 15;
+let lastDraw = 0;
+
+function receiveColumns(buffer) {
   const head = new DataView(buffer, 0, HEADER_BYTES);
   const n = head.getUint16(2, true);
   const rows = head.getUint16(4, true);
   const start = head.getFloat64(6, true);
   if (!page.view || rows !== page.view.n_rows || n === 0) return;
-  const body = new Uint8Array(buffer, HEADER_BYTES);
+  page.columnsReceived += n;
+  if (document.hidden) { // a tab nobody looks at draws nothing (its picture restarts when shown)
+    page.streamS = start + n * page.view.column_s;
+    queued.length = 0;
+    return;
+  }
+  queued.push({ body: new Uint8Array(buffer, HEADER_BYTES), n, start });
+}
+
+function drawColumns() {
+  const rows = page.view.n_rows;
+  const total = queued.reduce((sum, m) => sum + m.n, 0);
+  const shift = Math.min(total, COLUMNS);
   panels.forEach((p, half) => {
-    const shift = Math.min(n, COLUMNS);
     p.ctx.drawImage(p.spec, shift, 0, COLUMNS - shift, rows, 0, 0, COLUMNS - shift, rows);
     const image = p.ctx.createImageData(shift, rows);
-    for (let c = n - shift; c < n; c++) {
-      const x = c - (n - shift);
-      for (let r = 0; r < rows; r++) {
-        const level = body[half * n * rows + c * rows + r];
-        const at = ((rows - 1 - r) * shift + x) * 4; // row 0 is the lowest frequency: bottom
-        image.data.set(LUT.subarray(level * 4, level * 4 + 4), at);
+    let x = shift - total; // columns older than the screen fall off the left
+    for (const m of queued) {
+      for (let c = 0; c < m.n; c++, x++) {
+        if (x < 0) continue;
+        for (let r = 0; r < rows; r++) {
+          const level = m.body[half * m.n * rows + c * rows + r];
+          const at = ((rows - 1 - r) * shift + x) * 4; // row 0 is the lowest frequency: bottom
+          image.data.set(LUT.subarray(level * 4, level * 4 + 4), at);
+        }
       }
     }
     p.ctx.putImageData(image, COLUMNS - shift, 0);
   });
-  page.streamS = start + n * page.view.column_s;
-  page.columnsReceived += n;
+  const last = queued[queued.length - 1];
+  page.streamS = last.start + last.n * page.view.column_s;
+  page.columnsDrawn = (page.columnsDrawn || 0) + total;
+  queued.length = 0;
   if (overlayMoves()) overlayDirty = true; // a still overlay is not redrawn: less work for the browser
 }
 
@@ -186,7 +208,11 @@ function drawOverlay(p) {
   ctx.fillText(`${formatNumber(low)} - ${formatNumber(high)} Hz`, w - 110, Math.max(yTop - 4, 11));
 }
 
-function frame() {
+function frame(now) {
+  if (queued.length && page.view && now - lastDraw >= 1000 / DRAWS_PER_S - 4) {
+    lastDraw = now;
+    drawColumns();
+  }
   if (page.view && overlayDirty) {
     panels.forEach(drawOverlay);
     overlayDirty = false;
@@ -479,7 +505,7 @@ function connect() {
     status.classList.remove("off");
   };
   socket.onmessage = (event) => {
-    if (typeof event.data !== "string") return drawColumns(event.data);
+    if (typeof event.data !== "string") return receiveColumns(event.data);
     const message = JSON.parse(event.data);
     if (message.type === "state") applyState(message);
     else applyUpdate(message);
