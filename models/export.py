@@ -20,7 +20,7 @@ from .atomic import atomic_path
 from .config import VQVAEConfig
 from .errors import ModelFileError, ParameterError
 from .quantizer import nearest_code
-from .vqvae import Decoder, Encoder, Normalizer, VQVAE, decoder_receptive_field_columns, receptive_field_frames
+from .vqvae import CausalConv2d, Decoder, Encoder, Normalizer, VQVAE, decoder_receptive_field_columns, receptive_field_frames
 
 FORMAT_VERSION = 2
 """2: streaming methods (``stream_encode``, ``stream_decode_latent``, ``reset_stream``); files of
@@ -128,6 +128,9 @@ class ExportedVQVAE(nn.Module):
         self.decoder = Decoder(cfg)
         self.encoder.load_state_dict(model.encoder.state_dict())
         self.decoder.load_state_dict(model.decoder.state_dict())
+        for layer in self.modules():
+            if isinstance(layer, CausalConv2d):
+                layer.prepare_stream()
         self.register_buffer("codebook", model.quantizer.codebook.detach().clone())
         usage = model.quantizer.cluster_size.detach().clamp_min(1e-6)
         self.register_buffer("code_log_prior", torch.log(usage / usage.sum()))
