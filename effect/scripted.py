@@ -12,22 +12,18 @@ import torch.nn.functional as F
 
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile
-from spectro_fx.models.naive_bayes import AXES, VAR_SMOOTHING, resmooth_prior
+from spectro_fx.models.naive_bayes import VAR_SMOOTHING, resmooth_prior
 from spectro_fx.models.spectral import analysis_window
 
 from .effects import Parameter
 from .engine import GUARD_RATIO
-from .inpaint import CONTEXTS, METHODS, Inpaint
+from .inpaint import Inpaint
 from .params import REGION_PARAMETERS
 from .region import EDGE_BINS, GATE_RAMP_FRAMES, band_mask_tensor, gate_targets_tensor, region_cells_tensor, slew_gate_tensor
 from .stft import AnalysisRing, OverlapAdd
 
 CHAIN_EFFECTS = ("none", "noise", "inpaint", "dropout")
 """Effects the scripted module carries; ``inpaint`` with ``context=input`` only."""
-
-# (name in the file, parameter, owner effect or "") in the order of the module's parameter lists
-_NOISE_AMOUNT = Parameter("amount", 0.0, 1.0, 0.3)
-_DROPOUT_CHANNELS = Parameter("channels", 0, 64, 1, kind="int")
 
 
 def _parameter_table() -> list[tuple[str, str, Parameter]]:
