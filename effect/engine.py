@@ -284,24 +284,21 @@ class Engine:
         self.nonfinite_samples = 0
         self.subnormal_samples = 0
         self.model_nonfinite_values = 0
-        self._warned_nonfinite = self._warned_subnormal = self._warned_model = False
         self.late_samples = 0
-        self._warned_late = False
+        self._said: set[str] = set()  # counters whose warning was given in this stream
         self.column_times.clear()
         for effect in self.chain:
             effect.reset()
         if self._aux_source is not None:
             self._aux_source.reset()
 
-    def _model_nonfinite(self, count: int) -> None:
-        self.model_nonfinite_values += count
-        if not self._warned_model:
-            self._warned_model = True
-            warnings.warn(
-                f"the model decoded non-finite magnitudes ({count} values); the input's magnitude is used "
-                "there (counted in model_nonfinite_values; said once; `spectro-fx validate` tells which input)",
-                stacklevel=4,
-            )
+    def _count(self, counter: str, count: int, message: str, *, stacklevel: int) -> None:
+        """Add ``count`` to the counter attribute ``counter``; warn ``message`` the first time
+        in a stream (once, not per block: a live set must not print per callback)."""
+        setattr(self, counter, getattr(self, counter) + count)
+        if count and counter not in self._said:
+            self._said.add(counter)
+            warnings.warn(message, stacklevel=stacklevel + 1)
 
     @property
     def latency_s(self) -> float:
@@ -391,33 +388,24 @@ class Engine:
         subnormal = finite & (magnitude < _TINY) & (x != 0.0)
         n_nonfinite = int(x.size - finite.sum())
         n_subnormal = int(subnormal.sum())
-        self.nonfinite_samples += n_nonfinite
-        self.subnormal_samples += n_subnormal
-        if n_nonfinite and not self._warned_nonfinite:
-            self._warned_nonfinite = True
-            warnings.warn(
-                f"the input has non-finite samples (NaN or Inf: {n_nonfinite} in this block); they are played "
-                "as 0 (counted in nonfinite_samples; said once)",
-                stacklevel=3,
-            )
-        if n_subnormal and not self._warned_subnormal:
-            self._warned_subnormal = True
-            warnings.warn(
-                f"the input has subnormal samples (below 1.2e-38: {n_subnormal} in this block); they are "
-                "flushed to 0 (counted in subnormal_samples; said once)",
-                stacklevel=3,
-            )
+        self._count(
+            "nonfinite_samples", n_nonfinite,
+            f"the input has non-finite samples (NaN or Inf: {n_nonfinite} in this block); they are played "
+            "as 0 (counted in nonfinite_samples; said once)", stacklevel=3,
+        )
+        self._count(
+            "subnormal_samples", n_subnormal,
+            f"the input has subnormal samples (below 1.2e-38: {n_subnormal} in this block); they are "
+            "flushed to 0 (counted in subnormal_samples; said once)", stacklevel=3,
+        )
         return np.where(finite & ~subnormal, x, np.float32(0.0))
 
     def _late(self, count: int) -> None:
-        self.late_samples += count
-        if not self._warned_late:
-            self._warned_late = True
-            warnings.warn(
-                f"the wet signal was {count} samples late for the {self.latency_samples}-sample latency "
-                "(resampler buffering); those samples are dry",
-                stacklevel=3,
-            )
+        self._count(
+            "late_samples", count,
+            f"the wet signal was {count} samples late for the {self.latency_samples}-sample latency "
+            "(resampler buffering); those samples are dry", stacklevel=3,
+        )
 
     def _analyse(self, xm: np.ndarray) -> np.ndarray:
         """Model-rate samples ``[channels, n]`` -> released change samples ``[channels, m]``."""
@@ -550,7 +538,13 @@ class Engine:
         # a model that overflows (exp of a large log-magnitude) must not reach the output
         decoded_finite = np.isfinite(decoded)
         if not decoded_finite.all():
-            self._model_nonfinite(int(decoded.size - decoded_finite.sum()))
+            count = int(decoded.size - decoded_finite.sum())
+            self._count(
+                "model_nonfinite_values", count,
+                f"the model decoded non-finite magnitudes ({count} values); the input's magnitude is used "
+                "there (counted in model_nonfinite_values; said once; `spectro-fx validate` tells which input)",
+                stacklevel=3,
+            )
             decoded = np.where(decoded_finite, decoded, magnitude)
         region = mask.T[None]
         beyond = np.einsum("cbt,cbt->ct", magnitude, magnitude) > self._energy_ceiling
