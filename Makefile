@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+# Read by tests/bench/bench_real_recordings.py only (voice, music, drum recordings): `make bench-system`
+BENCH_SYSTEM_PACKAGES := alsa-utils asterisk-moh-opsound-wav avldrums.lv2-soundfont
 SYSTEM_PACKAGES := make python3-venv libsndfile1 libportaudio2 jackd2 libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont chromium chromium-driver
 DEMO_OUT ?= out/demo_fx.wav
 
-.PHONY: venv system demo test test-fast bench clean
+.PHONY: venv system bench-system demo test test-fast bench clean
 
 # The CPU build of torch goes in first, so the project's own `torch` requirement
 # is already satisfied and pip does not pull a multi-GB CUDA build.
@@ -28,6 +30,9 @@ system:
 		echo "installing system packages:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+bench-system:
+	$(MAKE) system SYSTEM_PACKAGES="$(BENCH_SYSTEM_PACKAGES)"
 
 # The demo regenerates 400 Hz - 3 kHz by inpainting, half of every second (so the change is
 # easy to hear against the untouched half), and saves a before/after spectrogram.

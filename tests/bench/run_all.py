@@ -40,6 +40,15 @@ def _needs_soundfonts() -> str | None:
     return _missing_module("fluidsynth")
 
 
+def _needs_real_recordings() -> str | None:
+    from bench_real_recordings import missing_packages
+
+    missing = missing_packages()
+    if missing:
+        return f"the Debian packages {', '.join(missing)} are not installed (make bench-system installs them)"
+    return _missing_module("fluidsynth")
+
+
 def _needs_chromium() -> str | None:
     if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
         return "chromium and chromium-driver are not installed (make system installs them)"
@@ -79,6 +88,7 @@ BENCHES = (
     Bench("bench_inpaint.py", quick=("--part", "engine", "--quick"), full=("--part", "engine")),
     Bench("bench_band_level.py"),
     Bench("bench_quality.py", quick=("--stride", "16", "--throughput-steps", "5"), needs=_needs_soundfonts),
+    Bench("bench_real_recordings.py", needs=_needs_real_recordings),
     Bench("bench_live.py", quick=("--minutes", "0.5"), needs=_needs_jackd),
     Bench("bench_synthesis_pairs.py", quick=("--stride", "64"), needs=_needs_soundfonts),
     Bench("bench_latency.py", quick=("--seconds", "4", "--live-seconds", "6"), needs=_needs_jackd),
