@@ -31,8 +31,10 @@ $(NEUTONE_VENV)/.installed: pyproject.toml
 	$(NEUTONE_VENV)/bin/pip install --quiet -e '.[neutone]'
 	# torchaudio's compiled libraries on PyPI link against CUDA torch (libc10_cuda.so) and cannot
 	# load beside the CPU torch; without them torchaudio imports as pure Python (its loader skips
-	# missing libraries), and neutone-sdk uses only its pure-PyTorch resampler
-	rm -f $(NEUTONE_VENV)/lib/python*/site-packages/torchaudio/lib/*.so
+	# missing libraries), and neutone-sdk uses only its pure-PyTorch resampler. They are kept aside
+	# for the test of the export's message when they are in place.
+	mkdir -p $(NEUTONE_VENV)/torchaudio-libs-removed
+	mv -f $(NEUTONE_VENV)/lib/python*/site-packages/torchaudio/lib/*.so $(NEUTONE_VENV)/torchaudio-libs-removed/
 	touch $@
 
 venv-neutone: $(NEUTONE_VENV)/.installed

@@ -152,7 +152,8 @@ def _import_neutone():
 
         spec = importlib.util.find_spec("torchaudio")
         lib = Path(spec.origin).parent / "lib" if spec and spec.origin else "torchaudio/lib"
-        raise ParameterError(NEUTONE_TORCHAUDIO.format(error=str(exc).splitlines()[0], lib=lib)) from None
+        cause = exc.__cause__ or exc  # torch wraps the loader's own message (the missing libc10_cuda.so)
+        raise ParameterError(NEUTONE_TORCHAUDIO.format(error=str(cause).splitlines()[0], lib=lib)) from None
     return neutone
 
 
@@ -167,15 +168,14 @@ def export_neutone(
     parameter is fixed. Raises ParameterError (one line) for an effect, parameter, value or
     channel count the format cannot carry, or when neutone-sdk cannot be imported.
     """
-    from importlib.metadata import version
-
+    from spectro_fx import __version__
     from spectro_fx.models.errors import ParameterError
+
+    from .neutone_knobs import knob_positions
 
     if channels not in (1, 2):
         raise ParameterError(f"--channels {channels}: a Neutone FX model is mono (1) or stereo (2)")
     effect, names, loaded = build_effect(model=model, chain=chain, values=values, channels=channels, seed=seed)
-    from .neutone_knobs import knob_positions
-
     value = dict(zip(effect.param_names, effect.target))
     knobs = knob_positions(value["low_hz"], value["high_hz"], value["period_s"], value["wet"])
     output = Path(output)
@@ -191,8 +191,10 @@ def export_neutone(
         effect,
         knobs=knobs,
         name=f"spectro-fx {'+'.join(names)}"[:30],
-        description=f"Regenerates a frequency band of the sound from a VQ-VAE's codes ({', '.join(names)}), "
-                    "resynthesized with the input's phase."[:150],
+        description=(
+            f"Regenerates a frequency band of the sound from a VQ-VAE's codes ({', '.join(names)}), "
+            "resynthesized with the input's phase."
+        )[:150],
         long_description=(
             "Band centre and Band width pick the regenerated band, Gate pulses it in time (0 = always on), "
             f"Wet blends it. Fixed at export: {fixed or 'nothing else'}. Latency {effect.latency_samples} samples "
@@ -203,7 +205,7 @@ def export_neutone(
             f"-> codemap effects ({', '.join(names)}) -> decoder -> band mask with the input's phase -> overlap-add. "
             f"Model file {loaded.path.name}, trained on: {trained_on or 'not described'}."
         )[:500],
-        version=version("spectro-fx"),
+        version=__version__,
     )
     neutone.save(wrapper, output, benchmark=benchmark)
     return output

@@ -35,9 +35,10 @@ class NeutoneEffect(WaveformToWaveformBase):
         With 1 (mono) or 2 (stereo) channels.
     knobs : list of 4 float
         Default knob positions (0..1), from the export's settings.
-    name, description, technical : str
-        Metadata shown by the plugin and the Neutone website (30, 150 and 500 characters at most).
+    name, description, long_description, technical : str
+        Metadata shown by the plugin and the Neutone website (at most 30, 150, 500 and 500 characters).
     version : str
+        The spectro-fx version that exported it.
     """
 
     # no class-level annotations here: TorchScript would then miss the SDK base class's ones

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,13 +28,17 @@ HOST = textwrap.dedent(
     import numpy as np
     import torch
 
-    path, audio, out, plan = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    path, folder, out, plan = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
     files = {"metadata.json": ""}
     module = torch.jit.load(path, _extra_files=files)
     metadata = json.loads(files["metadata.json"])
-    x = torch.from_numpy(np.load(audio))  # [channels, frames], as the DAW hands them
     outputs, delays = {}, {}
     for run in plan:
+        x = torch.from_numpy(np.load(f"{folder}/{run['audio']}.npy"))  # [channels, frames], as the DAW hands them
+        if run.get("poison"):
+            x = x.clone()
+            x[:, 1000:1100] = float("nan")
+            x[:, 5000] = float("inf")
         sr, block = run["sr"], run["block"]
         module.set_daw_sample_rate_and_buffer_size(sr, block)
         module.reset()
@@ -105,13 +110,15 @@ def test_neutone_export_passes_its_checks_and_streams_like_the_cli(side_env, tin
     np.save(tmp_path / "mono.npy", np.ascontiguousarray(x[:, :1].T))
     defaults = _knobs_for(300, 6000, 0.5, 1.0)
     plan = [
-        {"key": "b512", "sr": sr, "block": 512, "knobs": defaults},
-        {"key": "b128", "sr": sr, "block": 128, "knobs": defaults},
-        {"key": "moved", "sr": sr, "block": 2048, "knobs": _knobs_for(1000, 4000, 0.5, 0.5)},
-        {"key": "44k", "sr": 44100, "block": 441, "knobs": defaults},
+        {"key": "b512", "audio": "in", "sr": sr, "block": 512, "knobs": defaults},
+        {"key": "b128", "audio": "in", "sr": sr, "block": 128, "knobs": defaults},
+        {"key": "moved", "audio": "in", "sr": sr, "block": 2048, "knobs": _knobs_for(1000, 4000, 0.5, 0.5)},
+        {"key": "mono", "audio": "mono", "sr": sr, "block": 256, "knobs": defaults},  # a mono track in the DAW
+        {"key": "44k", "audio": "in", "sr": 44100, "block": 441, "knobs": defaults},
+        {"key": "poison", "audio": "in", "sr": sr, "block": 512, "knobs": defaults, "poison": True},
     ]
     host = subprocess.run(
-        [sys.executable, "-c", HOST, str(tmp_path / "fx.nm"), str(tmp_path / "in.npy"), str(tmp_path / "y.npz"), json.dumps(plan)],
+        [sys.executable, "-c", HOST, str(tmp_path / "fx.nm"), str(tmp_path), str(tmp_path / "y.npz"), json.dumps(plan)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
     )
     assert host.returncode == 0, host.stderr[-3000:]
@@ -126,19 +133,45 @@ def test_neutone_export_passes_its_checks_and_streams_like_the_cli(side_env, tin
 
     outputs = np.load(tmp_path / "y.npz")
     latency = report["delays"]["b512"]
-    assert report["delays"]["b128"] == report["delays"]["moved"] == latency > 0
+    assert report["delays"]["b128"] == report["delays"]["moved"] == report["delays"]["mono"] == latency > 0
     # at 44.1 kHz the SDK resamples and reports the same delay in the DAW's samples
     assert abs(report["delays"]["44k"] - latency * 44100 / sr) <= 2
     assert np.max(np.abs(renders["exported"] - x)) > 1e-3  # the region does change the sound
     assert np.max(np.abs(renders["moved"] - renders["exported"])) > 1e-3  # and the knobs move it
-    for key, reference in (("b512", "exported"), ("b128", "exported"), ("moved", "moved")):
+    for key, reference in (("b512", "exported"), ("b128", "exported"), ("moved", "moved"), ("mono", "exported")):
         y = outputs[key]
         aligned = y[:, latency:].T
-        rendered = renders[reference][: len(aligned)]
+        rendered = renders[reference][: len(aligned), : y.shape[0]]  # the mono track: the left channel's render
         error = aligned - rendered
         # -60 dB: the error's RMS 1000x below the signal's
         assert np.sqrt(np.mean(error**2)) < 1e-3 * np.sqrt(np.mean(rendered**2)), key
     assert np.sqrt(np.mean(outputs["44k"] ** 2)) > 0.1 * np.sqrt(np.mean(x**2))
+    # NaN and infinite input samples are heard as silence (the host asserted a finite output):
+    # the output away from them is the clean run's
+    poisoned = outputs["poison"]
+    assert np.allclose(poisoned[:, 24000:], outputs["b512"][:, 24000:], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_neutone_export_beside_torchaudio_cuda_libraries_says_what_to_do(side_env, tiny_model_path, tmp_path):
+    # torchaudio as pip installs it, with the CUDA-linked libraries that `make venv-neutone` set aside
+    libraries = sorted((SIDE_ENV / "torchaudio-libs-removed").glob("*.so"))
+    assert libraries, "make venv-neutone keeps torchaudio's compiled libraries in .venv-neutone/torchaudio-libs-removed"
+    site = next(SIDE_ENV.glob("lib/python*/site-packages"))
+    overlay = tmp_path / "overlay"
+    shutil.copytree(site / "torchaudio", overlay / "torchaudio", ignore=shutil.ignore_patterns("__pycache__"))
+    for library in libraries:
+        shutil.copy(library, overlay / "torchaudio" / "lib")
+    target = tmp_path / "fx.nm"
+    done = subprocess.run(
+        [str(side_env), "export", "--format", "neutone", "--output", str(target), "--model", str(tiny_model_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(overlay), "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1
+    assert "libc10_cuda.so" in err[0] and f"delete {overlay / 'torchaudio' / 'lib'}/*.so" in err[0] and "make venv-neutone" in err[0]
+    assert not target.exists()
 
 
 def test_knob_positions_and_values_are_inverse():
