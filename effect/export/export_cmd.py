@@ -63,9 +63,9 @@ def export_effect(
     from spectro_fx.models.atomic import atomic_path
     from spectro_fx.models.errors import ParameterError
 
-    from .effects import RENAMED_EFFECTS
-    from .params import resolve_name
-    from .render import resolve_model
+    from ..core.effects import RENAMED_EFFECTS
+    from ..core.params import resolve_name
+    from ..io.render import resolve_model
     from .scripted import PARAMETER_TABLE, ScriptedEffect
 
     names = [n.strip() for n in chain.split(",") if n.strip()] or ["none"]
@@ -100,7 +100,7 @@ def export_effect(
 def main(argv: list[str]) -> int:
     from spectro_fx.models.errors import ParameterError
 
-    from .params import parse_settings
+    from ..core.params import parse_settings
 
     args = build_parser().parse_args(argv)
     try:
