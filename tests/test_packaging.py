@@ -32,7 +32,7 @@ def test_console_scripts_run(script):
 @pytest.mark.slow
 def test_wheel_installs_only_under_spectro_fx(tmp_path):
     build = tmp_path / "src"
-    shutil.copytree(ROOT, build, ignore=shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "out", "runs"))
+    shutil.copytree(ROOT, build, ignore=shutil.ignore_patterns(".venv", ".venv-neutone", ".git", "*.egg-info", "build", "out", "runs"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(build)],
         check=True, capture_output=True, timeout=300,

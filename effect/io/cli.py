@@ -34,6 +34,7 @@ examples:
   spectro-fx --input in.wav --output out.wav --chain noise --set noise.amount=0.5 --plot out.png
   spectro-fx --input in.wav --output out.wav --automation knobs.mid --map map.toml
   spectro-fx export --format nn --output fx.ts --chain inpaint     the effect for nn~ (Max/Pd)
+  spectro-fx export --format neutone --output fx.nm --chain inpaint  ... for Neutone FX (VST3/AU)
 """
 
 EXIT_USAGE = 2
@@ -45,7 +46,7 @@ spin-waiting one would take the core the audio callback needs."""
 SUBCOMMANDS = {
     # name: (module under spectro_fx.effect, one line for --help); each module has main(argv) -> int
     "validate": ("io.validate", "check a model and chain before a gig (pluginval-style); see `spectro-fx validate --help`"),
-    "export": ("export.export_cmd", "write the effect as one TorchScript file for nn~ in Max/Pd; see `spectro-fx export --help`"),
+    "export": ("export.export_cmd", "write the effect as one TorchScript file for nn~ (Max/Pd) or Neutone FX (DAW); see `spectro-fx export --help`"),
 }
 
 
