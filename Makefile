@@ -8,7 +8,9 @@ BENCH_SYSTEM_PACKAGES := alsa-utils asterisk-moh-opsound-wav avldrums.lv2-soundf
 SYSTEM_PACKAGES := make python3-venv libsndfile1 libportaudio2 jackd2 libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont chromium chromium-driver
 DEMO_OUT ?= out/demo_fx.wav
 
-.PHONY: venv system bench-system demo test test-fast bench clean
+NEUTONE_VENV := .venv-neutone
+
+.PHONY: venv venv-neutone system bench-system demo test test-fast bench clean
 
 # The CPU build of torch goes in first, so the project's own `torch` requirement
 # is already satisfied and pip does not pull a multi-GB CUDA build.
@@ -20,6 +22,24 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# A side environment for `spectro-fx export --format neutone` and its tests: neutone-sdk wants
+# torchaudio and numpy < 2.3, which the main environment does not hold. Same CPU torch as .venv,
+# so a .nm written here loads with torch.jit.load there.
+$(NEUTONE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(NEUTONE_VENV)
+	$(NEUTONE_VENV)/bin/pip install --quiet --upgrade pip
+	$(NEUTONE_VENV)/bin/pip install --quiet torch==2.13.0
+	$(NEUTONE_VENV)/bin/pip install --quiet -e '.[neutone]'
+	# torchaudio's compiled libraries on PyPI link against CUDA torch (libc10_cuda.so) and cannot
+	# load beside the CPU torch; without them torchaudio imports as pure Python (its loader skips
+	# missing libraries), and neutone-sdk uses only its pure-PyTorch resampler. They are kept aside
+	# for the test of the export's message when they are in place.
+	mkdir -p $(NEUTONE_VENV)/torchaudio-libs-removed
+	mv -f $(NEUTONE_VENV)/lib/python*/site-packages/torchaudio/lib/*.so $(NEUTONE_VENV)/torchaudio-libs-removed/
+	touch $@
+
+venv-neutone: $(NEUTONE_VENV)/.installed
 
 # System libraries: PortAudio and a JACK server (audio/MIDI tests), FluidSynth and two
 # General MIDI SoundFonts (training data and held-out evaluation), Chromium and its
@@ -42,7 +62,7 @@ demo: system venv
 	$(VENV)/bin/spectro-fx --input "$$($(PY) -c 'from spectro_fx.assets import asset_path; print(asset_path("demo.wav"))')" --output $(DEMO_OUT) $(DEMO_ARGS) --plot $(DEMO_OUT:.wav=.png)
 	@echo "wrote $(DEMO_OUT) and $(DEMO_OUT:.wav=.png)"
 
-test: system venv
+test: system venv venv-neutone
 	bash tests/run.sh
 
 test-fast: venv
@@ -55,4 +75,4 @@ bench: venv
 	$(PY) tests/bench/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info out
+	rm -rf $(VENV) $(NEUTONE_VENV) build dist *.egg-info out

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spectro_fx.effect.cli import main
+from spectro_fx.effect.io.cli import main
 
 HOST = textwrap.dedent(
     """
@@ -93,7 +93,7 @@ def test_bad_export_is_one_line_and_writes_nothing(tiny_model_path, tmp_path, ca
     assert "context='output'" in err[2]
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(SystemExit):
-        main(["export", "--format", "neutone", "--output", str(target)])
+        main(["export", "--format", "vst", "--output", str(target)])
     assert list(tmp_path.iterdir()) == []
 
 
