@@ -11,6 +11,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from spectro_fx.assets import MODEL_HELP
+
 DESCRIPTION = """\
 Write the effect (model, chain, settings) as one TorchScript file that other hosts load.
 
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", required=True, choices=FORMATS, help="the host's file format (nn: nn~ for Max/Pd; neutone: Neutone FX)",
     )
     parser.add_argument("--output", required=True, metavar="FILE", help="file to write (nn~ expects .ts, Neutone FX .nm)")
-    parser.add_argument("--model", metavar="FILE", help="model file (default: the bundled default model)")
+    parser.add_argument("--model", metavar="FILE|NAME", help=MODEL_HELP)
     parser.add_argument("--chain", default="none", metavar="A,B", help="effects in order (default: none)")
     parser.add_argument(
         "--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",

@@ -10,6 +10,7 @@ import sys
 import warnings
 
 from spectro_fx import __version__
+from spectro_fx.assets import MODEL_HELP
 
 DESCRIPTION = """\
 spectro-fx regenerates a time/frequency region of the sound: a VQ-VAE compresses the
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--input", metavar="IN", help="audio file to process")
     parser.add_argument("--output", metavar="OUT", help="audio file to write (.wav: 32-bit float; .flac: 24-bit)")
-    parser.add_argument("--model", metavar="FILE", help="model file (default: the bundled default model)")
+    parser.add_argument("--model", metavar="FILE|NAME", help=MODEL_HELP)
     parser.add_argument(
         "--chain", default="none", metavar="A,B",
         help="effects in order, e.g. inpaint,noise (default: none = plain resynthesis); effects on the "

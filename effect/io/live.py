@@ -45,17 +45,13 @@ def default_engine_factory(args: argparse.Namespace) -> Callable[..., Any]:
     """Engine builder from the command line's model/chain/parameter options (where present)."""
 
     def build(*, sr: int, channels: int, block_hint: int, aux_channels: int = 0):
-        from spectro_fx.assets import DEFAULT_MODEL, asset_path
-        from spectro_fx.models.export import load_model
-
         from ..core.engine import Engine
+        from .render import resolve_model
 
-        model_path = getattr(args, "model", None) or asset_path(DEFAULT_MODEL)
-        if not Path(model_path).exists():
-            raise ParameterError(f"model file {model_path} does not exist (train one with spectro-fx-train, or pass --model)")
+        model = resolve_model(getattr(args, "model", None))
         values = parse_settings(getattr(args, "settings", None) or [])
         return Engine(
-            load_model(model_path), sr=sr, channels=channels, chain=getattr(args, "chain", None) or "none",
+            model, sr=sr, channels=channels, chain=getattr(args, "chain", None) or "none",
             seed=int(getattr(args, "seed", 0) or 0), block_hint=block_hint, values=values,
             aux_channels=aux_channels,
         )

@@ -56,20 +56,16 @@ class RenderResult:
 
 
 def resolve_model(model: ModelFile | str | os.PathLike | None) -> ModelFile:
-    """A loaded model: given, loaded from a path, or the bundled default model."""
+    """A loaded model: given, loaded from a path, a bundled model by name, or the default model (None)."""
     if isinstance(model, ModelFile):
         return model
-    if model is None:
-        from spectro_fx.assets import DEFAULT_MODEL, asset_path
+    from spectro_fx.assets import model_path
 
-        path = asset_path(DEFAULT_MODEL)
-        if not path.is_file():
-            raise ModelFileError(
-                f"no --model given and the default model {path} is not installed; "
-                "pass --model FILE (train one with `spectro-fx-train`)"
-            )
-        return load_model(path)
-    return load_model(model)
+    try:
+        path = model_path(model)
+    except FileNotFoundError as exc:
+        raise ModelFileError(str(exc)) from None
+    return load_model(path)
 
 
 def read_automation(path: str | os.PathLike, ccmap: CCMap, *, sr: int) -> list[AutomationEvent]:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from spectro_fx.assets import MODEL_HELP
 from spectro_fx.models.errors import ModelFileError, ParameterError
 from spectro_fx.models.export import ModelFile, load_model
 from spectro_fx.models.runtime import torch_threads
@@ -1134,7 +1135,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spectro-fx validate", description=DESCRIPTION, epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", metavar="FILE", help="model file (default: the bundled default model)")
+    parser.add_argument("--model", metavar="FILE|NAME", help=MODEL_HELP)
     parser.add_argument("--chain", default="none", metavar="A,B", help="effects in order, as you will play them (default: none)")
     parser.add_argument(
         "--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
