@@ -48,7 +48,7 @@ from typing import Iterable, Optional
 import numpy as np
 import torch
 
-from .errors import ParameterError
+from .errors import ParameterError, positive_int
 from .export import Prior
 
 AXES = ("time", "freq", "both")
@@ -86,8 +86,7 @@ def neighbour_offsets(*, radius: int, axis: str) -> np.ndarray:
     offsets : np.ndarray [M, 2] int64, read-only (cached)
         ``(d_column, d_row)``, the cell itself excluded.
     """
-    if not isinstance(radius, (int, np.integer)) or isinstance(radius, bool) or radius < 1:
-        raise ParameterError(f"radius={radius!r} must be an integer >= 1 (cells)")
+    positive_int("radius", radius, unit="cells")
     if axis not in AXES:
         raise ParameterError(f"axis={axis!r} must be one of {', '.join(AXES)}")
     return _offsets_of(int(radius), axis)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from spectro_fx.models.atomic import atomic_path
 from spectro_fx.models.config import VQVAEConfig
-from spectro_fx.models.errors import ParameterError, positive_int
+from spectro_fx.models.errors import ParameterError, non_negative_int, positive_int
 from spectro_fx.models.vqvae import VQVAE
 
 CONFIG_NAME = "config.json"
@@ -87,8 +87,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "segment_frames", "steps", "checkpoint_every", "log_every", "media_every"):
             positive_int(f"train.{name}", getattr(self, name))
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ParameterError(f"train.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
+        non_negative_int("train.warmup_steps", self.warmup_steps)
         if not self.lr > 0:
             raise ParameterError(f"train.lr={self.lr!r} must be > 0")
         if not 0 <= self.min_lr_ratio <= 1:

@@ -167,8 +167,8 @@ def load_mnist(source: str | Path = BUNDLED, *, split: str = "train", limit: int
     """
     if split not in ("train", "test"):
         raise ParameterError(f"split={split!r} must be 'train' or 'test'")
-    if limit is not None and (not isinstance(limit, int) or limit <= 0):
-        raise ParameterError(f"limit={limit!r} must be a positive integer")
+    if limit is not None:
+        positive_int("limit", limit)
     if str(source) == BUNDLED:
         path = bundled_mnist_path()
         table = np.loadtxt(path, delimiter=",", dtype=np.int64, max_rows=limit)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import ParameterError, non_negative_int
 from spectro_fx.models.export import ModelFile
 from spectro_fx.models.runtime import torch_threads
 
@@ -80,8 +80,7 @@ class Validator(ModelFileChecks, EngineChecks, RealtimeChecks):
     ) -> None:
         if not isinstance(strictness, (int, np.integer)) or isinstance(strictness, bool) or not 1 <= strictness <= 10:
             raise ParameterError(f"strictness={strictness!r} must be an integer in [1, 10]")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise ParameterError(f"seed={seed!r} must be an integer >= 0")
+        non_negative_int("seed", seed)
         self.model = model
         self.chain = chain
         self.values = dict(values or {})
