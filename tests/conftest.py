@@ -65,7 +65,7 @@ def jack_server():
     time.sleep(0.2)
     yield proc
     # PortAudio's exit handler aborts the process if its JACK server is gone by then
-    from spectro_fx.effect.audio_io import release
+    from spectro_fx.effect.io.audio_io import release
 
     release()
     proc.send_signal(2)  # SIGINT: jackd ignores SIGTERM at times

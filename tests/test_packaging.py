@@ -41,13 +41,14 @@ def test_wheel_installs_only_under_spectro_fx(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops <= {"spectro_fx", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, tops
-    for package in ("effect", "models", "training", "assets"):
+    for package in ("effect", "effect/core", "effect/plugins", "effect/export", "effect/io", "effect/io/ui",
+                    "models", "training", "assets"):
         assert f"spectro_fx/{package}/__init__.py" in names
     for page in ("index.html", "app.js", "style.css"):  # the --ui page ships in the package
-        assert f"spectro_fx/effect/ui/static/{page}" in names
+        assert f"spectro_fx/effect/io/ui/static/{page}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "spectro-fx = spectro_fx.effect.cli:main" in text
+    assert "spectro-fx = spectro_fx.effect.io.cli:main" in text
     assert "spectro-fx-train = spectro_fx.training.cli:main" in text
     # install it into a fresh target folder and import from there
     target = tmp_path / "site"
@@ -58,3 +59,18 @@ def test_wheel_installs_only_under_spectro_fx(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(target)}, capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert str(target) in out.stdout
+    # every entry point of the installed wheel (console scripts, effect plugins) loads from there
+    code = (
+        "import sys; from importlib.metadata import distributions\n"
+        f"dist = next(distributions(name='spectro-fx', path=[{str(target)!r}]))\n"
+        "for ep in dist.entry_points:\n"
+        "    obj = ep.load(); print(ep.group, ep.name, sys.modules[obj.__module__].__file__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(target)}, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    loaded = [line.split() for line in out.stdout.splitlines()]
+    assert {(group, name) for group, name, _ in loaded} >= {
+        ("console_scripts", "spectro-fx"), ("console_scripts", "spectro-fx-train"),
+        *(("spectro_fx.effects", name) for name in ("none", "noise", "inpaint", "dropout", "cross")),
+    }
+    assert all(file.startswith(str(target)) for _, _, file in loaded), loaded

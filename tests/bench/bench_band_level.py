@@ -45,8 +45,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from spectro_fx.effect.engine import Engine
-    from spectro_fx.effect.render import read_audio, render, resolve_model
+    from spectro_fx.effect.core.engine import Engine
+    from spectro_fx.effect.io.render import read_audio, render, resolve_model
 
     model = resolve_model(args.model)
     audio, sr = read_audio(args.input)

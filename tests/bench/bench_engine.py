@@ -75,8 +75,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
-    from spectro_fx.effect.effects import available_effects
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect import available_effects
+    from spectro_fx.effect.core.engine import Engine
 
     model, label = _model(args.model)
     sr = 48000

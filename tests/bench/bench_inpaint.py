@@ -116,8 +116,8 @@ def bench_engine(quick: bool, model_path: str | None) -> None:
     """Per-column cost of each effect alone (its process_codes + embed + process_latent on the
     columns of real encoded audio, effects in rotation so machine load hits all alike), and of
     whole engines (round-robin over the same blocks)."""
-    from spectro_fx.effect.effects import CodemapContext, available_effects
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect import CodemapContext, available_effects
+    from spectro_fx.effect.core.engine import Engine
 
     registry = available_effects()
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,7 +216,7 @@ def magnitude_of(module, audio: np.ndarray) -> torch.Tensor:
 
 def stream_effect(effect, module, codemap: np.ndarray, mask: np.ndarray, *, seed: int) -> np.ndarray:
     """Run a codes effect over a codemap column by column, as the engine does."""
-    from spectro_fx.effect.effects import CodemapContext
+    from spectro_fx.effect import CodemapContext
 
     rng = np.random.default_rng(seed)
     history = torch.zeros(1, codemap.shape[0], 0, dtype=torch.long)
@@ -231,8 +231,8 @@ def stream_effect(effect, module, codemap: np.ndarray, mask: np.ndarray, *, seed
 def bench_quality(args) -> None:
     import librosa
 
-    from spectro_fx.effect.effects import Noise
-    from spectro_fx.effect.inpaint import Inpaint
+    from spectro_fx.effect.plugins.codemap_effects import Noise
+    from spectro_fx.effect.plugins.inpaint import Inpaint
     from spectro_fx.models.export import export_model, load_model
     from spectro_fx.models.naive_bayes import fit_categorical_prior
 
@@ -381,7 +381,7 @@ def save_figures(folder, module, example, regenerated, heldout_usage, region_usa
 
 def engine_figures(folder, model, note: Path, *, low_hz: float, high_hz: float) -> None:
     """Before/after pictures of a held-out note rendered by the engine (the product path)."""
-    from spectro_fx.effect.render import render_file
+    from spectro_fx.effect.io.render import render_file
 
     folder = Path(folder)
     with tempfile.TemporaryDirectory() as tmp:

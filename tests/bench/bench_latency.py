@@ -30,7 +30,7 @@ CLICK_EVERY = 12000  # 0.25 s
 
 
 def _engine(model, *, sr: int = SR, chain: str = "none", **kwargs):
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.core.engine import Engine
 
     engine = Engine(model, sr=sr, channels=1, chain=chain, **kwargs)
     engine.set("low_hz", 20.0)
@@ -93,7 +93,7 @@ def live_round_trip(model_path: str, *, period: int, seconds: float, work: Path)
         sf.write(work / "clicks.wav", clicks, SR, subtype="FLOAT")
         stats, record = work / f"stats{period}.jsonl", work / f"heard{period}.wav"
         proc = subprocess.run(
-            [sys.executable, "-m", "spectro_fx.effect.cli", "--input", str(work / "clicks.wav"), "--loop",
+            [sys.executable, "-m", "spectro_fx.effect.io.cli", "--input", str(work / "clicks.wav"), "--loop",
              "--model", model_path, "--blocksize", str(period), "--set", "low_hz=20", "--set", "high_hz=24000",
              "--record", str(record), "--stats-json", str(stats), "--duration", str(seconds),
              "--no-status", "--jack-name", f"sfxlat{period}"],

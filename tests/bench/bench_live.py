@@ -24,7 +24,7 @@ BLOCK = 256
 NOISE_SOURCE = """
 import signal, sys, threading
 import numpy as np
-from spectro_fx.effect.audio_io import portaudio
+from spectro_fx.effect.io.audio_io import portaudio
 sd = portaudio(jack_client=sys.argv[1])
 rng = np.random.default_rng(7)
 def callback(outdata, frames, time_info, status):
@@ -82,7 +82,7 @@ class JackServer:
 
 def spectro_fx(args: list[str], env: dict) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "spectro_fx.effect.cli", *args, "--no-status"],
+        [sys.executable, "-m", "spectro_fx.effect.io.cli", *args, "--no-status"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
     )
 

@@ -35,9 +35,9 @@ def main() -> None:
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     from spectro_fx.assets import DEFAULT_MODEL, DEMO_CLIP, asset_path
-    from spectro_fx.effect.engine import Engine
-    from spectro_fx.effect.render import read_audio
-    from spectro_fx.effect.scripted import ScriptedEffect
+    from spectro_fx.effect.core.engine import Engine
+    from spectro_fx.effect.io.render import read_audio
+    from spectro_fx.effect.export.scripted import ScriptedEffect
     from spectro_fx.models.export import load_model
 
     model = load_model(args.model or asset_path(DEFAULT_MODEL))

@@ -62,7 +62,7 @@ def frozen_page(url: str) -> socket.socket:
 
 class Run:
     def __init__(self, server: JackServer, args: list[str]) -> None:
-        cmd = [sys.executable, "-m", "spectro_fx.effect.cli", *args]
+        cmd = [sys.executable, "-m", "spectro_fx.effect.io.cli", *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=server.env)
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True).start()

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from spectro_fx.effect.audio_io import StreamBridge
+from spectro_fx.effect.io.audio_io import StreamBridge
 from spectro_fx.models.errors import ParameterError
 
 SR = 48000
@@ -169,7 +169,7 @@ def test_margin_must_cover_a_block_and_the_fade():
 
 @pytest.mark.jack
 def test_devices_on_the_jack_server(jack_server):
-    from spectro_fx.effect import audio_io
+    from spectro_fx.effect.io import audio_io
 
     listing = audio_io.list_devices()
     assert "JACK" in listing

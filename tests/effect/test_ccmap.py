@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from spectro_fx.effect.ccmap import CCMap, binding, load_ccmap, parse_ccmap, save_ccmap
+from spectro_fx.effect.io.ccmap import CCMap, binding, load_ccmap, parse_ccmap, save_ccmap
 from spectro_fx.models.errors import ParameterError
 
 GOOD = """
@@ -55,7 +55,7 @@ def test_unknown_parameter_lists_the_valid_ones():
 
 
 def test_bare_effect_parameter_names():
-    from spectro_fx.effect.effects import Parameter
+    from spectro_fx.effect import Parameter
 
     only_noise = {"wet": Parameter("wet", 0, 1, 1), "noise.amount": Parameter("amount", 0, 1, 0.3)}
     ccmap = parse_ccmap('[[binding]]\nparameter = "amount"\ncc = 3\n', parameters=only_noise)
@@ -105,7 +105,7 @@ def test_round_trip_and_learn_replacement(tmp_path):
 
 
 def test_restricted_to_a_chain():
-    from spectro_fx.effect.params import REGION_PARAMETERS
+    from spectro_fx.effect.core.params import REGION_PARAMETERS
 
     ccmap = parse_ccmap(GOOD)
     active, inactive = ccmap.restricted_to({p.name: p for p in REGION_PARAMETERS})

@@ -12,8 +12,8 @@ import scipy.signal
 import soxr
 import torch
 
-from spectro_fx.effect.engine import Engine
-from spectro_fx.effect.region import band_mask
+from spectro_fx.effect.core.engine import Engine
+from spectro_fx.effect.core.region import band_mask
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.spectral import istft, stft
 
@@ -189,7 +189,7 @@ def test_smoothing_ramps_without_jumps(tiny_model, rng):
 def test_effect_parameters_ramp_over_their_declared_smoothing(tiny_model):
     """An effect parameter declared with smoothing_s ramps, one value per column, landing exactly;
     one without it jumps."""
-    from spectro_fx.effect.effects import Effect, Parameter
+    from spectro_fx.effect import Effect, Parameter
 
     class Probe(Effect):
         name = "probe"
@@ -292,8 +292,8 @@ def test_regenerated_band_is_never_far_louder_than_the_input():
     codes in many rows at once: a frame of output stays within +6 dB of its input frame, and
     nothing above the I/O rate's Nyquist is regenerated (at 22.05 kHz the default model
     peaked at +13 to +16 dBFS for a full-scale sweep before)."""
-    from spectro_fx.effect.render import resolve_model
-    from spectro_fx.effect.validate import sweep as full_scale_sweep
+    from spectro_fx.effect.io.render import resolve_model
+    from spectro_fx.effect.io.validate import sweep as full_scale_sweep
 
     sr = 22050
     engine = Engine(resolve_model(None), sr=sr, channels=1, chain="inpaint", values={"low_hz": 20.0, "high_hz": 24000.0})
@@ -389,7 +389,7 @@ def test_the_engine_leaves_torch_threads_to_the_command(tiny_model, rng, tmp_pat
     spectro-fx command sets one thread for its run and gives the count back."""
     import soundfile as sf
 
-    from spectro_fx.effect.cli import main
+    from spectro_fx.effect.io.cli import main
 
     previous = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spectro_fx.effect.cli import main
+from spectro_fx.effect.io.cli import main
 
 HOST = textwrap.dedent(
     """

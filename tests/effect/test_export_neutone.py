@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spectro_fx.effect.cli import main
-from spectro_fx.effect.neutone_knobs import GATE_MAX_S, KNOBS, RANGES, knob_positions, knob_values
+from spectro_fx.effect.io.cli import main
+from spectro_fx.effect.export.neutone_knobs import GATE_MAX_S, KNOBS, RANGES, knob_positions, knob_values
 
 SIDE_ENV = Path(__file__).resolve().parents[2] / ".venv-neutone"
 

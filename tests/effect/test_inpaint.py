@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from spectro_fx.effect.codemap_effects import Dropout, Cross
-from spectro_fx.effect.effects import CodemapContext, Effect, available_effects, make_chain
-from spectro_fx.effect.inpaint import Inpaint
+from spectro_fx.effect.plugins.codemap_effects import Dropout, Cross
+from spectro_fx.effect import CodemapContext, Effect, available_effects, make_chain
+from spectro_fx.effect.plugins.inpaint import Inpaint
 from spectro_fx.models import ParameterError, STFTConfig, VQVAEConfig
 from spectro_fx.models.export import export_model, load_model
 from spectro_fx.models.naive_bayes import learned_inpaint, resmooth_prior, spatial_inpaint
@@ -218,7 +218,7 @@ def test_cross_interpolates_latents(model_files, rng):
 
 @pytest.mark.parametrize("chain", ["inpaint", "inpaint,dropout"])
 def test_engine_runs_the_plugins(chain, model_files):
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.core.engine import Engine
 
     with_prior = model_files[0]
     sr = int(with_prior.module.sample_rate)
@@ -235,7 +235,7 @@ def test_engine_runs_the_plugins(chain, model_files):
 
 
 def test_engine_aux_source_is_aligned(tiny_model):
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.core.engine import Engine
 
     sr = int(tiny_model.module.sample_rate)
     x = _chirps(sr, seconds=0.25, count=1, seed=2)[0][:, None]
@@ -257,7 +257,7 @@ def test_engine_aux_source_is_aligned(tiny_model):
 def test_render_cross_with_a_looped_file(tiny_model_path, tmp_path, capsys):
     import soundfile as sf
 
-    from spectro_fx.effect.cli import main
+    from spectro_fx.effect.io.cli import main
 
     sr = 48000
     sf.write(tmp_path / "in.wav", _chirps(sr, seconds=0.3, count=1, seed=1)[0], sr, subtype="FLOAT")
@@ -321,8 +321,8 @@ class _Recorder(Effect):
 
 
 def test_engine_keeps_input_and_output_history(model_files):
-    from spectro_fx.effect.effects import Noise
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.plugins.codemap_effects import Noise
+    from spectro_fx.effect.core.engine import Engine
 
     with_prior = model_files[0]
     sr = int(with_prior.module.sample_rate)
@@ -361,8 +361,8 @@ def test_always_open_band_follows_the_input(method, axis):
     context the regenerated band stays within 10 dB of the input's level (the paper's recursion
     loses 28 to 66 dB here, or runs away with the learned prior)."""
     from spectro_fx.assets import DEMO_CLIP, asset_path
-    from spectro_fx.effect.engine import Engine
-    from spectro_fx.effect.render import read_audio, render, resolve_model
+    from spectro_fx.effect.core.engine import Engine
+    from spectro_fx.effect.io.render import read_audio, render, resolve_model
 
     audio, sr = read_audio(asset_path(DEMO_CLIP))
     audio = audio[: 6 * sr]
@@ -397,8 +397,8 @@ def test_engine_inpaint_is_the_same_whatever_the_blocking(method, axis):
     at a time. The default model on two slices of the demo clip as a stereo pair, the whole
     band (edge rows too) gated on and off, sampled: every blocking gives the same output."""
     from spectro_fx.assets import DEMO_CLIP, asset_path
-    from spectro_fx.effect.engine import Engine
-    from spectro_fx.effect.render import read_audio, resolve_model
+    from spectro_fx.effect.core.engine import Engine
+    from spectro_fx.effect.io.render import read_audio, resolve_model
 
     audio, sr = read_audio(asset_path(DEMO_CLIP))
     stereo = np.stack([audio[sr : 2 * sr, 0], audio[3 * sr : 4 * sr, 0]], axis=1)
@@ -421,8 +421,8 @@ def test_engine_inpaint_channels_do_not_read_each_other(method):
     """At temperature 0 (no random draw) each channel of a stereo pair comes out as the same
     signal alone: channels are redrawn together but never read each other's codes."""
     from spectro_fx.assets import DEMO_CLIP, asset_path
-    from spectro_fx.effect.engine import Engine
-    from spectro_fx.effect.render import read_audio, resolve_model
+    from spectro_fx.effect.core.engine import Engine
+    from spectro_fx.effect.io.render import read_audio, resolve_model
 
     audio, sr = read_audio(asset_path(DEMO_CLIP))
     stereo = np.stack([audio[sr : 2 * sr, 0], audio[3 * sr : 4 * sr, 0]], axis=1)

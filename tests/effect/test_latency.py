@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from spectro_fx.assets import DEFAULT_MODEL, asset_path
-from spectro_fx.effect.engine import Engine
+from spectro_fx.effect.core.engine import Engine
 
 BLOCKS = [1, 64, 65, 256, 8193]
 
@@ -98,7 +98,7 @@ def test_low_delay_engine_matches_the_whole_signal_computation(lowdelay_model, r
     of models.spectral and one decode of the whole codemap."""
     import torch
 
-    from spectro_fx.effect.region import band_mask
+    from spectro_fx.effect.core.region import band_mask
     from spectro_fx.models.spectral import istft, stft
 
     cfg = lowdelay_model.config.stft
@@ -143,7 +143,7 @@ def test_live_round_trip_is_engine_plus_safety_margin_by_signal(period, tiny_mod
         sf.write(tmp_path / "clicks.wav", clicks, 48000, subtype="FLOAT")
         stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
         proc = subprocess.run(
-            [sys.executable, "-m", "spectro_fx.effect.cli", "--input", str(tmp_path / "clicks.wav"), "--loop",
+            [sys.executable, "-m", "spectro_fx.effect.io.cli", "--input", str(tmp_path / "clicks.wav"), "--loop",
              "--model", model, "--blocksize", str(period), "--set", "low_hz=20", "--set", "high_hz=24000",
              "--record", str(record), "--stats-json", str(stats), "--duration", "3", "--no-status",
              "--jack-name", f"sfxlat{period}"],
@@ -170,7 +170,7 @@ def test_live_round_trip_is_engine_plus_safety_margin_by_signal(period, tiny_mod
 
 
 def test_safety_margin_is_the_measured_call_time_plus_the_worker_wake_up(lowdelay_model):
-    from spectro_fx.effect.live import _warm_up, auto_safety_s, worker_poll_s
+    from spectro_fx.effect.io.live import _warm_up, auto_safety_s, worker_poll_s
 
     engine = Engine(lowdelay_model, sr=48000, channels=1)
     engine.set("high_hz", 5000.0)

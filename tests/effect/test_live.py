@@ -26,7 +26,7 @@ SR = 48000
 NOISE_SOURCE = """
 import signal, sys, threading
 import numpy as np
-from spectro_fx.effect.audio_io import portaudio
+from spectro_fx.effect.io.audio_io import portaudio
 sd = portaudio(jack_client=sys.argv[1])
 rng = np.random.default_rng(7)
 def callback(outdata, frames, time_info, status):
@@ -48,7 +48,7 @@ def live_model(tiny_model_path):
 
 
 def spectro_fx(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "spectro_fx.effect.cli", *args]
+    cmd = [sys.executable, "-m", "spectro_fx.effect.io.cli", *args]
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kw
     )
@@ -101,7 +101,7 @@ def jack_ports(env=None) -> list[str]:
 def test_cc_from_a_jack_midi_port_moves_the_region(jack_server, live_model, tmp_path):
     import rtmidi
 
-    from spectro_fx.effect.ccmap import load_ccmap
+    from spectro_fx.effect.io.ccmap import load_ccmap
 
     tag = f"sfxlive{os.getpid()}"
     stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
@@ -381,9 +381,9 @@ class _DelayEngine:
 
 @pytest.mark.slow
 def test_worker_resyncs_after_a_long_stall_and_the_output_stays_aligned():
-    from spectro_fx.effect.audio_io import StreamBridge
-    from spectro_fx.effect.worker import Worker
-    from spectro_fx.effect.midi import ParameterQueue
+    from spectro_fx.effect.io.audio_io import StreamBridge
+    from spectro_fx.effect.io.worker import Worker
+    from spectro_fx.effect.io.midi import ParameterQueue
 
     block = 256
     engine = _DelayEngine()
@@ -431,7 +431,7 @@ def test_worker_resyncs_after_a_long_stall_and_the_output_stays_aligned():
     ],
 )
 def test_live_command_line_errors_are_one_line(tmp_path, capsys, argv, message):
-    from spectro_fx.effect.cli import main
+    from spectro_fx.effect.io.cli import main
 
     bad, unknown = tmp_path / "bad.toml", tmp_path / "unknown.toml"
     bad.write_text('[[binding]]\nparameter = "wet"\ncc = = 1\n')
@@ -450,7 +450,7 @@ def test_worker_realtime_priority_applies_to_its_own_thread_only():
     never the rest of the process."""
     import threading
 
-    from spectro_fx.effect.worker import realtime_thread
+    from spectro_fx.effect.io.worker import realtime_thread
 
     seen = []
 
@@ -507,14 +507,14 @@ def test_on_a_realtime_jack_server_the_worker_runs_realtime_below_the_callback(l
     ],
 )
 def test_worker_goes_realtime_only_below_a_realtime_callback(requested, policy, priority, wanted, why):
-    from spectro_fx.effect.worker import worker_priority
+    from spectro_fx.effect.io.worker import worker_priority
 
     got, reason = worker_priority(requested, getattr(os, policy), priority)
     assert got == wanted and why in reason
 
 
 def test_listings(jack_server, capsys):
-    from spectro_fx.effect.cli import main
+    from spectro_fx.effect.io.cli import main
 
     assert main(["--list-devices"]) == 0
     assert "JACK Audio Connection Kit" in capsys.readouterr().out
@@ -526,7 +526,7 @@ def test_listings(jack_server, capsys):
 def test_live_cross_takes_its_second_source_from_input_channel_2(jack_server, live_model, tmp_path):
     """Live `cross` processes channel 1 with channel 2 as the second source and plays the result
     on both outputs; it matches the offline engine fed the same two signals."""
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.core.engine import Engine
     from spectro_fx.models.export import load_model
 
     t = np.arange(int(1.5 * SR)) / SR
@@ -570,7 +570,7 @@ def test_live_cross_takes_its_second_source_from_input_channel_2(jack_server, li
 
 
 def test_live_cross_without_a_second_channel_is_a_clear_error(jack_server, tmp_path, capsys):
-    from spectro_fx.effect.cli import main
+    from spectro_fx.effect.io.cli import main
 
     sf.write(tmp_path / "mono.wav", np.zeros((4800, 1), np.float32), SR)
     assert main(["--input", str(tmp_path / "mono.wav"), "--chain", "cross", "--duration", "1"]) == 2
@@ -581,8 +581,8 @@ def test_live_cross_without_a_second_channel_is_a_clear_error(jack_server, tmp_p
 def test_aux_engine_loops_the_second_source_file_in_step_with_the_stream(tmp_path):
     """`--cross-with FILE` live: every block gets the file's next frames, looped, whatever the
     block sizes; the result equals the engine fed the looped file in one go."""
-    from spectro_fx.effect.engine import Engine
-    from spectro_fx.effect.sources import AuxEngine, LoopedSource
+    from spectro_fx.effect.core.engine import Engine
+    from spectro_fx.effect.io.sources import AuxEngine, LoopedSource
     from spectro_fx.models.export import load_model
 
     model = load_model(asset_path(DEFAULT_MODEL))

@@ -3,7 +3,7 @@
 import io
 import json
 
-from spectro_fx.effect.status import STATS_FIELDS, LiveReport, dbfs, rss_bytes
+from spectro_fx.effect.io.status import STATS_FIELDS, LiveReport, dbfs, rss_bytes
 
 
 def test_stats_lines_and_terminal_line(tmp_path):

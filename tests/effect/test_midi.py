@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from spectro_fx.effect.ccmap import load_ccmap, parse_ccmap
-from spectro_fx.effect.midi import CCParser, CCRouter, MidiInput, load_full_map
-from spectro_fx.effect.params import REGION_PARAMETERS
+from spectro_fx.effect.io.ccmap import load_ccmap, parse_ccmap
+from spectro_fx.effect.io.midi import CCParser, CCRouter, MidiInput, load_full_map
+from spectro_fx.effect.core.params import REGION_PARAMETERS
 from spectro_fx.models.errors import ParameterError
 
 PARAMS = {p.name: p for p in REGION_PARAMETERS}
@@ -140,7 +140,7 @@ def _wait_for_port(client, name, timeout=5.0):
 def test_port_by_name_receives_ccs_and_notices_when_it_vanishes(jack_server):
     import rtmidi
 
-    from spectro_fx.effect.midi import list_midi_ports
+    from spectro_fx.effect.io.midi import list_midi_ports
 
     tag = f"sfxmidi{os.getpid()}"
     out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=f"{tag}-out")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spectro_fx.effect.ccmap import parse_ccmap
-from spectro_fx.effect.effects import Parameter
-from spectro_fx.effect.params import REGION_PARAMETERS, resolve_name
+from spectro_fx.effect.io.ccmap import parse_ccmap
+from spectro_fx.effect import Parameter
+from spectro_fx.effect.core.params import REGION_PARAMETERS, resolve_name
 from spectro_fx.models.errors import ParameterError
 
 NAMES = [p.name for p in REGION_PARAMETERS] + ["noise.amount", "cross.amount", "cross.mode", "inpaint.method"]
@@ -28,7 +28,7 @@ def test_old_names_resolve_with_a_warning_naming_the_new_one(old, new):
 
 
 def test_engine_set_and_cc_map_accept_the_old_wet_name(tiny_model):
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.core.engine import Engine
 
     engine = Engine(tiny_model, sr=48000, channels=1)
     with pytest.warns(FutureWarning, match="'mix' is now called 'wet'"):
@@ -42,7 +42,7 @@ def test_engine_set_and_cc_map_accept_the_old_wet_name(tiny_model):
 
 
 def test_old_chain_name_and_option_still_render(tiny_model_path, tmp_path, capsys):
-    from spectro_fx.effect.cli import main
+    from spectro_fx.effect.io.cli import main
 
     x = (0.1 * np.random.default_rng(0).standard_normal((9600, 1))).astype(np.float32)
     sf.write(tmp_path / "in.wav", x, 48000, subtype="FLOAT")
@@ -68,7 +68,7 @@ def test_old_chain_name_and_option_still_render(tiny_model_path, tmp_path, capsy
 
 def test_a_knob_reaches_a_choice_parameter(tiny_model):
     """CC value -> index, in one place (Parameter.coerce): a knob sweeps the choices in order."""
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.core.engine import Engine
 
     engine = Engine(tiny_model, sr=48000, channels=1, chain="inpaint")
     ccmap = parse_ccmap('[[binding]]\nparameter = "inpaint.axis"\ncc = 9\n', parameters=engine.parameters())

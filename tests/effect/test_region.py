@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from spectro_fx.effect.region import EDGE_BINS, band_mask, gate_targets, region_rows, slew_gate
+from spectro_fx.effect.core.region import EDGE_BINS, band_mask, gate_targets, region_rows, slew_gate
 
 
 def test_band_mask_inside_edges_and_beyond():
@@ -51,7 +51,7 @@ def test_region_rows_cover_the_mask():
 
 
 def test_region_cells_match_region_rows_per_column(rng):
-    from spectro_fx.effect.region import region_cells
+    from spectro_fx.effect.core.region import region_cells
 
     mask = np.where(rng.random((12, 257)) > 0.97, rng.random((12, 257)), 0.0)
     cells = region_cells(mask, time_stride=4, freq_stride=8, n_rows=33)
@@ -64,7 +64,7 @@ def test_torch_twins_equal_the_numpy_functions(rng):
     """The exported module's region functions give the engine's, to the last bit."""
     import torch
 
-    from spectro_fx.effect.region import (
+    from spectro_fx.effect.core.region import (
         band_mask_tensor, gate_targets, gate_targets_tensor, region_cells, region_cells_tensor, slew_gate,
         slew_gate_tensor,
     )

@@ -8,8 +8,8 @@ import scipy.signal
 import soundfile as sf
 import torch
 
-from spectro_fx.effect.ccmap import parse_ccmap
-from spectro_fx.effect.render import read_automation, render_file
+from spectro_fx.effect.io.ccmap import parse_ccmap
+from spectro_fx.effect.io.render import read_automation, render_file
 from spectro_fx.models.errors import ModelFileError, ParameterError
 
 

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from spectro_fx.effect.ring import FloatRing
+from spectro_fx.effect.core.ring import FloatRing
 from spectro_fx.models.errors import ParameterError
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from spectro_fx.effect.engine import Engine
-from spectro_fx.effect.scripted import ATTRIBUTES, ScriptedEffect
+from spectro_fx.effect.core.engine import Engine
+from spectro_fx.effect.export.scripted import ATTRIBUTES, ScriptedEffect
 from spectro_fx.models.errors import ParameterError
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spectro_fx.effect.sources import AuxEngine, LoopedSource, fit_channels, read_audio
+from spectro_fx.effect.io.sources import AuxEngine, LoopedSource, fit_channels, read_audio
 from spectro_fx.models.errors import ParameterError
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spectro_fx.effect.stft import StreamingISTFT, StreamingSTFT
+from spectro_fx.effect.core.stft import StreamingISTFT, StreamingSTFT
 from spectro_fx.models import STFTConfig
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.spectral import istft, stft
@@ -72,7 +72,7 @@ def test_torch_pair_equals_the_whole_signal_functions(cfg, rng):
     """AnalysisRing / OverlapAdd (the exported module's pair), scripted, at odd blocks."""
     import torch
 
-    from spectro_fx.effect.stft import AnalysisRing, OverlapAdd
+    from spectro_fx.effect.core.stft import AnalysisRing, OverlapAdd
 
     y = rng.standard_normal((2, 3000))
     ring = torch.jit.script(AnalysisRing(cfg, 2))

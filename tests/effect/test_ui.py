@@ -20,21 +20,21 @@ SR = 48000
 
 @pytest.fixture
 def engine(tiny_model):
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.core.engine import Engine
 
     return Engine(tiny_model, sr=SR, channels=1, chain="inpaint,noise")
 
 
 @pytest.fixture
 def queue():
-    from spectro_fx.effect.midi import ParameterQueue
+    from spectro_fx.effect.io.midi import ParameterQueue
 
     return ParameterQueue()
 
 
 @pytest.fixture
 def server(engine, queue):
-    from spectro_fx.effect.ui import ControlSurface, UIServer, ViewTap
+    from spectro_fx.effect.io.ui import ControlSurface, UIServer, ViewTap
 
     surface = ControlSurface(engine, put=queue.put, clock=lambda: 12.5, info={"chain": ["inpaint", "noise"], "sr": SR})
     ui = UIServer(surface, ViewTap(sr=SR), port=0)
@@ -179,7 +179,7 @@ def test_learn_without_a_midi_input_is_409(server):
 
 
 def test_learn_arms_the_router_through_the_surface(engine, queue):
-    from spectro_fx.effect.ui import ControlSurface
+    from spectro_fx.effect.io.ui import ControlSurface
 
     armed = []
     surface = ControlSurface(engine, put=queue.put, clock=lambda: 0.0, learn=lambda n: armed.append(n) or "ok",
@@ -221,7 +221,7 @@ def _feed(tap, seconds, stop):
 
 
 def test_websocket_streams_state_columns_and_values_at_a_bounded_rate(server, engine):
-    from spectro_fx.effect.ui.view import unpack_columns
+    from spectro_fx.effect.io.ui.view import unpack_columns
 
     assert server.tap.active is False  # no page: the worker copies nothing
     stop = threading.Event()
@@ -269,7 +269,7 @@ def test_websocket_refuses_a_foreign_origin(server):
 
 
 def test_the_tap_never_waits_and_counts_what_it_drops():
-    from spectro_fx.effect.ui import ViewTap
+    from spectro_fx.effect.io.ui import ViewTap
 
     tap = ViewTap(sr=SR, seconds=0.1)
     block = np.ones((SR, 2), np.float32)
@@ -291,21 +291,21 @@ def test_the_tap_never_waits_and_counts_what_it_drops():
      ("[::1]:9000", ("::1", 9000)), (":8001", ("127.0.0.1", 8001))],
 )
 def test_ui_address(spec, address):
-    from spectro_fx.effect.ui import parse_ui_address
+    from spectro_fx.effect.io.ui import parse_ui_address
 
     assert parse_ui_address(spec) == address
 
 
 @pytest.mark.parametrize("spec", ["", "http", "127.0.0.1:", "70000", "host:-1"])
 def test_bad_ui_address_is_a_one_line_error(spec):
-    from spectro_fx.effect.ui import parse_ui_address
+    from spectro_fx.effect.io.ui import parse_ui_address
 
     with pytest.raises(ParameterError, match=r"--ui .*PORT or HOST:PORT"):
         parse_ui_address(spec)
 
 
 def test_a_taken_port_is_a_clear_error(server, engine, queue):
-    from spectro_fx.effect.ui import ControlSurface, UIServer, ViewTap
+    from spectro_fx.effect.io.ui import ControlSurface, UIServer, ViewTap
 
     other = UIServer(ControlSurface(engine, put=queue.put, clock=lambda: 0.0), ViewTap(sr=SR), port=server.port)
     with pytest.raises(ParameterError, match=f"--ui 127.0.0.1:{server.port}: cannot listen there"):
@@ -322,7 +322,7 @@ def test_a_taken_port_is_a_clear_error(server, engine, queue):
 def test_ui_command_line_errors_are_one_line(tmp_path, capsys, extra, message):
     import soundfile as sf
 
-    from spectro_fx.effect.cli import main
+    from spectro_fx.effect.io.cli import main
 
     sf.write(tmp_path / "in.wav", np.zeros((4800, 1), np.float32), SR)
     argv = ["--input", str(tmp_path / "in.wav"), "--ui", "0"] + [a.replace("OUT", str(tmp_path / "o.wav")) for a in extra]

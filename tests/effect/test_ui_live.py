@@ -215,7 +215,7 @@ def _stalled_run(folder: Path, src_path: Path, live_model: str) -> tuple[list[di
 def test_a_stalled_page_changes_nothing_in_the_sound(jack_server, live_model, tmp_path):
     """A page that stops reading fills its socket; the server drops its updates, serves the
     others, and the sound is, sample for sample, the offline render of the same stream."""
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.core.engine import Engine
     from spectro_fx.models.export import load_model
 
     t = np.arange(2 * SR) / SR

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from spectro_fx.effect.cli import main
-from spectro_fx.effect.effects import Effect
-from spectro_fx.effect.validate import (
+from spectro_fx.effect.io.cli import main
+from spectro_fx.effect import Effect
+from spectro_fx.effect.io.validate import (
     BLOCKS,
     CHANNELS,
     CHECKS,
@@ -154,7 +154,7 @@ def test_a_fast_chain_passes_realtime_with_figures(tiny_model):
 
 
 def test_lock_probe_sees_a_lock_held_across_an_engine_call(tiny_model):
-    from spectro_fx.effect.engine import Engine
+    from spectro_fx.effect.core.engine import Engine
 
     engine = Engine(tiny_model, sr=48000, channels=1)
     probe = _LockProbe(engine)

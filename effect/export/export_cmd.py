@@ -83,9 +83,9 @@ def build_effect(*, model=None, chain: str = "none", values: dict | None = None,
 
     Raises ParameterError (one line) for an effect or parameter the module cannot carry.
     """
-    from .effects import RENAMED_EFFECTS
-    from .params import resolve_name
-    from .render import resolve_model
+    from ..core.effects import RENAMED_EFFECTS
+    from ..core.params import resolve_name
+    from ..io.render import resolve_model
     from .scripted import PARAMETER_TABLE, ScriptedEffect
 
     names = [n.strip() for n in chain.split(",") if n.strip()] or ["none"]
@@ -214,7 +214,7 @@ def export_neutone(
 def main(argv: list[str]) -> int:
     from spectro_fx.models.errors import ParameterError
 
-    from .params import parse_settings
+    from ..core.params import parse_settings
 
     args = build_parser().parse_args(argv)
     channels = args.channels if args.channels is not None else (2 if args.format == "neutone" else 1)

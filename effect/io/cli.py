@@ -45,8 +45,8 @@ spin-waiting one would take the core the audio callback needs."""
 
 SUBCOMMANDS = {
     # name: (module under spectro_fx.effect, one line for --help); each module has main(argv) -> int
-    "validate": ("validate", "check a model and chain before a gig (pluginval-style); see `spectro-fx validate --help`"),
-    "export": ("export_cmd", "write the effect as one TorchScript file for nn~ (Max/Pd) or Neutone FX (DAW); see `spectro-fx export --help`"),
+    "validate": ("io.validate", "check a model and chain before a gig (pluginval-style); see `spectro-fx validate --help`"),
+    "export": ("export.export_cmd", "write the effect as one TorchScript file for nn~ (Max/Pd) or Neutone FX (DAW); see `spectro-fx export --help`"),
 }
 
 
@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_parameters() -> int:
-    from .effects import Effect, available_effects
-    from .params import REGION_PARAMETERS
+    from ..core.effects import Effect, available_effects
+    from ..core.params import REGION_PARAMETERS
 
     def line(key, p):
         unit = f" {p.unit}" if p.unit else ""
@@ -114,7 +114,7 @@ def list_parameters() -> int:
 def render_command(args: argparse.Namespace) -> int:
     from spectro_fx.models.errors import ParameterError
 
-    from .params import parse_settings
+    from ..core.params import parse_settings
     from .render import render_file
 
     if args.output is None:
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from spectro_fx.models.runtime import torch_threads
 
-        module = import_module(f"{__package__}.{SUBCOMMANDS[argv[0]][0]}")
+        module = import_module(f"spectro_fx.effect.{SUBCOMMANDS[argv[0]][0]}")
         with torch_threads(ENGINE_THREADS):
             return module.main(argv[1:])
     parser = build_parser()

@@ -8,7 +8,7 @@ from typing import List
 
 from spectro_fx.models.errors import ParameterError
 
-from .params import REGION_PARAMETERS
+from ..core.params import REGION_PARAMETERS
 
 _BY_NAME = {p.name: p for p in REGION_PARAMETERS}
 CENTRE_MIN_HZ = float(_BY_NAME["low_hz"].minimum)

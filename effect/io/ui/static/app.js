@@ -1,6 +1,6 @@
 // spectro-fx live page: scrolling log-frequency spectrograms of the input and the output, the
 // region as a box to drag, a control for every parameter the engine declares, MIDI learn.
-// Talks only to the server that served it, through the API documented in effect/ui/server.py.
+// Talks only to the server that served it, through the API documented in effect/io/ui/server.py.
 "use strict";
 
 const TOKEN = new URLSearchParams(location.search).get("token") || "";

@@ -121,7 +121,7 @@ class UIServer:
     an unknown name or a bad value is a 400 naming it (nothing applied); out-of-range values
     are clamped and the reply says so. ``POST /api/learn?token=T`` with
     ``{"parameter": name}`` (or null) arms MIDI learn. ``GET /ws?token=T``: a WebSocket of
-    binary spectrogram columns (:func:`~spectro_fx.effect.ui.view.unpack_columns`) and JSON
+    binary spectrogram columns (:func:`~spectro_fx.effect.io.ui.view.unpack_columns`) and JSON
     text messages ``{"type": "state" | "values" | "stats", ...}``.
     """
 

@@ -1,6 +1,6 @@
-"""The paper's other codemap transformations as effects: `dropout` (Fig. 7) and `cross` (Fig. 8).
+"""Built-in codemap effects besides inpainting: `none`, and the paper's `noise`, `dropout` (Fig. 7) and `cross` (Fig. 8).
 
-`dropout` silences latent channels inside the region; `cross` (cross-synthesis) takes codes or latents from a second source.
+`noise` replaces codes at random, `dropout` silences latent channels inside the region, `cross` (cross-synthesis) takes codes or latents from a second source.
 """
 
 from __future__ import annotations
@@ -10,7 +10,29 @@ from typing import Any
 
 import torch
 
-from .effects import CodemapContext, Effect, Parameter
+from ..core.effects import CodemapContext, Effect, Parameter
+
+
+class Passthrough(Effect):
+    name = "none"
+    description = "plain VQ-VAE resynthesis inside the region"
+
+
+class Noise(Effect):
+    name = "noise"
+    description = "replace each code in the region by a random code with probability `amount`"
+    parameters = (
+        Parameter("amount", 0.0, 1.0, 0.3, unit="probability", help="chance that a code is replaced"),
+    )
+
+    def process_codes(self, codes: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
+        amount = float(self.values["amount"])
+        if amount <= 0.0 or not bool(region.any()):
+            return codes
+        shape = tuple(codes.shape)
+        hit = torch.from_numpy(ctx.rng.random(shape) < amount) & region[None]
+        random_codes = torch.from_numpy(ctx.rng.integers(0, int(ctx.model.codebook_size), size=shape))
+        return torch.where(hit, random_codes, codes)
 
 
 class Dropout(Effect):

@@ -31,7 +31,7 @@ from spectro_fx.models.errors import ModelFileError, ParameterError
 from spectro_fx.models.export import ModelFile, load_model
 from spectro_fx.models.runtime import torch_threads
 
-from .effects import Effect, Parameter
+from ..core.effects import Effect, Parameter
 
 CHECKS = ("model-file", "processing", "automation", "hostile-input", "state", "realtime")
 CHECK_HELP = {
@@ -398,8 +398,8 @@ class Validator:
         block_hint: int | None = None, quiet: bool = True,
     ):
         """A fresh engine with the chain, ``--set`` values and ``extra`` values on top."""
-        from .effects import make_chain
-        from .engine import Engine
+        from ..core.effects import make_chain
+        from ..core.engine import Engine
 
         chain = make_chain(self.chain) if isinstance(self.chain, str) else [copy.deepcopy(e) for e in self.chain]
         if probe is not None:
@@ -1165,7 +1165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, prefix: str) -> int:
     try:
-        from .params import parse_settings
+        from ..core.params import parse_settings
         from .render import resolve_model
 
         if not 1 <= args.strictness <= 10:

@@ -18,7 +18,7 @@ import numpy as np
 
 from spectro_fx.models.errors import ParameterError
 
-from .ring import FloatRing
+from ..core.ring import FloatRing
 
 INSTALL_HINT = (
     "install the PortAudio library (Debian/Ubuntu: apt-get install libportaudio2; "

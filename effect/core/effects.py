@@ -1,6 +1,6 @@
-"""Codemap effects: small plugin classes with declared parameters, chained in order.
+"""The public effect API: declared parameters, the Effect base class, its context and the registry.
 
-Built-ins register through the ``spectro_fx.effects`` entry-point group, as third-party ones do.
+Plugins (built-in ones in effect/plugins/ too) register through the ``spectro_fx.effects`` entry-point group.
 """
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ import math
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
-import torch
 
 from spectro_fx.models.errors import ParameterError
+
+if TYPE_CHECKING:  # annotations only: importing the API (and `spectro-fx --help`) does not load torch
+    import torch
 
 ENTRY_POINT_GROUP = "spectro_fx.effects"
 
@@ -179,28 +181,6 @@ class Effect:
         its own earlier output). The engine uses it, where it can, to save the per-column
         overhead of long blocks (offline rendering)."""
         return None
-
-
-class Passthrough(Effect):
-    name = "none"
-    description = "plain VQ-VAE resynthesis inside the region"
-
-
-class Noise(Effect):
-    name = "noise"
-    description = "replace each code in the region by a random code with probability `amount`"
-    parameters = (
-        Parameter("amount", 0.0, 1.0, 0.3, unit="probability", help="chance that a code is replaced"),
-    )
-
-    def process_codes(self, codes: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
-        amount = float(self.values["amount"])
-        if amount <= 0.0 or not bool(region.any()):
-            return codes
-        shape = tuple(codes.shape)
-        hit = torch.from_numpy(ctx.rng.random(shape) < amount) & region[None]
-        random_codes = torch.from_numpy(ctx.rng.integers(0, int(ctx.model.codebook_size), size=shape))
-        return torch.where(hit, random_codes, codes)
 
 
 def stages(chain: Sequence[Effect]) -> tuple[list[Effect], list[Effect]]:

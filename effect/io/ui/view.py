@@ -12,7 +12,7 @@ import numpy as np
 
 from spectro_fx.models.errors import ParameterError
 
-from ..ring import FloatRing
+from ...core.ring import FloatRing
 
 COLUMN_MESSAGE = 1
 """First byte of a binary WebSocket message of spectrogram columns (see :func:`pack_columns`)."""

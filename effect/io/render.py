@@ -22,7 +22,7 @@ from .ccmap import CCMap
 from .sources import LoopedSource, read_audio
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from ..core.engine import Engine
 
 PLOT_SCALES = ("log", "linear")
 OUTPUT_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24"), ".aif": ("AIFF", "FLOAT"), ".aiff": ("AIFF", "FLOAT")}
@@ -208,7 +208,7 @@ def render_file(
     rate and looped to its length. ``plot_scale``: frequency axis of the picture, ``"log"``
     (a band at the bottom of a 24 kHz axis stays visible) or ``"linear"``.
     """
-    from .engine import Engine
+    from ..core.engine import Engine
 
     input, output = Path(input), Path(output)
     _output_format(output)

@@ -1,7 +1,7 @@
 """Live performance: the session that ties sound card or JACK, the engine's worker thread, MIDI
 knobs, the recorder, the status line and the browser page together, from start to clean stop.
 
-``spectro-fx --input mic|jack|DEVICE|FILE`` (without ``--output``) lands here through effect/cli.py;
+``spectro-fx --input mic|jack|DEVICE|FILE`` (without ``--output``) lands here through effect/io/cli.py;
 the options are in live_options.py, the worker in worker.py, the recorder in recorder.py and the
 file sources in sources.py.
 """
@@ -25,7 +25,7 @@ import numpy as np
 from spectro_fx.models.errors import ParameterError
 
 from .live_options import LIVE_DEVICES, check_live_args
-from .params import parse_settings
+from ..core.params import parse_settings
 from .recorder import Recorder
 from .sources import AUDIO_SUFFIXES, AuxEngine, LoopedSource, at_rate, chain_needs_aux, fit_channels, read_audio
 from .worker import Worker, policy_name, worker_poll_s
@@ -48,7 +48,7 @@ def default_engine_factory(args: argparse.Namespace) -> Callable[..., Any]:
         from spectro_fx.assets import DEFAULT_MODEL, asset_path
         from spectro_fx.models.export import load_model
 
-        from .engine import Engine
+        from ..core.engine import Engine
 
         model_path = getattr(args, "model", None) or asset_path(DEFAULT_MODEL)
         if not Path(model_path).exists():

@@ -34,8 +34,8 @@ from typing import Mapping
 from spectro_fx.models.atomic import atomic_path
 from spectro_fx.models.errors import ParameterError
 
-from .effects import Parameter, available_effects
-from .params import REGION_PARAMETERS, resolve_name, upgrade_name
+from ..core.effects import Parameter, available_effects
+from ..core.params import REGION_PARAMETERS, resolve_name, upgrade_name
 
 CURVES = ("linear", "log", "toggle")
 BINDING_KEYS = ("parameter", "cc", "channel", "curve", "min", "max")
@@ -129,7 +129,7 @@ class CCMap:
         return replace(self, bindings=active), inactive
 
     def to_toml(self) -> str:
-        return "# spectro-fx MIDI CC map (see spectro_fx.effect.ccmap)\n\n" + "\n".join(
+        return "# spectro-fx MIDI CC map (see spectro_fx.effect.io.ccmap)\n\n" + "\n".join(
             b.to_toml() for b in self.bindings
         )
 

@@ -14,7 +14,7 @@ import torch
 from spectro_fx.models.export import Prior
 from spectro_fx.models.naive_bayes import AXES, PriorTables, learned_inpaint, prior_tables, resmooth_prior, spatial_inpaint
 
-from .effects import CodemapContext, Effect, Parameter
+from ..core.effects import CodemapContext, Effect, Parameter
 
 METHODS = ("spatial", "learned")
 CONTEXTS = ("input", "output")

@@ -14,7 +14,7 @@ import numpy as np
 
 from spectro_fx.models.errors import ParameterError
 
-from .ring import FloatRing
+from ..core.ring import FloatRing
 
 RECORD_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24"), ".ogg": ("OGG", "VORBIS")}
 

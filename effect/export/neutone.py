@@ -23,7 +23,7 @@ from .neutone_knobs import KNOBS, RANGES, knob_values
 
 class NeutoneEffect(WaveformToWaveformBase):
     """spectro-fx for Neutone FX: the knobs drive the band, the gate and the wet amount of a
-    :class:`~spectro_fx.effect.scripted.ScriptedEffect`; everything else is fixed at export.
+    :class:`~spectro_fx.effect.export.scripted.ScriptedEffect`; everything else is fixed at export.
 
     Any buffer size (the scripted effect streams any block length); the model's sample rate
     (the SDK resamples other rates); mono or stereo as the effect was built; the declared

@@ -94,7 +94,7 @@ class LoopedSource:
 
 def chain_needs_aux(chain: str | None) -> bool:
     """True when an effect of ``--chain`` takes a second source (``cross``)."""
-    from .effects import RENAMED_EFFECTS, available_effects
+    from ..core.effects import RENAMED_EFFECTS, available_effects
 
     registry = available_effects()
     names = [RENAMED_EFFECTS.get(n.strip(), n.strip()) for n in (chain or "none").split(",") if n.strip()]

@@ -14,8 +14,8 @@ from typing import Callable, Iterable, Mapping
 from spectro_fx.models.errors import ParameterError
 
 from .ccmap import CCMap, binding, known_parameters, load_ccmap, save_ccmap
-from .effects import Parameter
-from .ring import drain
+from ..core.effects import Parameter
+from ..core.ring import drain
 
 INSTALL_HINT = "install python-rtmidi (pip install python-rtmidi)"
 API_NAMES = ("auto", "jack", "alsa")

@@ -15,12 +15,12 @@ from spectro_fx.models.export import ModelFile
 from spectro_fx.models.naive_bayes import VAR_SMOOTHING, resmooth_prior
 from spectro_fx.models.spectral import analysis_window
 
-from .effects import Parameter
-from .engine import GUARD_RATIO
-from .inpaint import Inpaint
-from .params import REGION_PARAMETERS
-from .region import EDGE_BINS, GATE_RAMP_FRAMES, band_mask_tensor, gate_targets_tensor, region_cells_tensor, slew_gate_tensor
-from .stft import AnalysisRing, OverlapAdd
+from ..core.effects import Parameter
+from ..core.engine import GUARD_RATIO
+from ..core.params import REGION_PARAMETERS
+from ..core.region import EDGE_BINS, GATE_RAMP_FRAMES, band_mask_tensor, gate_targets_tensor, region_cells_tensor, slew_gate_tensor
+from ..core.stft import AnalysisRing, OverlapAdd
+from ..plugins.inpaint import Inpaint
 
 CHAIN_EFFECTS = ("none", "noise", "inpaint", "dropout")
 """Effects the scripted module carries; ``inpaint`` with ``context=input`` only."""
@@ -28,8 +28,7 @@ CHAIN_EFFECTS = ("none", "noise", "inpaint", "dropout")
 
 def _parameter_table() -> list[tuple[str, str, Parameter]]:
     """``(attribute name, engine name, declaration)`` of every parameter of the module."""
-    from .codemap_effects import Dropout
-    from .effects import Noise
+    from ..plugins.codemap_effects import Dropout, Noise
 
     table = [(p.name, p.name, p) for p in REGION_PARAMETERS]
     for effect in (Noise, Inpaint, Dropout):
@@ -85,7 +84,7 @@ class ScriptedEffect(nn.Module):
     of ``chain`` (code effects in order, then latent ones, as the engine runs them), the
     streaming decoder on the region's cells, the region mask with the input's phase, and
     overlap-add synthesis; the dry path is an integer delay. The output is the input delayed by
-    ``latency_samples`` plus its change inside the region, as :class:`~spectro_fx.effect.engine.Engine`
+    ``latency_samples`` plus its change inside the region, as :class:`~spectro_fx.effect.core.engine.Engine`
     computes at the model's rate. Blocks of any length; the state lives in buffers (one stream
     per batch x channel; a new batch or channel count restarts the stream); ``reset()`` clears it.
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 from spectro_fx.models.errors import ParameterError
 
-from ..effects import Parameter
+from ...core.effects import Parameter
 
 
 def parameter_json(name: str, parameter: Parameter, value: Any) -> dict:

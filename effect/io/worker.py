@@ -15,7 +15,7 @@ import numpy as np
 
 from spectro_fx.models.errors import ParameterError
 
-from .ring import drain
+from ..core.ring import drain
 
 
 class Worker(threading.Thread):
