@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ParameterError, non_negative_int, positive_int
+from .errors import ParameterError, non_negative_int, non_negative_number, positive_int, positive_number
 
 WINDOWS = ("hann", "hamming", "blackman")
 
@@ -187,14 +187,10 @@ class VQVAEConfig:
             raise ParameterError(f"codebook_size={self.codebook_size} must be >= 2")
         if not 0.0 < self.ema_decay < 1.0:
             raise ParameterError(f"ema_decay={self.ema_decay} must be in (0, 1)")
-        if self.commitment_weight < 0:
-            raise ParameterError(f"commitment_weight={self.commitment_weight} must be >= 0")
-        if self.restart_threshold < 0:
-            raise ParameterError(f"restart_threshold={self.restart_threshold} must be >= 0")
-        if not self.log_floor > 0:
-            raise ParameterError(f"log_floor={self.log_floor} must be > 0")
-        if not self.log_scale > 0:
-            raise ParameterError(f"log_scale={self.log_scale} must be > 0")
+        non_negative_number("commitment_weight", self.commitment_weight)
+        non_negative_number("restart_threshold", self.restart_threshold)
+        positive_number("log_floor", self.log_floor)
+        positive_number("log_scale", self.log_scale)
 
     @property
     def freq_stride(self) -> int:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from spectro_fx.models.errors import ParameterError, positive_int
+from spectro_fx.models.errors import ParameterError, positive_int, positive_number
 from spectro_fx.models.quantizer import VectorQuantizer
 
 IMAGE_SIZE = 28
@@ -297,8 +297,7 @@ class MnistTrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "channels", "code_dim", "codebook_size"):
             positive_int(name, getattr(self, name))
-        if not self.lr > 0:
-            raise ParameterError(f"lr={self.lr} must be > 0")
+        positive_number("lr", self.lr)
 
 
 @dataclass

@@ -214,9 +214,7 @@ def plan_stream(
     else:
         in_channels = int(channels or 2)
     out_channels = int(min(max(in_channels, 2), out_dev["max_output_channels"]))
-    rate = int(sr or out_dev["default_samplerate"])
-    if rate <= 0:
-        raise ParameterError(f"--samplerate={sr!r} must be a positive rate in Hz")
+    rate = positive_int("--samplerate", int(sr or out_dev["default_samplerate"]), unit="Hz")
     try:
         if in_index is not None:
             sd.check_input_settings(device=in_index, channels=in_channels, samplerate=rate, dtype="float32")
