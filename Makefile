@@ -36,7 +36,9 @@ $(NEUTONE_VENV)/.installed: pyproject.toml
 	# missing libraries), and neutone-sdk uses only its pure-PyTorch resampler. They are kept aside
 	# for the test of the export's message when they are in place.
 	mkdir -p $(NEUTONE_VENV)/torchaudio-libs-removed
-	mv -f $(NEUTONE_VENV)/lib/python*/site-packages/torchaudio/lib/*.so $(NEUTONE_VENV)/torchaudio-libs-removed/
+	for lib in $(NEUTONE_VENV)/lib/python*/site-packages/torchaudio/lib/*.so; do \
+		if [ -e "$$lib" ]; then mv -f "$$lib" $(NEUTONE_VENV)/torchaudio-libs-removed/; fi; \
+	done
 	touch $@
 
 venv-neutone: $(NEUTONE_VENV)/.installed

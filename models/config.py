@@ -11,14 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ParameterError
+from .errors import ParameterError, non_negative_int, non_negative_number, positive_int, positive_number
 
 WINDOWS = ("hann", "hamming", "blackman")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ParameterError(f"{name}={value!r} must be a positive integer")
 
 
 def _int_tuple(name: str, value: Any, *, minimum: int = 1) -> tuple[int, ...]:
@@ -71,10 +66,8 @@ class STFTConfig:
     synthesis_length: int = 0
 
     def __post_init__(self) -> None:
-        _positive_int("sr", self.sr)
-        _positive_int("n_fft", self.n_fft)
-        _positive_int("hop_length", self.hop_length)
-        _positive_int("win_length", self.win_length)
+        for name in ("sr", "n_fft", "hop_length", "win_length"):  # numpy integers become ints: the config goes to JSON
+            object.__setattr__(self, name, positive_int(name, getattr(self, name)))
         if self.n_fft < 16 or self.n_fft % 2:
             raise ParameterError(f"n_fft={self.n_fft} must be an even integer >= 16")
         if not self.hop_length <= self.win_length <= self.n_fft:
@@ -182,27 +175,22 @@ class VQVAEConfig:
         for i, (k, s) in enumerate(zip(self.freq_kernels, self.freq_strides)):
             if k < s:
                 raise ParameterError(f"freq_kernels[{i}]={k} must be >= freq_strides[{i}]={s}")
-        _positive_int("time_kernel", self.time_kernel)
+        object.__setattr__(self, "time_kernel", positive_int("time_kernel", self.time_kernel))
         if self.time_kernel < max(self.time_strides):
             raise ParameterError(
                 f"time_kernel={self.time_kernel} must be >= the largest time stride {max(self.time_strides)}"
             )
-        if not isinstance(self.n_res_blocks, int) or self.n_res_blocks < 0:
-            raise ParameterError(f"n_res_blocks={self.n_res_blocks!r} must be an integer >= 0")
-        _positive_int("code_dim", self.code_dim)
-        _positive_int("codebook_size", self.codebook_size)
+        object.__setattr__(self, "n_res_blocks", non_negative_int("n_res_blocks", self.n_res_blocks))
+        for name in ("code_dim", "codebook_size"):
+            object.__setattr__(self, name, positive_int(name, getattr(self, name)))
         if self.codebook_size < 2:
             raise ParameterError(f"codebook_size={self.codebook_size} must be >= 2")
         if not 0.0 < self.ema_decay < 1.0:
             raise ParameterError(f"ema_decay={self.ema_decay} must be in (0, 1)")
-        if self.commitment_weight < 0:
-            raise ParameterError(f"commitment_weight={self.commitment_weight} must be >= 0")
-        if self.restart_threshold < 0:
-            raise ParameterError(f"restart_threshold={self.restart_threshold} must be >= 0")
-        if not self.log_floor > 0:
-            raise ParameterError(f"log_floor={self.log_floor} must be > 0")
-        if not self.log_scale > 0:
-            raise ParameterError(f"log_scale={self.log_scale} must be > 0")
+        non_negative_number("commitment_weight", self.commitment_weight)
+        non_negative_number("restart_threshold", self.restart_threshold)
+        positive_number("log_floor", self.log_floor)
+        positive_number("log_scale", self.log_scale)
 
     @property
     def freq_stride(self) -> int:

@@ -48,7 +48,7 @@ from typing import Iterable, Optional
 import numpy as np
 import torch
 
-from .errors import ParameterError
+from .errors import ParameterError, non_negative_number, positive_int, positive_number
 from .export import Prior
 
 AXES = ("time", "freq", "both")
@@ -86,8 +86,7 @@ def neighbour_offsets(*, radius: int, axis: str) -> np.ndarray:
     offsets : np.ndarray [M, 2] int64, read-only (cached)
         ``(d_column, d_row)``, the cell itself excluded.
     """
-    if not isinstance(radius, (int, np.integer)) or isinstance(radius, bool) or radius < 1:
-        raise ParameterError(f"radius={radius!r} must be an integer >= 1 (cells)")
+    positive_int("radius", radius, unit="cells")
     if axis not in AXES:
         raise ParameterError(f"axis={axis!r} must be one of {', '.join(AXES)}")
     return _offsets_of(int(radius), axis)
@@ -323,10 +322,7 @@ def _check_maps(codemap: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _check_temperature(temperature: float) -> float:
-    temperature = float(temperature)
-    if not temperature >= 0.0:
-        raise ParameterError(f"temperature={temperature} must be >= 0")
-    return temperature
+    return non_negative_number("temperature", float(temperature))
 
 
 def spatial_inpaint(
@@ -462,12 +458,8 @@ def fit_categorical_prior(
         ``offsets [P, 2]`` int64, ``class_log_prior [K]`` and ``feature_log_prob [P, K, K + 1]``
         float32, ``alpha``.
     """
-    alpha = float(alpha)
-    if not alpha > 0.0:
-        raise ParameterError(f"alpha={alpha} must be > 0 (Laplace smoothing of the neighbour counts)")
-    if int(n_codes) < 1:
-        raise ParameterError(f"n_codes={n_codes} must be >= 1")
-    k = int(n_codes)
+    alpha = positive_number("alpha", float(alpha), unit="Laplace smoothing of the neighbour counts")
+    k = positive_int("n_codes", int(n_codes))
     offsets = np.asarray(list(offsets), dtype=np.int64).reshape(-1, 2)
     if offsets.shape[0] == 0 or np.any((offsets[:, 0] == 0) & (offsets[:, 1] == 0)):
         raise ParameterError(f"offsets={offsets.tolist()} must be non-empty (d_column, d_row) pairs other than (0, 0)")
@@ -626,9 +618,7 @@ def resmooth_prior(prior: "Prior | PriorTables", *, alpha: float) -> Prior:
     ParameterError
         ``alpha`` is not > 0, or the prior was fitted without smoothing.
     """
-    alpha = float(alpha)
-    if not alpha > 0.0:
-        raise ParameterError(f"alpha={alpha} must be > 0 (Laplace smoothing of the neighbour counts)")
+    alpha = positive_number("alpha", float(alpha), unit="Laplace smoothing of the neighbour counts")
     old = float(prior.alpha)  # both types carry it
     if not old > 0.0:
         raise ParameterError(f"the prior was fitted with alpha={old}; its counts cannot be recovered")

@@ -54,22 +54,13 @@ def jack_server():
     if _jack_running():
         yield None
         return
-    proc = subprocess.Popen(
-        ["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    if subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, timeout=30).returncode != 0:
-        proc.kill()
-        pytest.fail("jackd did not start within 10 s")
+    from .jack import JackServer
+
+    server = JackServer()
     time.sleep(0.2)
-    yield proc
+    yield server
     # PortAudio's exit handler aborts the process if its JACK server is gone by then
     from spectro_fx.effect.io.audio_io import release
 
     release()
-    proc.send_signal(2)  # SIGINT: jackd ignores SIGTERM at times
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server.stop()

@@ -17,7 +17,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import ParameterError, positive_int
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 # A file (or segment) whose peak stays below this is silence: -80 dBFS, under FluidSynth's
@@ -268,8 +268,7 @@ class CropDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, clips: Clips, *, n_samples: int, seed: int = 0, repeats: int = 1):
-        if n_samples <= 0:
-            raise ParameterError(f"n_samples={n_samples} must be a positive integer")
+        positive_int("n_samples", n_samples)
         short = [n for n, a in zip(clips.names, clips.audio) if len(a) < n_samples]
         if short:
             raise ParameterError(

@@ -19,7 +19,7 @@ import torch
 
 from spectro_fx.models.atomic import atomic_open
 from spectro_fx.models.config import STFTConfig
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import ParameterError, positive_int
 from spectro_fx.models.spectral import istft, stft
 
 # DAC-style multi-scale mel distance as the issue defines it: audio resampled to 16 kHz,
@@ -278,8 +278,7 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
     )
     if args.limit is not None:
-        if args.limit <= 0:
-            raise ParameterError(f"--limit={args.limit} must be a positive integer")
+        positive_int("--limit", args.limit)
         clips.audio, clips.names = clips.audio[: args.limit], clips.names[: args.limit]
     rows = {}
     for gain_db in args.gain_db or [0.0]:

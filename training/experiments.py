@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from spectro_fx.models.atomic import atomic_path
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import ParameterError, positive_int
 
 from .mnist import BUNDLED, MnistTrainConfig, load_mnist, reconstruction_mse, train_mnist
 
@@ -642,8 +642,8 @@ def run_experiments(names: list[str], *, out: str | os.PathLike, tiny: bool = Fa
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise ParameterError(f"experiment {unknown[0]!r} is not one of: all, {', '.join(EXPERIMENTS)}")
-    if epochs is not None and epochs < 1:
-        raise ParameterError(f"epochs={epochs} must be a positive integer")
+    if epochs is not None:
+        positive_int("epochs", epochs)
     ctx = ExperimentContext(Path(out), tiny=tiny, seed=seed, mnist_source=mnist_source, epochs=epochs, model=model,
                             clip=clip, log=log)
     ctx.out.mkdir(parents=True, exist_ok=True)

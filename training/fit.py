@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from spectro_fx.models.atomic import atomic_path
 from spectro_fx.models.config import VQVAEConfig
-from spectro_fx.models.errors import ParameterError, positive_int
+from spectro_fx.models.errors import ParameterError, non_negative_int, non_negative_number, positive_int, positive_number
 from spectro_fx.models.vqvae import VQVAE
 
 CONFIG_NAME = "config.json"
@@ -87,18 +87,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "segment_frames", "steps", "checkpoint_every", "log_every", "media_every"):
             positive_int(f"train.{name}", getattr(self, name))
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ParameterError(f"train.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
-        if not self.lr > 0:
-            raise ParameterError(f"train.lr={self.lr!r} must be > 0")
+        non_negative_int("train.warmup_steps", self.warmup_steps)
+        positive_number("train.lr", self.lr)
         if not 0 <= self.min_lr_ratio <= 1:
             raise ParameterError(f"train.min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
         if self.loss not in LOSSES:
             raise ParameterError(f"train.loss={self.loss!r} must be one of {', '.join(LOSSES)}")
         if not 0 <= self.gain_db <= 60:
             raise ParameterError(f"train.gain_db={self.gain_db!r} must be in [0, 60] dB")
-        if self.grad_clip < 0 or self.weight_decay < 0:
-            raise ParameterError("train.grad_clip and train.weight_decay must be >= 0")
+        non_negative_number("train.grad_clip", self.grad_clip)
+        non_negative_number("train.weight_decay", self.weight_decay)
 
 
 @dataclass(frozen=True)
@@ -127,8 +125,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "families", tuple(self.families))
         object.__setattr__(self, "sources", tuple(self.sources))
-        if not self.segment_s > 0:
-            raise ParameterError(f"data.segment_s={self.segment_s!r} must be > 0 seconds")
+        positive_number("data.segment_s", self.segment_s, unit="seconds")
 
 
 @dataclass(frozen=True)

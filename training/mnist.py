@@ -20,7 +20,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from spectro_fx.models.errors import ParameterError, positive_int
+from spectro_fx.models.errors import ParameterError, positive_int, positive_number
 from spectro_fx.models.quantizer import VectorQuantizer
 
 IMAGE_SIZE = 28
@@ -167,8 +167,8 @@ def load_mnist(source: str | Path = BUNDLED, *, split: str = "train", limit: int
     """
     if split not in ("train", "test"):
         raise ParameterError(f"split={split!r} must be 'train' or 'test'")
-    if limit is not None and (not isinstance(limit, int) or limit <= 0):
-        raise ParameterError(f"limit={limit!r} must be a positive integer")
+    if limit is not None:
+        positive_int("limit", limit)
     if str(source) == BUNDLED:
         path = bundled_mnist_path()
         table = np.loadtxt(path, delimiter=",", dtype=np.int64, max_rows=limit)
@@ -297,8 +297,7 @@ class MnistTrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "channels", "code_dim", "codebook_size"):
             positive_int(name, getattr(self, name))
-        if not self.lr > 0:
-            raise ParameterError(f"lr={self.lr} must be > 0")
+        positive_number("lr", self.lr)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import ParameterError, non_negative_int, positive_int
 from spectro_fx.models.export import ModelFile
 from spectro_fx.models.spectral import analysis_window
 
@@ -126,14 +126,11 @@ class Engine:
         resample_quality: str = "HQ",
         aux_channels: int = 0,
     ):
-        if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
-            raise ParameterError(f"sr={sr!r} must be a positive integer (Hz)")
-        if not isinstance(channels, (int, np.integer)) or isinstance(channels, bool) or channels <= 0:
-            raise ParameterError(f"channels={channels!r} must be a positive integer")
-        if block_hint is not None and (not isinstance(block_hint, (int, np.integer)) or block_hint <= 0):
-            raise ParameterError(f"block_hint={block_hint!r} must be a positive integer or None")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise ParameterError(f"seed={seed!r} must be an integer >= 0")
+        positive_int("sr", sr, unit="Hz")
+        positive_int("channels", channels)
+        if block_hint is not None:
+            positive_int("block_hint", block_hint, unit="frames")
+        non_negative_int("seed", seed)
         if resample_quality not in RESAMPLE_QUALITIES:
             raise ParameterError(
                 f"resample_quality={resample_quality!r} must be one of {', '.join(RESAMPLE_QUALITIES)}"

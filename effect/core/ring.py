@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import positive_int
 
 
 class FloatRing:
@@ -33,12 +33,8 @@ class FloatRing:
     """
 
     def __init__(self, capacity: int, channels: int) -> None:
-        if int(capacity) != capacity or capacity <= 0:
-            raise ParameterError(f"capacity={capacity!r} must be a positive integer (frames)")
-        if int(channels) != channels or channels <= 0:
-            raise ParameterError(f"channels={channels!r} must be a positive integer")
-        self.capacity = int(capacity)
-        self.channels = int(channels)
+        self.capacity = positive_int("capacity", capacity, unit="frames")
+        self.channels = positive_int("channels", channels)
         self.buffer = np.zeros((self.capacity, self.channels), dtype=np.float32)
         self.write_pos = 0
         self.read_pos = 0

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import ParameterError, positive_int
 
 from ..core.ring import FloatRing
 
@@ -190,8 +190,7 @@ def plan_stream(
     channels : int, optional
         Channels processed (and captured); default min(2, what the input offers).
     """
-    if int(blocksize) != blocksize or blocksize <= 0:
-        raise ParameterError(f"--blocksize={blocksize!r} must be a positive number of frames (256 = 5.3 ms at 48 kHz)")
+    positive_int("--blocksize", blocksize, unit="frames; 256 = 5.3 ms at 48 kHz")
     sd = portaudio(jack_client=jack_client, rescan=True)
     is_jack = input_spec == "jack" or output_spec == "jack"
     in_index = None
@@ -215,9 +214,7 @@ def plan_stream(
     else:
         in_channels = int(channels or 2)
     out_channels = int(min(max(in_channels, 2), out_dev["max_output_channels"]))
-    rate = int(sr or out_dev["default_samplerate"])
-    if rate <= 0:
-        raise ParameterError(f"--samplerate={sr!r} must be a positive rate in Hz")
+    rate = positive_int("--samplerate", int(sr or out_dev["default_samplerate"]), unit="Hz")
     try:
         if in_index is not None:
             sd.check_input_settings(device=in_index, channels=in_channels, samplerate=rate, dtype="float32")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import ParameterError, non_negative_number
 
 LIVE_DEVICES = ("mic", "jack")
 
@@ -76,8 +76,8 @@ def check_live_args(args: argparse.Namespace) -> None:
         raise ParameterError("--learn needs a MIDI input: --midi-in PORT or --midi-virtual")
     if not 0 <= args.rt_priority <= 99:
         raise ParameterError(f"--rt-priority={args.rt_priority} must be 0 (normal priority) or a SCHED_FIFO priority 1-99")
-    if args.safety_ms is not None and args.safety_ms < 0:
-        raise ParameterError(f"--safety-ms={args.safety_ms} must be >= 0")
+    if args.safety_ms is not None:
+        non_negative_number("--safety-ms", args.safety_ms, unit="ms")
     if args.ui is not None:
         from .ui import parse_ui_address
 

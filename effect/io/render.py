@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from spectro_fx.models.atomic import atomic_path
-from spectro_fx.models.errors import ModelFileError, ParameterError
+from spectro_fx.models.errors import ModelFileError, ParameterError, positive_int
 from spectro_fx.models.export import ModelFile, load_model
 
 from .ccmap import CCMap
@@ -139,8 +139,7 @@ def render(
     ``events`` are applied at their sample index (blocks are split there). ``on_change(sample,
     values)`` is called at the start and after each group of events, for drawing the region.
     """
-    if block_size <= 0:
-        raise ParameterError(f"block_size={block_size} must be a positive integer")
+    positive_int("block_size", block_size, unit="frames")
     frames, channels = audio.shape
     latency = engine.latency_samples
     padded = np.concatenate([audio, np.zeros((latency, channels), dtype=np.float32)], axis=0)

@@ -120,6 +120,3 @@ class Cross(Effect):
         aux = aux.expand_as(latent)
         blended = latent + amount * (aux - latent)
         return torch.where(region[None, None].to(latent.device), blended, latent)
-
-
-Mix = Cross  # the old class name: entry points of installs made before the rename load it

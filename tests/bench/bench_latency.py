@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.jack import JackServer  # noqa: E402
 
 SR = 48000
 CLICK_EVERY = 12000  # 0.25 s
@@ -79,15 +81,7 @@ def live_round_trip(model_path: str, *, period: int, seconds: float, work: Path)
     signal) against the start line's engine + safety margin, and the underruns."""
     import soundfile as sf
 
-    name = f"sfxlat{os.getpid()}p{period}"
-    env = {**os.environ, "JACK_DEFAULT_SERVER": name}
-    server = subprocess.Popen(
-        ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(SR), "-p", str(period)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
-    try:
-        if subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env=env).returncode:
-            raise SystemExit("jackd did not start")
+    with JackServer(f"sfxlat{os.getpid()}p{period}", period=period) as server:
         clicks = np.zeros((SR, 1), np.float32)
         clicks[CLICK_EVERY // 2 :: CLICK_EVERY] = 0.5
         sf.write(work / "clicks.wav", clicks, SR, subtype="FLOAT")
@@ -97,16 +91,10 @@ def live_round_trip(model_path: str, *, period: int, seconds: float, work: Path)
              "--model", model_path, "--blocksize", str(period), "--set", "low_hz=20", "--set", "high_hz=24000",
              "--record", str(record), "--stats-json", str(stats), "--duration", str(seconds),
              "--no-status", "--jack-name", f"sfxlat{period}"],
-            capture_output=True, text=True, env=env, timeout=seconds + 120,
+            capture_output=True, text=True, env=server.env, timeout=seconds + 120,
         )
-        if proc.returncode != 0:
-            raise SystemExit(f"spectro-fx failed at {period} frames: {proc.stderr}")
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    if proc.returncode != 0:
+        raise SystemExit(f"spectro-fx failed at {period} frames: {proc.stderr}")
     lines = [json.loads(line) for line in stats.read_text().splitlines() if line.strip()]
     last = lines[-1]
     heard = np.abs(sf.read(record, dtype="float32", always_2d=True)[0][:, 0])

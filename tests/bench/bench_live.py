@@ -18,24 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.jack import NOISE_PLAYER, JackServer  # noqa: E402
+
 SR = 48000
 BLOCK = 256
-
-NOISE_SOURCE = """
-import signal, sys, threading
-import numpy as np
-from spectro_fx.effect.io.audio_io import portaudio
-sd = portaudio(jack_client=sys.argv[1])
-rng = np.random.default_rng(7)
-def callback(outdata, frames, time_info, status):
-    outdata[:] = 0.1 * rng.standard_normal(outdata.shape)
-stop = threading.Event()
-signal.signal(signal.SIGINT, lambda *a: stop.set())
-signal.signal(signal.SIGTERM, lambda *a: stop.set())
-with sd.OutputStream(samplerate=48000, blocksize=256, channels=2, dtype="float32", callback=callback):
-    print("playing", flush=True)
-    stop.wait(100000)
-"""
 
 
 def stats_lines(path: Path) -> list[dict]:
@@ -56,30 +43,6 @@ def wait_for(predicate, *, timeout: float, what: str, proc: subprocess.Popen | N
     raise SystemExit(f"timed out waiting for {what}")
 
 
-class JackServer:
-    """A private jackd (its own server name), so the bench neither disturbs nor is disturbed
-    by tests running on the default server."""
-
-    def __init__(self, name: str, *, realtime: bool = False) -> None:
-        self.name = name
-        self.env = {**os.environ, "JACK_DEFAULT_SERVER": name}
-        os.environ["JACK_DEFAULT_SERVER"] = name  # for the rtmidi clients of this process
-        self.proc = subprocess.Popen(
-            ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime", "-d", "dummy", "-r", str(SR), "-p", str(BLOCK)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env,
-        )
-        if subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env=self.env).returncode:
-            self.proc.kill()
-            raise SystemExit("jackd did not start")
-
-    def close(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
 def spectro_fx(args: list[str], env: dict) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "spectro_fx.effect.io.cli", *args, "--no-status"],
@@ -93,7 +56,7 @@ def soak(server: JackServer, *, model: str, minutes: float, work: Path, extra: l
     tag = f"sfxbench{os.getpid()}"
     stats = work / "soak.jsonl"
     source = subprocess.Popen(
-        [sys.executable, "-c", NOISE_SOURCE, f"{tag}-src"], stdout=subprocess.PIPE, text=True, env=server.env
+        [sys.executable, "-c", NOISE_PLAYER, f"{tag}-src", str(minutes * 60 + 600)], stdout=subprocess.PIPE, text=True, env=server.env
     )
     midi_out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=f"{tag}-cc")
     midi_out.open_virtual_port("cc_out")
@@ -278,6 +241,7 @@ def main() -> None:
     if not Path(model).exists():
         raise SystemExit(f"model file {model} does not exist; pass --model")
     server = JackServer("spectro-fx-bench", realtime=args.realtime)  # a fixed name: see test_live's dying server
+    os.environ["JACK_DEFAULT_SERVER"] = server.name  # for the rtmidi clients of this process
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -298,7 +262,7 @@ def main() -> None:
                 print(f"  {key:28s} {value}")
             print(f"load average {os.getloadavg()[0]:.1f} at end")
     finally:
-        server.close()
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -9,12 +9,10 @@ machine's drift falls on every condition alike. Usage:
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,39 +23,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_live import JackServer, stats_lines, wait_for  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench_live import stats_lines, wait_for  # noqa: E402
 
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,820",
-)
+from tests.browser import chromium, frozen_page  # noqa: E402
+from tests.jack import JackServer  # noqa: E402
+
 CONDITIONS = ("no page", "chromium page", "frozen page")
-
-
-def chromium(profile: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "chromium"
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(executable_path=shutil.which("chromedriver")))
-
-
-def frozen_page(url: str) -> socket.socket:
-    """A WebSocket client that never reads (a frozen tab)."""
-    host_port, token = url.split("//", 1)[1].split("/?token=")
-    host, port = host_port.rsplit(":", 1)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-    sock.connect((host, int(port)))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET /ws?token={token} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{host_port}\r\n\r\n".encode()
-    )
-    return sock
 
 
 class Run:
@@ -169,6 +141,7 @@ def main() -> None:
         raise SystemExit("needs chromium and chromedriver: make system")
     work = Path(tempfile.mkdtemp(prefix="bench-ui-"))
     server = JackServer(f"bench-ui-{os.getpid()}")
+    os.environ["JACK_DEFAULT_SERVER"] = server.name  # for the rtmidi clients of this process
     results = []
     try:
         if args.screenshot is not None:
@@ -185,7 +158,7 @@ def main() -> None:
                       f"cpu {result['cpu_s_per_audio_s']:.3f} s/s dropped {result['dropped_messages']} "
                       f"chromium {result['browser_cpu_s_per_audio_s']:.2f} s/s", flush=True)
     finally:
-        server.close()
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
     import torch
 

@@ -102,3 +102,4 @@ def test_export_help_explains_itself(capsys):
         main(["export", "--help"])
     text = capsys.readouterr().out
     assert "nn~" in text and "forward_params" in text and "--set" in text
+    assert "Neutone FX" in text and "Band centre" in text and "spectro-fx[neutone]" in text

@@ -3,7 +3,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -13,6 +12,8 @@ import soundfile as sf
 
 from spectro_fx.assets import DEFAULT_MODEL, asset_path
 from spectro_fx.effect.core.engine import Engine
+
+from ..jack import JackServer
 
 BLOCKS = [1, 64, 65, 256, 8193]
 
@@ -129,15 +130,7 @@ def test_live_round_trip_is_engine_plus_safety_margin_by_signal(period, tiny_mod
     block is delayed by the same amount."""
     default = asset_path(DEFAULT_MODEL)
     model = str(default if default.exists() else tiny_model_path)
-    server = f"sfxlat{os.getpid()}p{period}"
-    env = {**os.environ, "JACK_DEFAULT_SERVER": server}
-    jackd = subprocess.Popen(
-        ["jackd", "-n", server, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", str(period)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
-    try:
-        ready = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env=env, timeout=30)
-        assert ready.returncode == 0, f"jackd -n {server} -p {period} did not start"
+    with JackServer(f"sfxlat{os.getpid()}p{period}", period=period) as server:
         clicks = np.zeros((48000, 1), np.float32)
         clicks[6000::12000] = 0.5  # every 0.25 s
         sf.write(tmp_path / "clicks.wav", clicks, 48000, subtype="FLOAT")
@@ -147,14 +140,8 @@ def test_live_round_trip_is_engine_plus_safety_margin_by_signal(period, tiny_mod
              "--model", model, "--blocksize", str(period), "--set", "low_hz=20", "--set", "high_hz=24000",
              "--record", str(record), "--stats-json", str(stats), "--duration", "3", "--no-status",
              "--jack-name", f"sfxlat{period}"],
-            capture_output=True, text=True, env=env, timeout=120,
+            capture_output=True, text=True, env=server.env, timeout=120,
         )
-    finally:
-        jackd.send_signal(signal.SIGINT)
-        try:
-            jackd.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            jackd.kill()
     assert proc.returncode == 0, proc.stderr
     last = [json.loads(line) for line in stats.read_text().splitlines() if line.strip()][-1]
     split = last["latency"]

@@ -18,27 +18,11 @@ import soundfile as sf
 
 from spectro_fx.assets import DEFAULT_MIDI_MAP, DEFAULT_MODEL, asset_path
 
+from ..jack import NOISE_PLAYER, JackServer
+
 pytestmark = pytest.mark.jack
 
 SR = 48000
-
-# A JACK client (through PortAudio) that plays white noise at -20 dBFS RMS until SIGINT.
-NOISE_SOURCE = """
-import signal, sys, threading
-import numpy as np
-from spectro_fx.effect.io.audio_io import portaudio
-sd = portaudio(jack_client=sys.argv[1])
-rng = np.random.default_rng(7)
-def callback(outdata, frames, time_info, status):
-    outdata[:] = 0.1 * rng.standard_normal(outdata.shape)
-stop = threading.Event()
-signal.signal(signal.SIGINT, lambda *a: stop.set())
-signal.signal(signal.SIGTERM, lambda *a: stop.set())
-with sd.OutputStream(samplerate=48000, blocksize=256, channels=2, dtype="float32", callback=callback):
-    print("playing", flush=True)
-    stop.wait(120)
-"""
-
 
 @pytest.fixture(scope="module")
 def live_model(tiny_model_path):
@@ -72,20 +56,6 @@ def stats_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def start_private_jackd(server: str, *, realtime: bool = False) -> subprocess.Popen:
-    """A second JACK dummy server named ``server`` (48 kHz / 256), answering when returned."""
-    env = {**os.environ, "JACK_DEFAULT_SERVER": server}
-    proc = subprocess.Popen(
-        ["jackd", "-n", server, "-R" if realtime else "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    ready = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, env=env, timeout=30)
-    if ready.returncode != 0:
-        proc.kill()
-        pytest.fail(f"a second jackd ({server}) did not start: {proc.communicate()[1][-500:]}")
-    return proc
-
-
 def jack_ports(env=None) -> list[str]:
     # jack_lsp was seen to hang now and then on a busy server: never let it stall the suite
     try:
@@ -106,7 +76,7 @@ def test_cc_from_a_jack_midi_port_moves_the_region(jack_server, live_model, tmp_
     tag = f"sfxlive{os.getpid()}"
     stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
     knobs = {b.cc: b for b in load_ccmap(asset_path(DEFAULT_MIDI_MAP)).bindings}
-    source = subprocess.Popen([sys.executable, "-c", NOISE_SOURCE, f"{tag}-src"], stdout=subprocess.PIPE, text=True)
+    source = subprocess.Popen([sys.executable, "-c", NOISE_PLAYER, f"{tag}-src", "120"], stdout=subprocess.PIPE, text=True)
     midi_out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=f"{tag}-cc")
     midi_out.open_virtual_port("cc_out")
     proc = spectro_fx(
@@ -324,7 +294,7 @@ def test_killing_jackd_ends_with_one_clear_line_and_an_intact_recording(live_mod
     server = "spectro-fx-test-dying"
     env = {"JACK_DEFAULT_SERVER": server}
 
-    jackd = start_private_jackd(server)
+    jackd = JackServer(server)
     try:
         src = _test_signal(1.0)
         sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
@@ -335,16 +305,12 @@ def test_killing_jackd_ends_with_one_clear_line_and_an_intact_recording(live_mod
         )
         wait_for(lambda: len(stats_lines(stats)) >= 2, timeout=40, what="two stats lines", proc=proc)
         jackd.kill()
-        jackd.wait(timeout=10)
         _, err = proc.communicate(timeout=30)
     finally:
-        if jackd.poll() is None:
-            jackd.kill()
-            jackd.wait(timeout=10)
+        jackd.kill()
+        jackd.stop()
         # start and stop it cleanly once more: that frees its registry entry
-        clean = start_private_jackd(server)
-        clean.send_signal(signal.SIGINT)
-        clean.wait(timeout=10)
+        JackServer(server).stop()
     assert proc.returncode == 1
     assert "Traceback" not in err
     ours = [line for line in err.splitlines() if line.startswith("spectro-fx: error")]
@@ -475,15 +441,14 @@ def test_on_a_realtime_jack_server_the_worker_runs_realtime_below_the_callback(l
     at most (as root or with an rtprio limit; without either, both stay at normal priority)."""
     server = "spectro-fx-test-realtime"  # fixed: see the dying-server test on jackd's registry
     env = {"JACK_DEFAULT_SERVER": server}
-    jackd = start_private_jackd(server, realtime=True)
+    jackd = JackServer(server, realtime=True)
     try:
         stats = tmp_path / "stats.jsonl"
         proc = spectro_fx("--input", "jack", "--model", live_model, "--stats-json", str(stats), "--no-status",
                           "--duration", "2", "--jack-name", f"sfxrt{os.getpid()}", env=env)
         _, err = proc.communicate(timeout=120)
     finally:
-        jackd.send_signal(signal.SIGINT)
-        jackd.wait(timeout=10)
+        jackd.stop()
     assert proc.returncode == 0, err
     last = stats_lines(stats)[-1]
     callback, worker = last["audio_callback_scheduling"], last["worker_scheduling"]

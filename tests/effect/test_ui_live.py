@@ -3,13 +3,10 @@ region, move a slider, MIDI learn, a knob shown), and a stalled page leaves the 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 import urllib.request
@@ -21,15 +18,10 @@ import soundfile as sf
 
 from spectro_fx.assets import DEFAULT_MIDI_MAP, DEMO_CLIP, asset_path
 
+from ..browser import chromium, frozen_page
 from .test_live import SR, live_model, spectro_fx, stats_lines, wait_for  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
-
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,820",
-)
-
 
 class LiveRun:
     """A `spectro-fx --ui` process and the lines it writes to stderr (read on a thread)."""
@@ -59,21 +51,6 @@ class LiveRun:
         self.proc.wait(timeout=timeout)
         self.reader.join(timeout=5)
         return "".join(self.lines)
-
-
-def chromium(profile: Path):
-    """Debian's chromium under selenium, through Debian's chromedriver (no download)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if browser is None or driver is None:
-        pytest.fail("chromium and chromedriver are not installed: run `make system` (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
 
 
 def ui_events(stats: Path, name: str) -> list[dict]:
@@ -168,22 +145,6 @@ def test_chromium_drags_the_region_moves_a_slider_and_learns_a_knob(jack_server,
     assert "Traceback" not in output
 
 
-def _stalled_websocket(url: str) -> socket.socket:
-    """Open the page's WebSocket and never read from it (a frozen tab): a tiny receive buffer."""
-    host_port, token = url.split("//", 1)[1].split("/?token=")
-    host, port = host_port.rsplit(":", 1)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-    sock.connect((host, int(port)))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET /ws?token={token} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{host_port}\r\n\r\n".encode()
-    )
-    assert b"101" in sock.recv(12)
-    return sock
-
-
 def _stalled_run(folder: Path, src_path: Path, live_model: str) -> tuple[list[dict], Path, str]:
     """One live run of ``src_path`` with a frozen page; returns its stats lines, recording, stderr."""
     folder.mkdir()
@@ -195,7 +156,7 @@ def _stalled_run(folder: Path, src_path: Path, live_model: str) -> tuple[list[di
     )
     try:
         url = run.url()
-        stalled = _stalled_websocket(url)
+        stalled = frozen_page(url)
         # the stall shows: the server drops the frozen page's updates instead of waiting
         wait_for(lambda: stats_lines(stats) and stats_lines(stats)[-1]["ui"]["dropped_messages"] > 30,
                  timeout=40, what="dropped updates for the stalled page", proc=run.proc)

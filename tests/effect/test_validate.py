@@ -20,7 +20,7 @@ from spectro_fx.effect.io.validate import (
     CHECKS,
     RATES,
     Validator,
-    _LockProbe,
+    LockProbe,
     processing_runs,
     reachable_locks,
 )
@@ -157,7 +157,7 @@ def test_lock_probe_sees_a_lock_held_across_an_engine_call(tiny_model):
     from spectro_fx.effect.core.engine import Engine
 
     engine = Engine(tiny_model, sr=48000, channels=1)
-    probe = _LockProbe(engine)
+    probe = LockProbe(engine)
     held = threading.Lock()
     probe.locks = [("held", held)] + reachable_locks({"engine": engine})
     block = np.zeros((64, 1), np.float32)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...models.atomic import atomic_open
-from ...models.errors import ParameterError
+from ...models.errors import ParameterError, non_negative_int
 from .report import (
     ComponentTrace,
     EnergyConfig,
@@ -283,8 +283,7 @@ class EnergyTracker:
         The report then gives energy and CO2e per epoch; everything up to the next mark (or
         `stop`) counts in this epoch.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ParameterError(f"epoch={epoch!r} must be an integer >= 0")
+        non_negative_int("epoch", epoch)
         self.mark_phase(f"epoch {int(epoch)}", epoch=int(epoch))
 
     def mark_phase(self, label: str, *, epoch: int | None = None) -> None:

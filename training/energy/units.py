@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ...models.errors import ParameterError
+from ...models.errors import ParameterError, positive_number
 
 J_PER_KWH = 3.6e6
 DEFAULT_PUE = 1.58
@@ -131,8 +131,7 @@ def counter_delta(previous: float, current: float, *, wrap_at: float | None = No
     if not (math.isfinite(previous) and math.isfinite(current)) or previous < 0 or current < 0:
         raise ParameterError(f"counter readings must be finite and >= 0, got {previous} and {current}")
     if wrap_at is not None:
-        if not wrap_at > 0:
-            raise ParameterError(f"wrap_at={wrap_at} must be > 0 (the counter's maximum)")
+        positive_number("wrap_at", wrap_at, unit="the counter's maximum")
         if previous > wrap_at or current > wrap_at:
             raise ParameterError(
                 f"counter reading {max(previous, current)} exceeds its wrap value wrap_at={wrap_at}"

@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.errors import ParameterError, positive_int
 
 from ...core.ring import FloatRing
 
@@ -36,9 +36,7 @@ class ViewTap:
     """
 
     def __init__(self, *, sr: int, seconds: float = 2.0) -> None:
-        if int(sr) != sr or sr <= 0:
-            raise ParameterError(f"sr={sr!r} must be a positive integer (Hz)")
-        self.sr = int(sr)
+        self.sr = positive_int("sr", sr, unit="Hz")
         self.ring = FloatRing(max(int(seconds * sr), 1024), 2)
         self.active = False
         self.dropped = 0
@@ -86,8 +84,7 @@ class SpectrogramView:
         fmin_hz: float = 30.0, floor_db: float = -100.0,
     ) -> None:
         for name, value in (("sr", sr), ("n_fft", n_fft), ("hop", hop)):
-            if int(value) != value or value <= 0:
-                raise ParameterError(f"{name}={value!r} must be a positive integer")
+            positive_int(name, value)
         if n_rows < 2:
             raise ParameterError(f"n_rows={n_rows!r} must be at least 2")
         if not 0 < fmin_hz < sr / 2:
