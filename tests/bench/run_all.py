@@ -41,9 +41,10 @@ def _needs_soundfonts() -> str | None:
 
 
 def _needs_real_recordings() -> str | None:
-    from bench_real_recordings import missing_packages
-
-    missing = missing_packages()
+    spec = importlib.util.spec_from_file_location("bench_real_recordings", HERE / "bench_real_recordings.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    missing = bench.missing_packages()
     if missing:
         return f"the Debian packages {', '.join(missing)} are not installed (make bench-system installs them)"
     return _missing_module("fluidsynth")
