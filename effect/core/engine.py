@@ -33,7 +33,7 @@ GUARD_RATIO = 2.0
 frames of a transient (win / hop of them) then stay within the +12 dBFS `spectro-fx validate` allows."""
 
 
-def _stft_latency(*, span: int, hop: int, time_stride: int) -> int:
+def stft_latency(*, span: int, hop: int, time_stride: int) -> int:
     """Model-rate samples between a sample's arrival and its final output: the iSTFT waits for
     every frame whose synthesis window covers it (``span - hop`` after its own hop, ``span`` the
     synthesis window's length: the analysis window for the classic pair, ``synthesis_length``
@@ -193,7 +193,7 @@ class Engine:
                 for c in chunks
             )
         else:
-            self.latency_samples = _stft_latency(span=span, hop=self.hop, time_stride=self.time_stride)
+            self.latency_samples = stft_latency(span=span, hop=self.hop, time_stride=self.time_stride)
         self.column_times: deque[float] = deque(maxlen=2048)
         # the second source, encoded in lockstep with the input
         self._aux_source = None

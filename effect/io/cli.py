@@ -91,7 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def bundled_model_summary(path) -> str:
+    """One line on a model file: rate, STFT and the latency the engine adds at that rate."""
+    import math
+
+    from spectro_fx.models.export import load_model
+
+    from ..core.engine import stft_latency
+
+    config = load_model(path).config
+    stft, time_stride = config.stft, math.prod(config.time_strides)
+    latency = stft_latency(span=stft.synthesis_span, hop=stft.hop_length, time_stride=time_stride)
+    pair = f"{stft.win_length}/{stft.synthesis_span}" if stft.synthesis_length else f"{stft.win_length}"
+    return (f"{path.name}: {stft.sr} Hz, window {pair}, hop {stft.hop_length} x {time_stride} per column, "
+            f"latency {latency} samples ({1000 * latency / stft.sr:.2f} ms)")
+
+
 def list_parameters() -> int:
+    from spectro_fx.assets import BUNDLED_MODELS, model_path
+
     from ..core.effects import Effect, available_effects
     from ..core.params import REGION_PARAMETERS
 
@@ -100,6 +118,9 @@ def list_parameters() -> int:
         values = "|".join(p.choices) if p.kind == "choice" else f"{p.minimum:g} .. {p.maximum:g}{unit}"
         return f"  {key:<22} {values}, default {p.default}  {p.help}".rstrip()
 
+    print("bundled models (--model NAME):")
+    for name in BUNDLED_MODELS:
+        print(f"  {name:<22} {bundled_model_summary(model_path(name))}")
     print("region parameters:")
     for p in REGION_PARAMETERS:
         print(line(p.name, p))

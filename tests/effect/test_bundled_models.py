@@ -35,3 +35,11 @@ def test_unknown_model_names_the_value_and_the_bundled_models(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nosuch" in err and ", ".join(BUNDLED_MODELS) in err
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_list_names_each_bundled_model_with_its_latency(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "bundled models (--model NAME):" in out
+    assert "default_model.pt: 48000 Hz, window 512, hop 128 x 4 per column, latency 895 samples (18.65 ms)" in out
+    assert "low_delay_model.pt: 48000 Hz, window 1024/384, hop 96 x 2 per column, latency 479 samples (9.98 ms)" in out
