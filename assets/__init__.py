@@ -28,13 +28,14 @@ def model_path(model: str | os.PathLike | None) -> Path:
 
     Raises FileNotFoundError naming the value and the bundled names when neither fits.
     """
-    path = Path(model) if model is not None else None
-    if path is not None and (path.exists() or str(model) not in BUNDLED_MODELS):
-        if not path.exists():
+    if model is not None:
+        path = Path(model)
+        if path.exists():
+            return path
+        if str(model) not in BUNDLED_MODELS:
             raise FileNotFoundError(
                 f"model file {model} does not exist; give a model file or a bundled model: {', '.join(BUNDLED_MODELS)}"
             )
-        return path
     model = "default" if model is None else str(model)
     bundled = asset_path(BUNDLED_MODELS[model])
     if not bundled.is_file():

@@ -42,7 +42,6 @@ class StreamingSTFT:
         self.cfg = cfg
         self.channels = channels
         self.window = analysis_window(cfg)
-        self.frames_done = 0
         self.reset()
 
     def reset(self) -> None:

@@ -84,39 +84,35 @@ class Cross(Effect):
         super().__init__(**values)
         self._warned = False
 
-    def _missing(self) -> None:
-        if not self._warned:
-            warnings.warn("cross: no second source (aux codes) was given; passing the codes through", stacklevel=3)
-            self._warned = True
+    def _source(self, mode: str, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor | None:
+        """The second source's codes when this mode has something to do, else None (warned once
+        when the source is missing)."""
+        if self.values["mode"] != mode or float(self.values["amount"]) <= 0.0 or not bool(region.any()):
+            return None
+        if ctx.aux_codes is None:
+            if not self._warned:
+                warnings.warn("cross: no second source (aux codes) was given; passing the codes through", stacklevel=3)
+                self._warned = True
+            return None
+        return ctx.aux_codes
+
+    @staticmethod
+    def _like(aux: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # channel counts differ: the source's first channel serves all
+        return (aux if aux.shape[0] == target.shape[0] else aux[:1]).expand_as(target)
 
     def process_codes(self, codes: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
-        if self.values["mode"] != "codes":
+        aux = self._source("codes", region, ctx)
+        if aux is None:
             return codes
-        amount = float(self.values["amount"])
-        if amount <= 0.0 or not bool(region.any()):
-            return codes
-        if ctx.aux_codes is None:
-            self._missing()
-            return codes
-        aux = ctx.aux_codes.to(codes.device)
-        if aux.shape[0] != codes.shape[0]:
-            aux = aux[:1]  # channel counts differ: the source's first channel serves all
-        aux = aux.expand_as(codes)
-        hit = torch.from_numpy(ctx.rng.random(tuple(codes.shape)) < amount).to(codes.device) & region[None]
+        aux = self._like(aux.to(codes.device), codes)
+        hit = torch.from_numpy(ctx.rng.random(tuple(codes.shape)) < float(self.values["amount"])).to(codes.device) & region[None]
         return torch.where(hit, aux, codes)
 
     def process_latent(self, latent: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
-        if self.values["mode"] != "latent":
+        aux = self._source("latent", region, ctx)
+        if aux is None:
             return latent
-        amount = float(self.values["amount"])
-        if amount <= 0.0 or not bool(region.any()):
-            return latent
-        if ctx.aux_codes is None:
-            self._missing()
-            return latent
-        aux = ctx.model.embed(ctx.aux_codes).to(latent.device, latent.dtype)
-        if aux.shape[0] != latent.shape[0]:
-            aux = aux[:1]
-        aux = aux.expand_as(latent)
-        blended = latent + amount * (aux - latent)
+        aux = self._like(ctx.model.embed(aux).to(latent.device, latent.dtype), latent)
+        blended = latent + float(self.values["amount"]) * (aux - latent)
         return torch.where(region[None, None].to(latent.device), blended, latent)
