@@ -38,8 +38,8 @@ then, in Max:  [nn~ spectro.ts forward]  and messages such as  [low_hz 200(  [we
   spectro-fx export --format neutone --output spectro.nm --chain inpaint --set low_hz=300 --set high_hz=3000
 then, in Neutone FX: "load your own" model and pick spectro.nm
 
-exported chains: none, noise, inpaint (context=input), dropout; cross needs a second input
-and is not exported.
+exported chains: none, noise, inpaint (context=input), dropout, cross (nn only: the file then
+takes one more input channel, the last, as the second source).
 """
 
 FORMATS = ("nn", "neutone")
@@ -129,6 +129,7 @@ def export_effect(
         "format": "nn",
         "sample_rate": effect.sr,
         "channels": channels,
+        "in_channels": int(effect.forward_params[0]),
         "latency_samples": effect.latency_samples,
         "chain": names,
         "attributes": {name: module.get_parameter(name) for name in module.get_attributes()},
@@ -177,6 +178,11 @@ def export_neutone(
 
     if channels not in (1, 2):
         raise ParameterError(f"--channels {channels}: a Neutone FX model is mono (1) or stereo (2)")
+    if "cross" in [n.strip() for n in chain.split(",")]:
+        raise ParameterError(
+            "--chain cross cannot be exported for Neutone FX: it needs a second input, which the plugin does not "
+            "give; --format nn carries it (its last input channel is the second source)"
+        )
     effect, names, loaded = build_effect(model=model, chain=chain, values=values, channels=channels, seed=seed)
     value = dict(zip(effect.param_names, effect.target))
     knobs = knob_positions(value["low_hz"], value["high_hz"], value["period_s"], value["wet"])
@@ -248,7 +254,9 @@ def main(argv: list[str]) -> int:
     else:
         effect = module
         latency, sr = int(module.latency_samples), int(module.sr)
-        host = f"nn~ ({int(module.channels)} ch at {sr} Hz"
+        inputs = int(module.forward_params[0])
+        second = " + 1 in, the second source for cross, last" if inputs > int(module.channels) else ""
+        host = f"nn~ ({int(module.channels)} ch{second} at {sr} Hz"
         knobs = f"attributes: {', '.join(module.get_attributes())}"
     print(
         f"spectro-fx export: wrote {path} for {host}; "

@@ -22,16 +22,17 @@ from ..core.region import EDGE_BINS, GATE_RAMP_FRAMES, band_mask_tensor, gate_ta
 from ..core.stft import AnalysisRing, OverlapAdd
 from ..plugins.inpaint import Inpaint
 
-CHAIN_EFFECTS = ("none", "noise", "inpaint", "dropout")
-"""Effects the scripted module carries; ``inpaint`` with ``context=input`` only."""
+CHAIN_EFFECTS = ("none", "noise", "inpaint", "dropout", "cross")
+"""Effects the scripted module carries; ``inpaint`` with ``context=input`` only; with ``cross``
+the last input channel is the second source."""
 
 
 def _parameter_table() -> list[tuple[str, str, Parameter]]:
     """``(attribute name, engine name, declaration)`` of every parameter of the module."""
-    from ..plugins.codemap_effects import Dropout, Noise
+    from ..plugins.codemap_effects import Cross, Dropout, Noise
 
     table = [(p.name, p.name, p) for p in REGION_PARAMETERS]
-    for effect in (Noise, Inpaint, Dropout):
+    for effect in (Noise, Inpaint, Dropout, Cross):
         for p in effect.parameters:
             if effect is Inpaint and p.name in ("alpha", "context"):
                 continue  # fixed at export: alpha re-smooths the prior tables, context=input only
@@ -94,6 +95,10 @@ class ScriptedEffect(nn.Module):
     come from a counter-based generator seeded by ``seed``: a run is repeatable, but not the
     same draws as the Python engine's numpy generator.
 
+    With ``cross`` in the chain the module takes one more input channel than it returns: the
+    last one is the second source (the engine's ``aux``), shared by every channel of its batch
+    row and encoded in lockstep with them as the engine's :class:`~spectro_fx.effect.core.aux_source.AuxSource`.
+
     Parameters
     ----------
     model : ModelFile
@@ -104,11 +109,13 @@ class ScriptedEffect(nn.Module):
         Parameter values by engine name (``low_hz``, ``inpaint.method`` ...), checked as the
         engine checks them.
     channels : int > 0
-        Audio channels the host sends (``forward_params``); each is processed on its own.
+        Audio channels processed (``forward_params``), each on its own; with ``cross`` the host
+        sends one more, the second source.
     seed : int >= 0
     """
 
     chain_codes: List[int]
+    chain_latents: List[int]
     param_names: List[str]
     param_min: List[float]
     param_max: List[float]
@@ -153,9 +160,11 @@ class ScriptedEffect(nn.Module):
         self.edge_bins = float(EDGE_BINS)
         self.gate_ramp_frames = int(GATE_RAMP_FRAMES)
         self.var_smoothing = float(VAR_SMOOTHING)
-        self.chain_codes = [CHAIN_EFFECTS.index(name) for name in chain if name in ("noise", "inpaint")]
-        self.has_dropout = "dropout" in chain
-        self.register_buffer("forward_params", torch.tensor([channels, 1, channels, 1]))
+        # the code effects, then the latent ones, each in chain order (as the engine's stages())
+        self.chain_codes = [CHAIN_EFFECTS.index(name) for name in chain if name in ("noise", "inpaint", "cross")]
+        self.chain_latents = [CHAIN_EFFECTS.index(name) for name in chain if name in ("dropout", "cross")]
+        self.aux_channels = 1 if "cross" in chain else 0
+        self.register_buffer("forward_params", torch.tensor([channels + self.aux_channels, 1, channels, 1]))
 
         # parameters: declared ranges, engine names, smoothing state
         by_name = {engine_name: (attr, p) for attr, engine_name, p in PARAMETER_TABLE}
@@ -191,8 +200,9 @@ class ScriptedEffect(nn.Module):
         self.left: List[int] = [0 for _ in PARAMETER_TABLE]
         self.increment: List[float] = [0.0 for _ in PARAMETER_TABLE]
 
-        # the analysis ring and the overlap-add, as the engine's
+        # the analysis ring and the overlap-add, as the engine's; the second source's ring
         self.analysis = AnalysisRing(cfg, channels)
+        self.aux_analysis = AnalysisRing(cfg, 1)
         self.synthesis = OverlapAdd(cfg, channels)
         window = analysis_window(cfg)
         # a frame of samples within +-1 has at most n_fft * sum(window^2) energy (Parseval)
@@ -224,9 +234,14 @@ class ScriptedEffect(nn.Module):
             silence = torch.zeros(1, self.n_bins, -(-rf // self.time_stride) * self.time_stride)
             self.register_buffer("silence_column", module.encode(silence)[:, :, -1:].to(torch.long).clone())
         self.history_columns = 8 + (int(-self.prior_offsets[:, 0].min()) if self.prior_offsets.shape[0] else 0)
+        # the second source is encoded over the encoder's whole receptive field, as AuxSource
+        self.aux_window_frames = -(-rf // self.time_stride) * self.time_stride
 
         # stream state (sized at the first block)
         self.streams = 0
+        self.batch = 0
+        self.register_buffer("aux_mag", torch.zeros(0, self.n_bins, 0))
+        self.aux_mag_start = 0
         self.register_buffer("dry", torch.zeros(0, 0))
         self.register_buffer("pending", torch.zeros(0, self.n_bins, 0, dtype=torch.complex128))
         self.register_buffer("delta", torch.zeros(0, 0, dtype=torch.float64))
@@ -237,13 +252,18 @@ class ScriptedEffect(nn.Module):
         self.columns_done = 0
         self.gate = 1.0
         if self.n_rows > 0 and channels > 0:
-            self._start(channels)
+            self._start(1, channels)
 
     # ------------------------------------------------------------------ stream state
-    def _start(self, streams: int) -> None:
+    def _start(self, batch: int, channels: int) -> None:
+        streams = batch * channels
         self.streams = streams
+        self.batch = batch
         self.dry = torch.zeros(streams, self.latency_samples)
         self.analysis.reset(streams)
+        self.aux_analysis.reset(batch)
+        self.aux_mag = torch.zeros(batch, self.n_bins, 0)
+        self.aux_mag_start = 0
         self.synthesis.reset(streams)
         self.pending = torch.zeros(streams, self.n_bins, 0, dtype=torch.complex128)
         self.delta = torch.zeros(streams, 0, dtype=torch.float64)
@@ -261,7 +281,7 @@ class ScriptedEffect(nn.Module):
     @torch.jit.export
     def reset(self) -> None:
         """Clear all stream state; parameters keep their values (smoothed ones land on them)."""
-        self._start(self.streams)
+        self._start(self.batch, self.streams // max(self.batch, 1))
 
     # ------------------------------------------------------------------ parameters
     def _index(self, name: str) -> int:
@@ -412,21 +432,42 @@ class ScriptedEffect(nn.Module):
     def set_dropout_channels(self, value: int) -> int:
         return self._set(10, float(value))
 
+    @torch.jit.export
+    def get_cross_amount(self) -> float:
+        return self.target[11]
+
+    @torch.jit.export
+    def set_cross_amount(self, value: float) -> int:
+        return self._set(11, value)
+
+    @torch.jit.export
+    def get_cross_mode(self) -> int:
+        return int(self.target[12])
+
+    @torch.jit.export
+    def set_cross_mode(self, value: int) -> int:
+        return self._set(12, float(value))
+
     # ------------------------------------------------------------------ processing
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` [batch, channels, frames] float -> the same shape, ``latency_samples`` behind.
-        NaN, infinite and subnormal samples are treated as 0."""
+        """``x`` [batch, channels, frames] float -> the same shape, ``latency_samples`` behind
+        (with ``cross``: ``[batch, channels + 1, frames]`` in, the last channel the second
+        source, ``[batch, channels, frames]`` out). NaN, infinite and subnormal samples are
+        treated as 0."""
+        x = torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0)
+        x = torch.where(x.abs() < 1.1754943508222875e-38, torch.zeros_like(x), x)  # subnormal: 0
+        aux = x[:, x.shape[1] - self.aux_channels :]
+        x = x[:, : x.shape[1] - self.aux_channels]
         b, c, n = x.shape[0], x.shape[1], x.shape[2]
         streams = b * c
-        if streams != self.streams:
-            self._start(streams)
-        x = torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0).reshape(streams, n)
-        x = torch.where(x.abs() < 1.1754943508222875e-38, torch.zeros_like(x), x)  # subnormal: 0
+        if streams != self.streams or b != self.batch:
+            self._start(b, c)
+        x = x.reshape(streams, n)
         line = torch.cat([self.dry, x], dim=1)
         dry = line[:, :n]
         self.dry = line[:, n:]
 
-        delta = self._analyse(x.double())
+        delta = self._analyse(x.double(), aux.reshape(aux.shape[0] * aux.shape[1], n).double())
         if delta.shape[1] > 0:
             if self.pre_roll_left > 0:
                 drop = min(self.pre_roll_left, delta.shape[1])
@@ -448,14 +489,41 @@ class ScriptedEffect(nn.Module):
         out = (dry.double() + wet).float()
         return out.reshape(b, c, n)
 
-    def _analyse(self, x: torch.Tensor) -> torch.Tensor:
+    def _analyse(self, x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            aux_codes = self._aux_columns(aux)
         self.pending = torch.cat([self.pending, self.analysis(x)], dim=2)
         n_new = self.pending.shape[2] // self.time_stride
         if n_new == 0:
             return torch.zeros(x.shape[0], 0, dtype=torch.float64)
-        return self.synthesis(self._columns(n_new))
+        return self.synthesis(self._columns(n_new, aux_codes))
 
-    def _columns(self, n_new: int) -> torch.Tensor:
+    def _aux_columns(self, aux: torch.Tensor) -> torch.Tensor:
+        """The second source's samples ``[batch, frames]`` (none without ``cross``) -> the codes
+        ``[streams, n_rows, k]`` of the columns they complete, each stream given its batch row's.
+        It runs in lockstep with the input (same samples, same STFT), so its ``k`` columns are the
+        ones the input completes in the same call; encoded over the encoder's receptive field
+        as the engine's AuxSource does (its encoder has no stream state)."""
+        if aux.shape[0] == 0:
+            return torch.zeros(self.streams, self.n_rows, 0, dtype=torch.long)
+        spec = self.aux_analysis(aux)
+        ts = self.time_stride
+        c0 = self.columns_done
+        frames = self.aux_mag_start + self.aux_mag.shape[2] + spec.shape[2]
+        n_new = frames // ts - c0
+        self.aux_mag = torch.cat([self.aux_mag, spec.abs().float()], dim=2)
+        if n_new <= 0:
+            return torch.zeros(self.streams, self.n_rows, 0, dtype=torch.long)
+        start = max(0, (c0 + 1) * ts - self.aux_window_frames)
+        end = (c0 + n_new) * ts
+        window = self.aux_mag[:, :, start - self.aux_mag_start : end - self.aux_mag_start]
+        codes = self.model.encode(window)[:, :, window.shape[2] // ts - n_new :]
+        keep_from = max(0, (c0 + n_new + 1) * ts - self.aux_window_frames)
+        self.aux_mag = self.aux_mag[:, :, keep_from - self.aux_mag_start :]
+        self.aux_mag_start = keep_from
+        return codes.repeat_interleave(self.streams // self.batch, dim=0)
+
+    def _columns(self, n_new: int, aux_codes: torch.Tensor) -> torch.Tensor:
         """Model and chain on ``n_new`` completed columns -> change spectrum ``[S, n_bins, frames]``."""
         ts = self.time_stride
         c0 = self.columns_done
@@ -485,18 +553,28 @@ class ScriptedEffect(nn.Module):
         with torch.no_grad():
             codes = self.model.stream_encode((magnitude * scale).float())
             inputs = codes
+            cross_codes = aux_codes.shape[2] > 0 and int(self.value[12]) == 0
+            cross_latent = aux_codes.shape[2] > 0 and int(self.value[12]) == 1
             for effect in self.chain_codes:
                 if effect == 1:
                     codes = self._noise(codes, region, per_column[0])
-                else:
+                elif effect == 2:
                     codes = self._inpaint(inputs, codes, region, per_column)
+                elif cross_codes:
+                    codes = self._cross_codes(codes, aux_codes, region, per_column[6])
             self.input_history = torch.cat([self.input_history, inputs], dim=2)[:, :, -self.history_columns :]
             latent = F.embedding(codes, self.codebook).permute(0, 3, 1, 2)
-            if self.has_dropout:
-                keep = per_column[5]  # [n_new]
-                channel = torch.arange(latent.shape[1], dtype=torch.float64)
-                drop = (channel[:, None] >= keep[None, :])[:, None, :] & region.t()[None]
-                latent = latent.masked_fill(drop[None], 0.0)
+            for effect in self.chain_latents:
+                if effect == 3:
+                    keep = per_column[5]  # [n_new]
+                    channel = torch.arange(latent.shape[1], dtype=torch.float64)
+                    drop = (channel[:, None] >= keep[None, :])[:, None, :] & region.t()[None]
+                    latent = latent.masked_fill(drop[None], 0.0)
+                elif cross_latent:
+                    # (1 - amount) * latent + amount * the second source's, inside the region
+                    aux_latent = F.embedding(aux_codes, self.codebook).permute(0, 3, 1, 2)
+                    amount = per_column[6].to(latent.dtype)[None, None, None, :]
+                    latent = torch.where(region.t()[None, None], latent + amount * (aux_latent - latent), latent)
             rows = torch.nonzero(region.any(dim=0)).flatten()
             columns = torch.nonzero(region.any(dim=1)).flatten()
             row_lo, row_hi, first = 0, 0, n_new
@@ -536,6 +614,16 @@ class ScriptedEffect(nn.Module):
         hit = (self._draw(streams, rows, columns, 0) < amount[None, None, :]) & region.t()[None]
         random_codes = (self._draw(streams, rows, columns, 1) * self.codebook_size).long()
         return torch.where(hit, random_codes, codes)
+
+    def _cross_codes(self, codes: torch.Tensor, aux_codes: torch.Tensor, region: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+        """Each region code replaced by the second source's at the same cell with probability
+        ``amount`` (per column)."""
+        s, r, n = codes.shape[0], codes.shape[1], codes.shape[2]
+        streams = torch.arange(s)[:, None, None].expand(s, r, n)
+        rows = torch.arange(r)[None, :, None].expand(s, r, n)
+        columns = torch.arange(n)[None, None, :].expand(s, r, n)
+        hit = (self._draw(streams, rows, columns, 3) < amount[None, None, :]) & region.t()[None]
+        return torch.where(hit, aux_codes, codes)
 
     def _spatial_offsets(self, radius: int, axis: int) -> torch.Tensor:
         """``(d_column, d_row)`` of ``naive_bayes.neighbour_offsets`` that a stream can read

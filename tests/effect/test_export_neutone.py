@@ -196,7 +196,7 @@ def test_bad_neutone_export_is_one_line_and_writes_nothing(tiny_model_path, tmp_
     assert main([*base, "--channels", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4
-    assert "effect 'cross' cannot be exported" in err[0]
+    assert "--chain cross cannot be exported for Neutone FX" in err[0] and "--format nn" in err[0]
     assert "unknown parameter 'lowhz'" in err[1] and "low_hz" in err[1]
     assert "period_s=3" in err[2] and "Gate knob" in err[2]
     assert "--channels 3" in err[3]

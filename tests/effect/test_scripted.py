@@ -36,6 +36,16 @@ def prior_model(tmp_path_factory):
     return load_model(export_model(model.eval(), tmp_path_factory.mktemp("scripted") / "prior.pt", prior=prior))
 
 
+@pytest.fixture(scope="module")
+def default_model():
+    """The bundled default model: tiny random models give one code everywhere, so a second
+    source would change nothing."""
+    from spectro_fx.assets import DEFAULT_MODEL, asset_path
+    from spectro_fx.models.export import load_model
+
+    return load_model(asset_path(DEFAULT_MODEL))
+
+
 def _script(model, chain="none", values=None, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -101,6 +111,48 @@ def test_equals_the_engine_on_the_low_delay_pair(lowdelay_model, rng, chain):
         expected = np.concatenate([engine.process(x[i : i + 300]) for i in range(0, len(x), 300)])
     got = _module_run(module, x, 300)
     np.testing.assert_allclose(got, expected, atol=1e-5 * float(np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("mode, amount", [("latent", 0.7), ("codes", 1.0)])
+def test_cross_takes_its_second_source_from_the_last_input_channel_as_the_engine(default_model, rng, mode, amount):
+    """``cross`` in the module: one more input channel, the second source, encoded in lockstep
+    as the engine's AuxSource; latents blended (or every region code swapped, amount 1) as the
+    engine's Cross, also while the amount moves."""
+    x = _signal(rng, 24000, 2)
+    t = np.arange(len(x)) / 48000
+    aux = (0.3 * np.sign(np.sin(2 * np.pi * 110 * t)))[:, None].astype(np.float32)
+    values = {"cross.mode": mode, "cross.amount": amount, "low_hz": 300.0, "high_hz": 6000.0}
+    engine = Engine(default_model, sr=48000, channels=2, chain="cross", values=values, aux_channels=1)
+    plain = Engine(default_model, sr=48000, channels=2, chain="none", values={"low_hz": 300.0, "high_hz": 6000.0})
+    module = _script(default_model, "cross", values, channels=2)
+    assert module.forward_params.tolist() == [3, 1, 2, 1]
+    expected, got, without = [], [], []
+    for i, block in enumerate(range(0, len(x), 256)):
+        if i == 40 and mode == "latent":
+            engine.set("cross.amount", 0.2)
+            module.set_cross_amount(0.2)
+        expected.append(engine.process(x[block : block + 256], aux=aux[block : block + 256]))
+        without.append(plain.process(x[block : block + 256]))
+        got.append(_module_run(module, np.concatenate([x[block : block + 256], aux[block : block + 256]], axis=1), 256))
+    expected, got, without = np.concatenate(expected), np.concatenate(got), np.concatenate(without)
+    assert got.shape == x.shape
+    assert np.max(np.abs(expected - without)) > 1e-2  # the second source is heard
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_cross_gives_each_batch_row_its_own_second_source(default_model, rng):
+    x = _signal(rng, 9000, 1)
+    aux = rng.standard_normal((2, 9000)).astype(np.float32) * np.array([[0.3], [0.05]], np.float32)
+    values = {"cross.mode": "latent", "cross.amount": 1.0, "low_hz": 100.0, "high_hz": 9000.0}
+    module = _script(default_model, "cross", values)
+    batch = torch.from_numpy(np.stack([np.stack([x[:, 0], a]) for a in aux]))
+    with torch.no_grad():
+        both = torch.cat([module(batch[:, :, i : i + 500]) for i in range(0, 9000, 500)], dim=2)
+    for row in range(2):
+        module.reset()
+        alone = _module_run(module, np.stack([x[:, 0], aux[row]], axis=1), 500)
+        np.testing.assert_allclose(both[row].numpy().T, alone, atol=1e-6)
+    assert float(torch.max(torch.abs(both[0] - both[1]))) > 1e-3
 
 
 def test_equals_the_engine_through_silence_after_a_loud_tone(prior_model, rng):
@@ -189,8 +241,8 @@ def test_parameters_are_typed_attributes(prior_model):
 
 
 def test_what_it_cannot_carry_is_refused(tiny_model):
-    with pytest.raises(ParameterError, match="effect 'cross' cannot be exported"):
-        ScriptedEffect(tiny_model, chain=["cross"], values={})
+    with pytest.raises(ParameterError, match="effect 'reverb' cannot be exported"):
+        ScriptedEffect(tiny_model, chain=["reverb"], values={})
     with pytest.raises(ParameterError, match="inpaint.context='output' cannot be exported"):
         ScriptedEffect(tiny_model, chain=["inpaint"], values={"inpaint.context": "output"})
     with pytest.raises(ParameterError, match="low_hz='low'"):
