@@ -254,9 +254,9 @@ def main(argv: list[str]) -> int:
     else:
         effect = module
         latency, sr = int(module.latency_samples), int(module.sr)
-        inputs = int(module.forward_params[0])
-        second = " + 1 in, the second source for cross, last" if inputs > int(module.channels) else ""
-        host = f"nn~ ({int(module.channels)} ch{second} at {sr} Hz"
+        inputs, outputs = int(module.forward_params[0]), int(module.forward_params[2])
+        channels = f"{outputs} ch" if inputs == outputs else f"{inputs} ch in (the last: cross's second source), {outputs} out"
+        host = f"nn~ ({channels} at {sr} Hz"
         knobs = f"attributes: {', '.join(module.get_attributes())}"
     print(
         f"spectro-fx export: wrote {path} for {host}; "
