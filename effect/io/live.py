@@ -299,7 +299,7 @@ class _Session:
         if self.router is not None:
             learn, midi_state = self._ui_learn, self._ui_midi_state
         surface = ControlSurface(
-            self.engine, put=self.params.put, clock=b.stream_time_now, info=info, learn=learn, midi_state=midi_state,
+            self.engine, put_many=self.params.put_many, clock=b.stream_time_now, info=info, learn=learn, midi_state=midi_state,
         )
         self.ui = UIServer(surface, ViewTap(sr=b.sr), host=host, port=port)
         self.ui.start()

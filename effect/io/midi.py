@@ -9,7 +9,7 @@ import os
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from spectro_fx.models.errors import ParameterError
 
@@ -405,5 +405,17 @@ class ParameterQueue:
     def put(self, name: str, value: float, received_s: float, source: str = "midi") -> None:
         self.items.append((name, value, received_s, source))
 
+    def put_many(self, values: Mapping[str, Any], received_s: float, source: str = "ui") -> None:
+        """Several changes as one item, so the worker applies them before the same block: a
+        region dragged on the page moves its low and high edges together (two items could be
+        drained between them, and one block would hear the new low with the old high)."""
+        self.items.append([(name, value, received_s, source) for name, value in values.items()])
+
     def drain(self) -> list[tuple[str, float, float, str]]:
-        return drain(self.items)
+        out: list[tuple[str, float, float, str]] = []
+        for item in drain(self.items):
+            if isinstance(item, list):
+                out.extend(item)
+            else:
+                out.append(item)
+        return out

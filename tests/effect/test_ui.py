@@ -36,7 +36,7 @@ def queue():
 def server(engine, queue):
     from spectro_fx.effect.io.ui import ControlSurface, UIServer, ViewTap
 
-    surface = ControlSurface(engine, put=queue.put, clock=lambda: 12.5, info={"chain": ["inpaint", "noise"], "sr": SR})
+    surface = ControlSurface(engine, put_many=queue.put_many, clock=lambda: 12.5, info={"chain": ["inpaint", "noise"], "sr": SR})
     ui = UIServer(surface, ViewTap(sr=SR), port=0)
     ui.start()
     yield ui
@@ -95,6 +95,32 @@ def test_params_round_trip_through_the_midi_queue(server, engine, queue):
     state = request(server, "/api/state")[1]
     assert state["values"]["low_hz"] == 300.0 and state["values"]["noise.amount"] == 0.25
     assert state["values"]["inpaint.method"] == "learned"
+
+
+def test_one_request_reaches_the_worker_whole(queue):
+    """A dragged region's low and high edges move before the same block: a worker draining
+    while the page's requests arrive never takes half of one."""
+    import threading
+
+    done = threading.Event()
+
+    def page():
+        for i in range(20000):
+            queue.put_many({"low_hz": float(i), "high_hz": float(i) + 1.0}, 0.0, "ui")
+        done.set()
+
+    thread = threading.Thread(target=page)
+    thread.start()
+    drained = []
+    while not done.is_set() or queue.items:
+        taken = queue.drain()
+        assert len(taken) % 2 == 0
+        for low, high in zip(taken[::2], taken[1::2]):
+            assert (low[0], high[0], high[1] - low[1]) == ("low_hz", "high_hz", 1.0)
+        drained += taken
+    thread.join()
+    # a full queue drops its oldest items (it holds 4096), never the newest, and never half of one
+    assert drained[-2:] == [("low_hz", 19999.0, 0.0, "ui"), ("high_hz", 20000.0, 0.0, "ui")]
 
 
 def test_out_of_range_values_are_clamped_and_the_reply_says_so(server, queue):
@@ -182,7 +208,7 @@ def test_learn_arms_the_router_through_the_surface(engine, queue):
     from spectro_fx.effect.io.ui import ControlSurface
 
     armed = []
-    surface = ControlSurface(engine, put=queue.put, clock=lambda: 0.0, learn=lambda n: armed.append(n) or "ok",
+    surface = ControlSurface(engine, put_many=queue.put_many, clock=lambda: 0.0, learn=lambda n: armed.append(n) or "ok",
                              midi_state=lambda: {"learning": armed[-1] if armed else None, "bindings": []})
     assert surface.learn("amount") == "ok" and armed == ["noise.amount"]
     assert surface.midi()["learning"] == "noise.amount"
@@ -307,7 +333,7 @@ def test_bad_ui_address_is_a_one_line_error(spec):
 def test_a_taken_port_is_a_clear_error(server, engine, queue):
     from spectro_fx.effect.io.ui import ControlSurface, UIServer, ViewTap
 
-    other = UIServer(ControlSurface(engine, put=queue.put, clock=lambda: 0.0), ViewTap(sr=SR), port=server.port)
+    other = UIServer(ControlSurface(engine, put_many=queue.put_many, clock=lambda: 0.0), ViewTap(sr=SR), port=server.port)
     with pytest.raises(ParameterError, match=f"--ui 127.0.0.1:{server.port}: cannot listen there"):
         other.start()
 

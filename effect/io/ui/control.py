@@ -55,9 +55,10 @@ class ControlSurface:
     engine : Engine
         Read only: ``parameters()``, ``values()``, ``resolve()`` (names are never hard-coded
         here: whatever the engine declares is shown).
-    put : callable (name, value, received_s, source) -> None
-        The live session's parameter queue (the one MIDI knobs feed); the worker applies
-        what it holds between engine calls, smoothed, and stamps it in ``--stats-json``.
+    put_many : callable ({name: value}, received_s, source) -> None
+        The live session's parameter queue (the one MIDI knobs feed), given each request's
+        changes as one item; the worker applies what it holds between engine calls, smoothed,
+        and stamps it in ``--stats-json``.
     clock : callable () -> float
         Stream time of "now", seconds (stamped on each change as ``received_s``).
     info : mapping, optional
@@ -72,14 +73,14 @@ class ControlSurface:
         self,
         engine: Any,
         *,
-        put: Callable[[str, Any, float, str], None],
+        put_many: Callable[[Mapping[str, Any], float, str], None],
         clock: Callable[[], float],
         info: Mapping[str, Any] | None = None,
         learn: Callable[[str | None], str] | None = None,
         midi_state: Callable[[], dict] | None = None,
     ) -> None:
         self.engine = engine
-        self.put = put
+        self.put_many = put_many
         self.clock = clock
         self.info = dict(info or {})
         self._learn = learn
@@ -150,8 +151,7 @@ class ControlSurface:
         """Validate and queue ``{name: value}``; returns the reply of ``POST /api/params``."""
         accepted, clamped = self.check(changes)
         now = self.clock()
-        for key, value in accepted.items():
-            self.put(key, value, now, "ui")
+        self.put_many(accepted, now, "ui")  # one item: applied before the same block
         self.changes += len(accepted)
         reply: dict[str, Any] = {"applied": accepted, "received_s": round(now, 4)}
         if clamped:
