@@ -605,24 +605,24 @@ class ScriptedEffect(nn.Module):
         keys = ((absolute * self.streams + streams) * self.n_rows + rows) * 4 + purpose
         return _uniforms(keys, self.seed)
 
-    def _noise(self, codes: torch.Tensor, region: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
-        """Each region code replaced by a random one with probability ``amount`` (per column)."""
+    def _cell_draws(self, codes: torch.Tensor, purpose: int) -> torch.Tensor:
+        """One uniform per cell of ``codes`` [streams, rows, columns of this block]."""
         s, r, n = codes.shape[0], codes.shape[1], codes.shape[2]
         streams = torch.arange(s)[:, None, None].expand(s, r, n)
         rows = torch.arange(r)[None, :, None].expand(s, r, n)
         columns = torch.arange(n)[None, None, :].expand(s, r, n)
-        hit = (self._draw(streams, rows, columns, 0) < amount[None, None, :]) & region.t()[None]
-        random_codes = (self._draw(streams, rows, columns, 1) * self.codebook_size).long()
+        return self._draw(streams, rows, columns, purpose)
+
+    def _noise(self, codes: torch.Tensor, region: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+        """Each region code replaced by a random one with probability ``amount`` (per column)."""
+        hit = (self._cell_draws(codes, 0) < amount[None, None, :]) & region.t()[None]
+        random_codes = (self._cell_draws(codes, 1) * self.codebook_size).long()
         return torch.where(hit, random_codes, codes)
 
     def _cross_codes(self, codes: torch.Tensor, aux_codes: torch.Tensor, region: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
         """Each region code replaced by the second source's at the same cell with probability
         ``amount`` (per column)."""
-        s, r, n = codes.shape[0], codes.shape[1], codes.shape[2]
-        streams = torch.arange(s)[:, None, None].expand(s, r, n)
-        rows = torch.arange(r)[None, :, None].expand(s, r, n)
-        columns = torch.arange(n)[None, None, :].expand(s, r, n)
-        hit = (self._draw(streams, rows, columns, 3) < amount[None, None, :]) & region.t()[None]
+        hit = (self._cell_draws(codes, 3) < amount[None, None, :]) & region.t()[None]
         return torch.where(hit, aux_codes, codes)
 
     def _spatial_offsets(self, radius: int, axis: int) -> torch.Tensor:
