@@ -178,12 +178,12 @@ def export_neutone(
 
     if channels not in (1, 2):
         raise ParameterError(f"--channels {channels}: a Neutone FX model is mono (1) or stereo (2)")
-    if "cross" in [n.strip() for n in chain.split(",")]:
+    effect, names, loaded = build_effect(model=model, chain=chain, values=values, channels=channels, seed=seed)
+    if "cross" in names:  # after build_effect: the old name `mix` is cross too
         raise ParameterError(
             "--chain cross cannot be exported for Neutone FX: it needs a second input, which the plugin does not "
             "give; --format nn carries it (its last input channel is the second source)"
         )
-    effect, names, loaded = build_effect(model=model, chain=chain, values=values, channels=channels, seed=seed)
     value = dict(zip(effect.param_names, effect.target))
     knobs = knob_positions(value["low_hz"], value["high_hz"], value["period_s"], value["wet"])
     output = Path(output)

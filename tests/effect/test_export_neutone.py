@@ -191,15 +191,17 @@ def test_bad_neutone_export_is_one_line_and_writes_nothing(tiny_model_path, tmp_
     target = tmp_path / "fx.nm"
     base = ["export", "--format", "neutone", "--output", str(target), "--model", str(tiny_model_path)]
     assert main([*base, "--chain", "cross"]) == 2
+    assert main([*base, "--chain", "mix"]) == 2  # the old name of cross
     assert main([*base, "--set", "lowhz=3"]) == 2
     assert main([*base, "--set", f"period_s={GATE_MAX_S + 1}"]) == 2
     assert main([*base, "--channels", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4
+    assert len(err) == 5
     assert "--chain cross cannot be exported for Neutone FX" in err[0] and "--format nn" in err[0]
-    assert "unknown parameter 'lowhz'" in err[1] and "low_hz" in err[1]
-    assert "period_s=3" in err[2] and "Gate knob" in err[2]
-    assert "--channels 3" in err[3]
+    assert "--chain cross cannot be exported for Neutone FX" in err[1]
+    assert "unknown parameter 'lowhz'" in err[2] and "low_hz" in err[2]
+    assert "period_s=3" in err[3] and "Gate knob" in err[3]
+    assert "--channels 3" in err[4]
     assert list(tmp_path.iterdir()) == []
 
 
