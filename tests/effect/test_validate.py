@@ -62,11 +62,10 @@ def _findings(report, name):
 
 @pytest.mark.slow
 def test_default_model_passes_every_check_at_strictness_1(tmp_path, capsys):
-    """The CI run: `spectro-fx validate` on the default model, all six checks, under 2 minutes."""
+    """The CI run: `spectro-fx validate` on the default model, all six checks (its duration is a
+    figure of tests/bench, not a pass/fail criterion here)."""
     report_path = tmp_path / "report.json"
-    started = time.perf_counter()
     status = main(["validate", "--strictness", "1", "--json", str(report_path), "--quiet"])
-    seconds = time.perf_counter() - started
     out = capsys.readouterr().out
     print(out)
     report = json.loads(report_path.read_text())
@@ -79,7 +78,6 @@ def test_default_model_passes_every_check_at_strictness_1(tmp_path, capsys):
     assert processing["dry_path_exact"] == len(processing["runs"])
     realtime = next(c for c in report["checks"] if c["name"] == "realtime")["figures"]
     assert set(realtime["timing"]) == {"64", "128", "256"}
-    print(f"validate --strictness 1 on the default model: {seconds:.1f} s")
 
 
 def test_nan_weights_are_caught_by_model_file_and_processing(tmp_path):
