@@ -1,11 +1,12 @@
 """The streaming engine: audio blocks in, audio blocks out, through codemaps of the model.
 
-Causal STFT -> encoder per completed column -> effect chain -> decoder -> region mask -> iSTFT.
+Python around the signal path of :class:`~spectro_fx.effect.core.stream.StreamCore` (the one the
+exported module scripts): the dry delay, resampling, parameters, and the effect chain, which runs
+in Python between the core's analysis (samples -> codes) and synthesis (latents -> samples).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import threading
 import time
@@ -18,19 +19,14 @@ import torch
 
 from spectro_fx.models.errors import ParameterError, non_negative_int, positive_int
 from spectro_fx.models.export import ModelFile
-from spectro_fx.models.spectral import analysis_window
 
 from .effects import CodemapContext, Effect, Parameter, make_chain, order_note, stages
-from .params import REGION_PARAMETERS, ParameterBank, Smoother
-from .region import band_mask, gate_targets, region_cells, slew_gate
-from .stft import StreamingISTFT, StreamingSTFT
+from .params import ParameterBank
+from .stream import REGION_INDEX, Ramps, StreamCore
 
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 _TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32; below it (not 0) is subnormal
 _LARGEST = np.float32(np.finfo(np.float32).max)
-GUARD_RATIO = 2.0
-"""Most a frame of output may have over its input frame, in magnitude (+6 dB): the overlapping
-frames of a transient (win / hop of them) then stay within the +12 dBFS `spectro-fx validate` allows."""
 
 
 def stft_latency(*, span: int, hop: int, time_stride: int) -> int:
@@ -102,9 +98,10 @@ class Engine:
     -----
     The engine leaves torch's process-wide thread count alone: its many small calls per column
     run fastest on one thread, which the ``spectro-fx`` command sets (``models.runtime``).
-    The model runs through the model file's own streaming methods (``stream_encode``,
-    ``stream_decode_latent``) on a private copy of its module: each column costs only its new
-    frames, and the decoder's head runs only on the region's cells.
+    The signal path is a :class:`~spectro_fx.effect.core.stream.StreamCore` (the exported
+    module's): the model runs through the model file's own streaming methods on a private copy
+    of its module, each column costs only its new frames, and the decoder's head runs only on
+    the region's cells. The effects run in Python between its analysis and synthesis.
 
     Output = input delayed by :attr:`latency_samples` + (resynthesis - input) inside the region:
     outside the region, with ``wet=0`` or an empty band the output is exactly the delayed input.
@@ -140,24 +137,15 @@ class Engine:
         self.channels = int(channels)
         self.seed = int(seed)
         self.resample_quality = resample_quality
-        # the layers keep the stream's state: one copy of the module per engine
-        module = copy.deepcopy(model.module)
-        self._module = module
-        self._codebook = module.codebook.detach()
         self.stft_config = model.config.stft
-        # sum_k |X_k|^2 over the one-sided spectrum of a frame of samples within +-1 is at most
-        # n_fft * sum(window^2) (Parseval)
-        self._energy_ceiling = float(self.stft_config.n_fft * np.sum(analysis_window(self.stft_config) ** 2))
-        self.model_sr = int(module.sample_rate)
-        self.hop = int(module.hop_length)
-        self.time_stride = int(module.time_stride)
-        self.freq_stride = int(module.freq_stride)
-        self.n_rows = int(module.n_rows)
-        self.n_bins = int(module.n_bins)
-        rf = int(module.receptive_field_frames)
-        with torch.no_grad():  # the code of each row for a silent input: what came before the stream
-            silence = torch.zeros(1, self.n_bins, -(-rf // self.time_stride) * self.time_stride)
-            self._silence_column = module.encode(silence)[:, :, -1:].to(torch.long)
+        self._core = StreamCore(model, streams=self.channels, aux_streams=int(aux_channels))
+        core = self._core
+        self.model_sr = core.sr
+        self.hop = core.hop
+        self.time_stride = core.time_stride
+        self.freq_stride = core.freq_stride
+        self.n_rows = core.n_rows
+        self.n_bins = core.n_bins
         if isinstance(chain, str) or (chain and isinstance(next(iter(chain)), str)):
             self.chain: list[Effect] = make_chain(chain)
         else:
@@ -166,22 +154,23 @@ class Engine:
         if note is not None:
             warnings.warn(note, stacklevel=2)
         self._bank = ParameterBank(self.chain)
-        self._mask_cache: tuple[tuple[float, float], np.ndarray] | None = None
         self._apply_lock = threading.Lock()
         self._hop_s = self.hop / self.model_sr
-        # region parameters and the effects' float parameters declared with a smoothing time
-        # ramp per hop; effects see one value per column
-        self._smoothers = {p.name: Smoother(p, hop_s=self._hop_s) for p in REGION_PARAMETERS}
+        # the effects' float parameters declared with a smoothing time ramp per hop (the region's
+        # ramp in the core); effects see one value per column
+        parameters = self._bank.parameters()
         self._effect_ramps = [
-            key for key, p in self._bank.parameters().items()
+            key for key, p in parameters.items()
             if self._bank.owner(key) is not None and p.kind == "float" and p.smoothing_s > 0
         ]
-        for key in self._effect_ramps:
-            self._smoothers[key] = Smoother(self._bank.parameters()[key], hop_s=self._hop_s)
-            self._smoothers[key].set_target(float(self._bank.values()[key]), immediate=True)
+        self._ramps = Ramps(
+            [parameters[key] for key in self._effect_ramps], hop_s=self._hop_s,
+            values=[float(self._bank.values()[key]) for key in self._effect_ramps],
+        )
         self.column_period_s = self.time_stride * self._hop_s
         self.resampling = self.sr != self.model_sr
-        self._band_top_hz = 0.5 * min(self.sr, self.model_sr)
+        # nothing above the I/O rate's Nyquist is heard: regenerating it only feeds the resampler
+        self._core.band_top_hz = 0.5 * min(self.sr, self.model_sr)
         span = self.stft_config.synthesis_span
         if self.resampling:
             chunks = {1} | ({int(block_hint)} if block_hint else set())
@@ -195,12 +184,7 @@ class Engine:
         else:
             self.latency_samples = stft_latency(span=span, hop=self.hop, time_stride=self.time_stride)
         self.column_times: deque[float] = deque(maxlen=2048)
-        # the second source, encoded in lockstep with the input
-        self._aux_source = None
-        if aux_channels:
-            from .aux_source import AuxSource
-
-            self._aux_source = AuxSource(module, channels=int(aux_channels), sr=self.sr, resample_quality=resample_quality)
+        self.aux_channels = int(aux_channels)
         self.reset()
         for name, value in (values or {}).items():
             self.set(name, value)
@@ -223,7 +207,7 @@ class Engine:
         smoothed per hop. Out-of-range values are clamped with a warning; unknown names raise
         ParameterError listing the valid ones. Returns the value after clamping."""
         key, coerced = self._bank.set(name, value)
-        if self._frames_done == 0:
+        if self._core.analysis.frames_done == 0:
             # nothing played yet: start at the value instead of ramping to it
             self._apply_pending(immediate=True)
         return coerced
@@ -234,7 +218,7 @@ class Engine:
         one raises ParameterError and sets nothing. Returns the values after clamping by
         full name."""
         applied = self._bank.set_many(values)
-        if self._frames_done == 0:
+        if self._core.analysis.frames_done == 0:
             self._apply_pending(immediate=True)
         return applied
 
@@ -243,9 +227,13 @@ class Engine:
         with self._apply_lock:
             for key, value in self._bank.take_pending().items():
                 owner = self._bank.owner(key)
-                if key in self._smoothers:
-                    self._smoothers[key].set_target(float(value), immediate=immediate)
-                if owner is not None and (immediate or key not in self._smoothers):
+                if key in REGION_INDEX:
+                    self._core.region.set_value(REGION_INDEX[key], float(value), immediate)
+                elif key in self._effect_ramps:
+                    self._ramps.set_value(self._effect_ramps.index(key), float(value), immediate)
+                    if immediate:
+                        owner.set(key.split(".", 1)[1], value)
+                else:
                     owner.set(key.split(".", 1)[1], value)
 
     # ------------------------------------------------------------------ stream state
@@ -255,28 +243,24 @@ class Engine:
 
         c = self.channels
         self._apply_pending(immediate=True)
-        for key, smoother in self._smoothers.items():
-            smoother.snap()
-            if key in self._effect_ramps:
-                self._bank.owner(key).values[key.split(".", 1)[1]] = smoother.value
-        self._stft = StreamingSTFT(self.stft_config, channels=c)
-        self._istft = StreamingISTFT(self.stft_config, channels=c)
+        self._ramps.snap()
+        for key, value in zip(self._effect_ramps, self._ramps.value):
+            self._bank.owner(key).values[key.split(".", 1)[1]] = value
+        self._core.start(c, self.aux_channels)
         if self.resampling:
             self._rs_in = soxr.ResampleStream(self.sr, self.model_sr, c, dtype="float64", quality=self.resample_quality)
             self._rs_out = soxr.ResampleStream(self.model_sr, self.sr, c, dtype="float64", quality=self.resample_quality)
+            if self.aux_channels:
+                self._rs_aux = soxr.ResampleStream(
+                    self.sr, self.model_sr, self.aux_channels, dtype="float64", quality=self.resample_quality
+                )
         self._dry = np.zeros((self.latency_samples, c), dtype=np.float32)
         self._delta = np.zeros((0, c))
         self._delta_start = 0
-        self._pre_roll_left = self._istft.pre_roll
         self._samples_in = 0
-        self._frames_done = 0
-        self._columns_done = 0
-        self._spec_pending = np.zeros((c, self.n_bins, 0), dtype=np.complex128)
-        self._module.reset_stream()
         # the stream starts after silence (the STFT is primed with zeros): earlier columns are its codes
-        self._history = self._silence_column.expand(c, -1, self.HISTORY_COLUMNS).clone()
+        self._history = self._core.silence_column.expand(c, -1, self.HISTORY_COLUMNS).clone()
         self._input_history = self._history.clone()
-        self._gate = 1.0 if gate_targets(np.zeros(1), **self._gate_args())[0] else 0.0
         self._rng = np.random.default_rng(self.seed)
         self.nonfinite_samples = 0
         self.subnormal_samples = 0
@@ -284,10 +268,9 @@ class Engine:
         self.late_samples = 0
         self._said: set[str] = set()  # counters whose warning was given in this stream
         self.column_times.clear()
+        self._model_nonfinite_seen = 0
         for effect in self.chain:
             effect.reset()
-        if self._aux_source is not None:
-            self._aux_source.reset()
 
     def _count(self, counter: str, count: int, message: str, *, stacklevel: int) -> None:
         """Add ``count`` to the counter attribute ``counter``; warn ``message`` the first time
@@ -300,13 +283,6 @@ class Engine:
     @property
     def latency_s(self) -> float:
         return self.latency_samples / self.sr
-
-    def _gate_args(self) -> dict[str, float]:
-        return {
-            "period_s": self._smoothers["period_s"].target,
-            "duty": self._smoothers["duty"].target,
-            "hop_s": self._hop_s,
-        }
 
     # ------------------------------------------------------------------ processing
     def process(self, block: np.ndarray, aux: np.ndarray | None = None) -> np.ndarray:
@@ -349,16 +325,8 @@ class Engine:
         if self.resampling:
             xm = self._rs_in.resample_chunk(xm)
         self._samples_in += n
-        if self._aux_source is not None:  # before the input's analysis, same samples
-            if aux is not None and np.shape(aux)[0] != n:
-                raise ParameterError(f"aux has {np.shape(aux)[0]} frames; expected {n}, as the block")
-            self._aux_source.push(np.zeros((n, self._aux_source.channels)) if aux is None else aux)
-        delta = self._analyse(xm.T)
+        delta = self._analyse(xm.T, self._aux_block(aux, n))
         if delta.shape[1]:
-            if self._pre_roll_left:
-                drop = min(self._pre_roll_left, delta.shape[1])
-                delta = delta[:, drop:]
-                self._pre_roll_left -= drop
             d_io = self._rs_out.resample_chunk(np.ascontiguousarray(delta.T)) if self.resampling else delta.T
             self._delta = np.concatenate([self._delta, d_io], axis=0)
 
@@ -404,56 +372,65 @@ class Engine:
             "(resampler buffering); those samples are dry", stacklevel=3,
         )
 
-    def _analyse(self, xm: np.ndarray) -> np.ndarray:
-        """Model-rate samples ``[channels, n]`` -> released change samples ``[channels, m]``."""
-        spec = self._stft.push(xm)
-        if spec.shape[2]:
-            self._frames_done += spec.shape[2]
-            self._spec_pending = np.concatenate([self._spec_pending, spec], axis=2)
-        n_new = self._spec_pending.shape[2] // self.time_stride
-        if n_new == 0:
-            return np.zeros((self.channels, 0))
-        started = time.perf_counter()
-        delta_spec = self._columns(n_new)
-        out = self._istft.push(delta_spec)
+    def _aux_block(self, aux: np.ndarray | None, n: int) -> np.ndarray:
+        """The second source's samples for a block of ``n`` frames at the model rate,
+        ``[model-rate frames, aux_channels]`` (silence when ``aux`` is None; non-finite samples as 0)."""
+        if not self.aux_channels:
+            return np.zeros((0, 0))
+        if aux is None:
+            aux = np.zeros((n, self.aux_channels))
+        aux = np.asarray(aux, dtype=np.float64)
+        if aux.ndim != 2 or aux.shape[1] != self.aux_channels:
+            raise ParameterError(f"second source block has shape {aux.shape}; expected [frames, {self.aux_channels}]")
+        if aux.shape[0] != n:
+            raise ParameterError(f"aux has {aux.shape[0]} frames; expected {n}, as the block")
+        aux = np.where(np.isfinite(aux), aux, 0.0)
+        return self._rs_aux.resample_chunk(aux) if self.resampling else aux
+
+    def _analyse(self, xm: np.ndarray, aux: np.ndarray) -> np.ndarray:
+        """Model-rate samples ``[channels, n]`` (and the second source's ``[n, aux_channels]``)
+        -> released change samples ``[channels, m]``, aligned with the input."""
+        core = self._core
+        with torch.no_grad():
+            codes, cells, aux_codes = core.analyse(torch.from_numpy(xm), torch.from_numpy(np.ascontiguousarray(aux.T)))
+            n_new = codes.shape[2]
+            if n_new == 0:
+                return np.zeros((self.channels, 0))
+            started = time.perf_counter()
+            ts = self.time_stride
+            # an effect acts on whole columns: each takes the value of its column's last hop
+            ramps = {
+                key: self._ramps.advance(i, n_new * ts).numpy()[ts - 1 :: ts] for i, key in enumerate(self._effect_ramps)
+            }
+            latent = self._chain(codes, cells.numpy(), ramps, aux_codes if self.aux_channels else None)
+            out = core.synthesise(latent).numpy()
         per_column = (time.perf_counter() - started) / n_new
         self.column_times.extend([per_column] * n_new)
+        if core.nonfinite_values > self._model_nonfinite_seen:
+            count = core.nonfinite_values - self._model_nonfinite_seen
+            self._model_nonfinite_seen = core.nonfinite_values
+            self._count(
+                "model_nonfinite_values", count,
+                f"the model decoded non-finite magnitudes ({count} values); the input's magnitude is used "
+                "there (counted in model_nonfinite_values; said once; `spectro-fx validate` tells which input)",
+                stacklevel=4,
+            )
         return out
-
-    def _model_input(self, magnitude: np.ndarray) -> np.ndarray:
-        """The magnitude ``[channels, n_bins, frames]`` the encoder sees, float32: a frame with
-        more energy than samples within +-1 can give (Parseval) is scaled down to that, so a
-        burst far beyond full scale (1e6) leaves the codes of a loud sound in the model's memory,
-        not codes it never learned, which it would keep decoding, loud, for columns after the
-        burst. Frames of legal input are untouched."""
-        energy = np.einsum("cbt,cbt->ct", magnitude, magnitude)
-        if np.any(energy > self._energy_ceiling):
-            scale = np.sqrt(self._energy_ceiling / np.maximum(energy, self._energy_ceiling))
-            magnitude = magnitude * scale[:, None, :]
-        return magnitude.astype(np.float32)
-
-    def _band_mask(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-        """:func:`band_mask` per frame; the band mostly stands still, so a constant one is reused."""
-        if low[0] == low[-1] and high[0] == high[-1] and np.all(low == low[0]) and np.all(high == high[0]):
-            key = (float(low[0]), float(high[0]))
-            if self._mask_cache is None or self._mask_cache[0] != key:
-                row = band_mask(low[:1], high[:1], sr=self.model_sr, n_fft=self.stft_config.n_fft)
-                self._mask_cache = (key, row)
-            return np.repeat(self._mask_cache[1], len(low), axis=0)
-        return band_mask(low, high, sr=self.model_sr, n_fft=self.stft_config.n_fft)
 
     def _ramp_effects(self, ramps: dict[str, np.ndarray], j: int) -> None:
         """Smoothed effect parameters take their value of column ``j``."""
         for key, ramp in ramps.items():
             self._bank.owner(key).values[key.split(".", 1)[1]] = float(ramp[j])
 
-    def _chain(self, codes: torch.Tensor, wanted: np.ndarray, c0: int, ramps: dict[str, np.ndarray]) -> torch.Tensor:
+    def _chain(
+        self, codes: torch.Tensor, wanted: np.ndarray, ramps: dict[str, np.ndarray], aux_codes: torch.Tensor | None
+    ) -> torch.Tensor:
         """The effect chain, one column at a time (so any blocking gives the same result; a lone
         codes effect may take all columns at once when it gives the same, see
         :meth:`Effect.process_columns`), on
         ``codes`` [channels, n_rows, n_new] with region cells ``wanted`` [n_new, n_rows] and the
-        smoothed effect parameters' values per column ``ramps`` {name: [n_new]};
-        returns the latents [channels, D, n_rows, n_new] for the decoder."""
+        smoothed effect parameters' values per column ``ramps`` {name: [n_new]} and the second
+        source's codes ``aux_codes`` [aux_channels, n_rows, n_new] (None without one); returns the latents [channels, D, n_rows, n_new] for the decoder."""
         codes_effects, latent_effects = stages(self.chain)
         columns, latents = [], []
         steady = all(ramp[0] == ramp[-1] for ramp in ramps.values())  # ramps are monotonic
@@ -462,8 +439,8 @@ class Engine:
             self._history = torch.cat([self._history, codes], dim=2)[:, :, -self.HISTORY_COLUMNS :]
             self._input_history = self._history
             return self._embed(codes)
-        if len(codes_effects) == 1 and not latent_effects and self._aux_source is None and codes.shape[2] > 1 and steady:
-            ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng,
+        if len(codes_effects) == 1 and not latent_effects and aux_codes is None and codes.shape[2] > 1 and steady:
+            ctx = CodemapContext(model=self._core.model, history=self._history, rng=self._rng,
                                  input_history=self._input_history)
             out = codes_effects[0].process_columns(codes, torch.from_numpy(np.ascontiguousarray(wanted.T)), ctx)
             if out is not None:
@@ -474,8 +451,8 @@ class Engine:
             self._ramp_effects(ramps, j)
             region = torch.from_numpy(wanted[j][:, None].copy())
             column = codes[:, :, j : j + 1]
-            aux_codes = None if self._aux_source is None else self._aux_source.column(c0 + j)
-            ctx = CodemapContext(model=self._module, history=self._history, rng=self._rng, aux_codes=aux_codes,
+            aux_column = None if aux_codes is None else aux_codes[:, :, j : j + 1]
+            ctx = CodemapContext(model=self._core.model, history=self._history, rng=self._rng, aux_codes=aux_column,
                                  input_history=self._input_history)
             for effect in codes_effects:
                 column = effect.process_codes(column, region, ctx)
@@ -492,80 +469,4 @@ class Engine:
         return torch.cat(latents, dim=3) if latent_effects else self._embed(torch.cat(columns, dim=2))
 
     def _embed(self, codes: torch.Tensor) -> torch.Tensor:
-        # the model file's embed() is this lookup; calling it costs a TorchScript dispatch per call
-        return torch.nn.functional.embedding(codes, self._codebook).permute(0, 3, 1, 2)
-
-    def _columns(self, n_new: int) -> np.ndarray:
-        """Run the model and the chain on ``n_new`` completed columns; returns the change
-        spectrum of their frames ``[channels, n_bins, n_new * time_stride]``."""
-        ts = self.time_stride
-        c0 = self._columns_done
-        end = (c0 + n_new) * ts
-        n_frames = n_new * ts
-        spec = self._spec_pending[:, :, :n_frames]
-        self._spec_pending = self._spec_pending[:, :, n_frames:]
-
-        # the region, frame by frame, with smoothed parameters
-        low = self._smoothers["low_hz"].advance(n_frames)
-        # nothing above the I/O rate's Nyquist is heard: regenerating it only feeds the resampler
-        high = np.minimum(self._smoothers["high_hz"].advance(n_frames), self._band_top_hz)
-        wet = self._smoothers["wet"].advance(n_frames)
-        for name in ("period_s", "duty"):
-            self._smoothers[name].advance(n_frames)
-        # an effect acts on whole columns: each takes the value of its column's last hop
-        ramps = {key: self._smoothers[key].advance(n_frames)[ts - 1 :: ts] for key in self._effect_ramps}
-        targets = gate_targets(np.arange(c0 * ts, end), **self._gate_args())
-        gate = slew_gate(targets, self._gate)
-        self._gate = float(gate[-1])
-        mask = self._band_mask(low, high) * (gate * wet)[:, None]
-
-        magnitude = np.abs(spec)
-        with torch.no_grad():
-            codes = self._module.stream_encode(torch.from_numpy(self._model_input(magnitude)))
-            wanted = region_cells(mask, time_stride=ts, freq_stride=self.freq_stride, n_rows=self.n_rows)
-            latent_new = self._chain(codes, wanted, c0, ramps)
-            # only cells inside the region are heard: the decoder head runs on those alone
-            rows = np.flatnonzero(wanted.any(axis=0))
-            columns = np.flatnonzero(wanted.any(axis=1))
-            row_lo, row_hi = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
-            first = int(columns[0]) if columns.size else n_new
-            decoded = self._module.stream_decode_latent(latent_new, row_lo, row_hi, first).double().numpy()
-        self._columns_done += n_new
-
-        # a model that overflows (exp of a large log-magnitude) must not reach the output
-        decoded_finite = np.isfinite(decoded)
-        if not decoded_finite.all():
-            count = int(decoded.size - decoded_finite.sum())
-            self._count(
-                "model_nonfinite_values", count,
-                f"the model decoded non-finite magnitudes ({count} values); the input's magnitude is used "
-                "there (counted in model_nonfinite_values; said once; `spectro-fx validate` tells which input)",
-                stacklevel=3,
-            )
-            decoded = np.where(decoded_finite, decoded, magnitude)
-        region = mask.T[None]
-        beyond = np.einsum("cbt,cbt->ct", magnitude, magnitude) > self._energy_ceiling
-        if beyond.any():
-            # a frame louder than any input within +-1 can be plays dry: its change, spread by the
-            # band's edges over the whole analysis window, would outlast the burst (the low-delay
-            # pair's long window by 20 ms and more)
-            region = region * ~beyond[:, None, :]
-        decoded = decoded * self._loudness_guard(magnitude, region * decoded, (1.0 - region) * magnitude)[:, None, :]
-        phase = np.where(magnitude > 0.0, spec / np.where(magnitude > 0.0, magnitude, 1.0), 1.0)
-        return region * (decoded - magnitude) * phase
-
-    def _loudness_guard(self, magnitude: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> np.ndarray:
-        """Gain ``[channels, frames]`` in [0, 1] on the regenerated magnitude so that no frame
-        of the output spectrum (``outside`` + ``inside``, each ``[channels, n_bins, frames]``)
-        has more than :data:`GUARD_RATIO` (+6 dB) over the input frame's: codes regenerated from a loud
-        neighbour (inpainting a band next to a full-scale tone) can otherwise decode several
-        times louder than anything played (Minkowski: |outside + g inside| <= |outside| + g |inside|)."""
-        limit = GUARD_RATIO * np.sqrt(np.einsum("cbt,cbt->ct", magnitude, magnitude))
-        rest = np.sqrt(np.einsum("cbt,cbt->ct", outside, outside))
-        regenerated = np.sqrt(np.einsum("cbt,cbt->ct", inside, inside))
-        loud = rest + regenerated > limit
-        if not loud.any():
-            return np.ones_like(limit)
-        gain = np.ones_like(limit)
-        gain[loud] = np.clip((limit[loud] - rest[loud]) / np.maximum(regenerated[loud], 1e-30), 0.0, 1.0)
-        return gain
+        return self._core.embed(codes)

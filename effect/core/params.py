@@ -1,4 +1,4 @@
-"""Engine parameters: the region's declarations, per-hop smoothing, and name resolution.
+"""Engine parameters: the region's declarations and name resolution (per-hop smoothing: ``stream.Ramps``).
 
 Region parameters and effect parameters (``effect.param``) share one namespace, thread-safe to set.
 Names are resolved in one place, :func:`resolve_name`, for the engine, ``--set`` and CC maps alike.
@@ -6,12 +6,10 @@ Names are resolved in one place, :func:`resolve_name`, for the engine, ``--set``
 
 from __future__ import annotations
 
-import math
 import threading
 import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
 
 from spectro_fx.models.errors import ParameterError
 
@@ -78,50 +76,6 @@ def resolve_name(name: str, names: Iterable[str]) -> str:
     if len(matches) > 1:
         raise ParameterError(f"parameter {name!r} is ambiguous; say which: {', '.join(matches)}")
     raise ParameterError(f"unknown parameter {name!r}; valid: {', '.join(names)}")
-
-
-class Smoother:
-    """A parameter value that ramps linearly (in log space for log-scale parameters) to its
-    target over ``smoothing_s``, advanced one hop at a time; lands exactly on the target."""
-
-    def __init__(self, parameter: Parameter, *, hop_s: float):
-        self.parameter = parameter
-        self.log = parameter.scale == "log" and parameter.minimum > 0
-        self.steps = max(int(round(parameter.smoothing_s / hop_s)), 0)
-        self.target = float(parameter.default)
-        self.value = self.target
-        self._left = 0
-        self._increment = 0.0
-
-    def set_target(self, target: float, *, immediate: bool = False) -> None:
-        self.target = float(target)
-        if immediate or self.steps == 0 or self.value == self.target:
-            self.value = self.target
-            self._left = 0
-            return
-        self._left = self.steps
-        if self.log:
-            self._increment = (math.log(self.target) - math.log(self.value)) / self.steps
-        else:
-            self._increment = (self.target - self.value) / self.steps
-
-    def snap(self) -> None:
-        self.set_target(self.target, immediate=True)
-
-    def advance(self, n_frames: int) -> np.ndarray:
-        """Values for the next ``n_frames`` hops, ``[n_frames]`` float64."""
-        out = np.empty(n_frames)
-        for i in range(n_frames):
-            if self._left > 0:
-                self._left -= 1
-                if self._left == 0:
-                    self.value = self.target
-                elif self.log:
-                    self.value = math.exp(math.log(self.value) + self._increment)
-                else:
-                    self.value = self.value + self._increment
-            out[i] = self.value
-        return out
 
 
 class ParameterBank:

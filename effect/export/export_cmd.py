@@ -184,7 +184,7 @@ def export_neutone(
             "--chain cross cannot be exported for Neutone FX: it needs a second input, which the plugin does not "
             "give; --format nn carries it (its last input channel is the second source)"
         )
-    value = dict(zip(effect.param_names, effect.target))
+    value = {name: effect.get_parameter(name) for name in effect.param_names}
     knobs = knob_positions(value["low_hz"], value["high_hz"], value["period_s"], value["wet"])
     output = Path(output)
     _check_output(output)

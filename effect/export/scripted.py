@@ -8,18 +8,14 @@ from typing import Dict, List
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile
 from spectro_fx.models.naive_bayes import VAR_SMOOTHING, resmooth_prior
-from spectro_fx.models.spectral import analysis_window
 
 from ..core.effects import Parameter
-from ..core.engine import GUARD_RATIO
 from ..core.params import REGION_PARAMETERS
-from ..core.region import EDGE_BINS, GATE_RAMP_FRAMES, band_mask_tensor, gate_targets_tensor, region_cells_tensor, slew_gate_tensor
-from ..core.stft import AnalysisRing, OverlapAdd
+from ..core.stream import Ramps, StreamCore
 from ..plugins.inpaint import Inpaint
 
 CHAIN_EFFECTS = ("none", "noise", "inpaint", "dropout", "cross")
@@ -97,7 +93,7 @@ class ScriptedEffect(nn.Module):
 
     With ``cross`` in the chain the module takes one more input channel than it returns: the
     last one is the second source (the engine's ``aux``), shared by every channel of its batch
-    row and encoded in lockstep with them as the engine's :class:`~spectro_fx.effect.core.aux_source.AuxSource`.
+    row and encoded in lockstep with them (:class:`~spectro_fx.effect.core.stream.StreamCore`).
 
     Parameters
     ----------
@@ -117,20 +113,9 @@ class ScriptedEffect(nn.Module):
     chain_codes: List[int]
     chain_latents: List[int]
     param_names: List[str]
-    param_min: List[float]
-    param_max: List[float]
-    param_integer: List[bool]
-    param_log: List[bool]
-    param_steps: List[int]
-    target: List[float]
-    value: List[float]
-    left: List[int]
-    increment: List[float]
 
     def __init__(self, model: ModelFile, *, chain: List[str], values: Dict[str, object], channels: int = 1, seed: int = 0):
         super().__init__()
-        import copy
-
         for name in chain:
             if name not in CHAIN_EFFECTS:
                 raise ParameterError(
@@ -140,30 +125,26 @@ class ScriptedEffect(nn.Module):
             raise ParameterError(f"channels={channels!r} must be a positive integer")
         if not isinstance(seed, int) or seed < 0:
             raise ParameterError(f"seed={seed!r} must be an integer >= 0")
-        module = copy.deepcopy(model.module)
-        module.reset_stream()
-        self.model = module
+        self.aux_channels = 1 if "cross" in chain else 0
+        # the signal path, as the engine's; one second source per batch row
+        self.core = StreamCore(model, streams=channels, aux_streams=self.aux_channels)
+        core = self.core
+        module = core.model
         cfg = model.config.stft
-        self.sr = int(cfg.sr)
-        self.n_fft = int(cfg.n_fft)
-        self.hop = int(cfg.hop_length)
+        self.sr = core.sr
+        self.n_fft = core.n_fft
+        self.hop = core.hop
         self.win = int(cfg.win_length)
-        self.time_stride = int(module.time_stride)
-        self.freq_stride = int(module.freq_stride)
-        self.n_rows = int(module.n_rows)
-        self.n_bins = int(module.n_bins)
+        self.time_stride = core.time_stride
+        self.n_rows = core.n_rows
         self.codebook_size = int(module.codebook_size)
-        self.span = int(cfg.synthesis_span)  # the synthesis window's length: the lag of the overlap-add
-        self.latency_samples = (self.span - self.hop) + self.time_stride * self.hop - 1
+        self.latency_samples = core.latency_samples
         self.channels = channels
         self.seed = seed
-        self.edge_bins = float(EDGE_BINS)
-        self.gate_ramp_frames = int(GATE_RAMP_FRAMES)
         self.var_smoothing = float(VAR_SMOOTHING)
         # the code effects, then the latent ones, each in chain order (as the engine's stages())
         self.chain_codes = [CHAIN_EFFECTS.index(name) for name in chain if name in ("noise", "inpaint", "cross")]
         self.chain_latents = [CHAIN_EFFECTS.index(name) for name in chain if name in ("dropout", "cross")]
-        self.aux_channels = 1 if "cross" in chain else 0
         self.register_buffer("forward_params", torch.tensor([channels + self.aux_channels, 1, channels, 1]))
 
         # parameters: declared ranges, engine names, smoothing state
@@ -188,27 +169,14 @@ class ScriptedEffect(nn.Module):
             _, p = by_name[key]
             coerced = p.coerce(value, owner=key.rsplit(".", 1)[0] if "." in key else "")[0]
             current[key] = float(p.choices.index(coerced)) if p.kind == "choice" else float(coerced)
-        hop_s = self.hop / self.sr
-        self.param_names: List[str] = [attr for attr, _, _ in PARAMETER_TABLE]
-        self.param_min: List[float] = [float(p.minimum) for _, _, p in PARAMETER_TABLE]
-        self.param_max: List[float] = [float(p.maximum) for _, _, p in PARAMETER_TABLE]
-        self.param_integer: List[bool] = [p.kind in ("int", "choice") for _, _, p in PARAMETER_TABLE]
-        self.param_log: List[bool] = [p.scale == "log" and p.minimum > 0 for _, _, p in PARAMETER_TABLE]
-        self.param_steps: List[int] = [max(int(round(p.smoothing_s / hop_s)), 0) for _, _, p in PARAMETER_TABLE]
-        self.target: List[float] = [current[name] for _, name, _ in PARAMETER_TABLE]
-        self.value: List[float] = list(self.target)
-        self.left: List[int] = [0 for _ in PARAMETER_TABLE]
-        self.increment: List[float] = [0.0 for _ in PARAMETER_TABLE]
-
-        # the analysis ring and the overlap-add, as the engine's; the second source's ring
-        self.analysis = AnalysisRing(cfg, channels)
-        self.aux_analysis = AnalysisRing(cfg, 1)
-        self.synthesis = OverlapAdd(cfg, channels)
-        window = analysis_window(cfg)
-        # a frame of samples within +-1 has at most n_fft * sum(window^2) energy (Parseval)
-        self.energy_ceiling = float(self.n_fft * float((window**2).sum()))
-        self.guard_ratio = GUARD_RATIO
-        self.register_buffer("codebook", module.codebook.detach().clone())
+        self.param_names = [attr for attr, _, _ in PARAMETER_TABLE]
+        # the region's in the core (indices 0-4), the effects' here (5 on)
+        for index, (_, name, _) in enumerate(PARAMETER_TABLE[: len(REGION_PARAMETERS)]):
+            core.region.set_value(index, current[name], True)
+        self.effects = Ramps(
+            [p for _, _, p in PARAMETER_TABLE[len(REGION_PARAMETERS) :]], hop_s=core.hop_s,
+            values=[current[name] for _, name, _ in PARAMETER_TABLE[len(REGION_PARAMETERS) :]],
+        )
 
         # inpainting: the prior tables (re-smoothed at export), the fallback, the silence codes
         prior = model.prior()
@@ -229,28 +197,16 @@ class ScriptedEffect(nn.Module):
             self.register_buffer("prior_value_log_prob", torch.zeros(0, self.codebook_size + 1, self.codebook_size, dtype=torch.float64))
             fallback = module.code_log_prior.double()
         self.register_buffer("fallback_log_prior", fallback.clone())
-        rf = int(module.receptive_field_frames)
-        with torch.no_grad():
-            silence = torch.zeros(1, self.n_bins, -(-rf // self.time_stride) * self.time_stride)
-            self.register_buffer("silence_column", module.encode(silence)[:, :, -1:].to(torch.long).clone())
         self.history_columns = 8 + (int(-self.prior_offsets[:, 0].min()) if self.prior_offsets.shape[0] else 0)
-        # the second source is encoded over the encoder's whole receptive field, as AuxSource
-        self.aux_window_frames = -(-rf // self.time_stride) * self.time_stride
 
         # stream state (sized at the first block)
         self.streams = 0
         self.batch = 0
-        self.register_buffer("aux_mag", torch.zeros(0, self.n_bins, 0))
-        self.aux_mag_start = 0
         self.register_buffer("dry", torch.zeros(0, 0))
-        self.register_buffer("pending", torch.zeros(0, self.n_bins, 0, dtype=torch.complex128))
         self.register_buffer("delta", torch.zeros(0, 0, dtype=torch.float64))
         self.register_buffer("input_history", torch.zeros(0, self.n_rows, 0, dtype=torch.long))
         self.delta_start = 0
-        self.pre_roll_left = 0
         self.samples_in = 0
-        self.columns_done = 0
-        self.gate = 1.0
         if self.n_rows > 0 and channels > 0:
             self._start(1, channels)
 
@@ -259,24 +215,13 @@ class ScriptedEffect(nn.Module):
         streams = batch * channels
         self.streams = streams
         self.batch = batch
+        self.core.start(streams, batch * self.aux_channels)
+        self.effects.snap()
         self.dry = torch.zeros(streams, self.latency_samples)
-        self.analysis.reset(streams)
-        self.aux_analysis.reset(batch)
-        self.aux_mag = torch.zeros(batch, self.n_bins, 0)
-        self.aux_mag_start = 0
-        self.synthesis.reset(streams)
-        self.pending = torch.zeros(streams, self.n_bins, 0, dtype=torch.complex128)
         self.delta = torch.zeros(streams, 0, dtype=torch.float64)
-        self.input_history = self.silence_column.expand(streams, self.n_rows, self.history_columns).clone()
+        self.input_history = self.core.silence_column.expand(streams, self.n_rows, self.history_columns).clone()
         self.delta_start = 0
-        self.pre_roll_left = self.span - self.hop
         self.samples_in = 0
-        self.columns_done = 0
-        for i in range(len(self.value)):
-            self.value[i] = self.target[i]
-            self.left[i] = 0
-        self.gate = float(gate_targets_tensor(torch.zeros(1, dtype=torch.long), self.value[2], self.value[3], self.hop / self.sr)[0])
-        self.model.reset_stream()
 
     @torch.jit.export
     def reset(self) -> None:
@@ -291,40 +236,19 @@ class ScriptedEffect(nn.Module):
         raise ValueError("unknown parameter " + name)
 
     def _set(self, index: int, value: float) -> int:
-        if math.isnan(value):
-            return 1
-        v = min(max(value, self.param_min[index]), self.param_max[index])
-        if self.param_integer[index]:
-            v = float(round(v))
-        self.target[index] = v
-        steps = self.param_steps[index]
-        if self.analysis.frames_done == 0 or steps == 0 or self.value[index] == v:
-            self.value[index] = v
-            self.left[index] = 0
-        else:
-            self.left[index] = steps
-            if self.param_log[index]:
-                self.increment[index] = (math.log(v) - math.log(self.value[index])) / steps
-            else:
-                self.increment[index] = (v - self.value[index]) / steps
-        return 0
+        """Parameter ``index`` of :data:`PARAMETER_TABLE` ramps to ``value`` (clamped)."""
+        if index < 5:
+            return self.core.set_region(index, value)
+        return self.effects.set_value(index - 5, value, self.core.analysis.frames_done == 0)
 
-    def _advance(self, index: int, n: int) -> torch.Tensor:
-        """Values of parameter ``index`` for the next ``n`` hops (the engine's Smoother)."""
-        if self.left[index] == 0:  # settled: no per-hop loop
-            return torch.full([n], self.value[index], dtype=torch.float64)
-        out = torch.empty(n, dtype=torch.float64)
-        for i in range(n):
-            if self.left[index] > 0:
-                self.left[index] -= 1
-                if self.left[index] == 0:
-                    self.value[index] = self.target[index]
-                elif self.param_log[index]:
-                    self.value[index] = math.exp(math.log(self.value[index]) + self.increment[index])
-                else:
-                    self.value[index] = self.value[index] + self.increment[index]
-            out[i] = self.value[index]
-        return out
+    def _target(self, index: int) -> float:
+        if index < 5:
+            return self.core.region.target[index]
+        return self.effects.target[index - 5]
+
+    def _value(self, index: int) -> float:
+        """The current (smoothed) value of effect parameter ``index``."""
+        return self.effects.value[index - 5]
 
     @torch.jit.export
     def get_methods(self) -> List[str]:
@@ -341,12 +265,12 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_parameter(self, name: str) -> float:
-        return self.target[self._index(name)]
+        return self._target(self._index(name))
 
     # one typed getter and setter per parameter, as nn~ calls them
     @torch.jit.export
     def get_low_hz(self) -> float:
-        return self.target[0]
+        return self._target(0)
 
     @torch.jit.export
     def set_low_hz(self, value: float) -> int:
@@ -354,7 +278,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_high_hz(self) -> float:
-        return self.target[1]
+        return self._target(1)
 
     @torch.jit.export
     def set_high_hz(self, value: float) -> int:
@@ -362,7 +286,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_period_s(self) -> float:
-        return self.target[2]
+        return self._target(2)
 
     @torch.jit.export
     def set_period_s(self, value: float) -> int:
@@ -370,7 +294,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_duty(self) -> float:
-        return self.target[3]
+        return self._target(3)
 
     @torch.jit.export
     def set_duty(self, value: float) -> int:
@@ -378,7 +302,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_wet(self) -> float:
-        return self.target[4]
+        return self._target(4)
 
     @torch.jit.export
     def set_wet(self, value: float) -> int:
@@ -386,7 +310,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_noise_amount(self) -> float:
-        return self.target[5]
+        return self._target(5)
 
     @torch.jit.export
     def set_noise_amount(self, value: float) -> int:
@@ -394,7 +318,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_inpaint_method(self) -> int:
-        return int(self.target[6])
+        return int(self._target(6))
 
     @torch.jit.export
     def set_inpaint_method(self, value: int) -> int:
@@ -402,7 +326,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_inpaint_temperature(self) -> float:
-        return self.target[7]
+        return self._target(7)
 
     @torch.jit.export
     def set_inpaint_temperature(self, value: float) -> int:
@@ -410,7 +334,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_inpaint_radius(self) -> int:
-        return int(self.target[8])
+        return int(self._target(8))
 
     @torch.jit.export
     def set_inpaint_radius(self, value: int) -> int:
@@ -418,7 +342,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_inpaint_axis(self) -> int:
-        return int(self.target[9])
+        return int(self._target(9))
 
     @torch.jit.export
     def set_inpaint_axis(self, value: int) -> int:
@@ -426,7 +350,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_dropout_channels(self) -> int:
-        return int(self.target[10])
+        return int(self._target(10))
 
     @torch.jit.export
     def set_dropout_channels(self, value: int) -> int:
@@ -434,7 +358,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_cross_amount(self) -> float:
-        return self.target[11]
+        return self._target(11)
 
     @torch.jit.export
     def set_cross_amount(self, value: float) -> int:
@@ -442,7 +366,7 @@ class ScriptedEffect(nn.Module):
 
     @torch.jit.export
     def get_cross_mode(self) -> int:
-        return int(self.target[12])
+        return int(self._target(12))
 
     @torch.jit.export
     def set_cross_mode(self, value: int) -> int:
@@ -467,12 +391,8 @@ class ScriptedEffect(nn.Module):
         dry = line[:, :n]
         self.dry = line[:, n:]
 
-        delta = self._analyse(x.double(), aux.reshape(aux.shape[0] * aux.shape[1], n).double())
+        delta = self._columns(x.double(), aux.reshape(aux.shape[0] * aux.shape[1], n).double())
         if delta.shape[1] > 0:
-            if self.pre_roll_left > 0:
-                drop = min(self.pre_roll_left, delta.shape[1])
-                delta = delta[:, drop:]
-                self.pre_roll_left -= drop
             self.delta = torch.cat([self.delta, delta], dim=1)
         self.samples_in += n
         last = self.samples_in - self.latency_samples
@@ -489,119 +409,53 @@ class ScriptedEffect(nn.Module):
         out = (dry.double() + wet).float()
         return out.reshape(b, c, n)
 
-    def _analyse(self, x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    def _columns(self, x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """Samples ``[streams, n]`` (and the second sources ``[batch, n]``) -> the change samples
+        of the columns they complete: the core's analysis, the chain, the core's synthesis."""
         with torch.no_grad():
-            aux_codes = self._aux_columns(aux)
-        self.pending = torch.cat([self.pending, self.analysis(x)], dim=2)
-        n_new = self.pending.shape[2] // self.time_stride
+            out = self._chain(x, aux)
+        return out
+
+    def _chain(self, x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        inputs, region, aux_codes = self.core.analyse(x, aux)
+        n_new = inputs.shape[2]
         if n_new == 0:
             return torch.zeros(x.shape[0], 0, dtype=torch.float64)
-        return self.synthesis(self._columns(n_new, aux_codes))
-
-    def _aux_columns(self, aux: torch.Tensor) -> torch.Tensor:
-        """The second source's samples ``[batch, frames]`` (none without ``cross``) -> the codes
-        ``[streams, n_rows, k]`` of the columns they complete, each stream given its batch row's.
-        It runs in lockstep with the input (same samples, same STFT), so its ``k`` columns are the
-        ones the input completes in the same call; encoded over the encoder's receptive field
-        as the engine's AuxSource does (its encoder has no stream state)."""
-        if aux.shape[0] == 0:
-            return torch.zeros(self.streams, self.n_rows, 0, dtype=torch.long)
-        spec = self.aux_analysis(aux)
+        if self.aux_channels > 0:  # each stream gets its batch row's second source
+            aux_codes = aux_codes.repeat_interleave(self.streams // self.batch, dim=0)
         ts = self.time_stride
-        c0 = self.columns_done
-        frames = self.aux_mag_start + self.aux_mag.shape[2] + spec.shape[2]
-        n_new = frames // ts - c0
-        self.aux_mag = torch.cat([self.aux_mag, spec.abs().float()], dim=2)
-        if n_new <= 0:
-            return torch.zeros(self.streams, self.n_rows, 0, dtype=torch.long)
-        start = max(0, (c0 + 1) * ts - self.aux_window_frames)
-        end = (c0 + n_new) * ts
-        window = self.aux_mag[:, :, start - self.aux_mag_start : end - self.aux_mag_start]
-        codes = self.model.encode(window)[:, :, window.shape[2] // ts - n_new :]
-        keep_from = max(0, (c0 + n_new + 1) * ts - self.aux_window_frames)
-        self.aux_mag = self.aux_mag[:, :, keep_from - self.aux_mag_start :]
-        self.aux_mag_start = keep_from
-        return codes.repeat_interleave(self.streams // self.batch, dim=0)
-
-    def _columns(self, n_new: int, aux_codes: torch.Tensor) -> torch.Tensor:
-        """Model and chain on ``n_new`` completed columns -> change spectrum ``[S, n_bins, frames]``."""
-        ts = self.time_stride
-        c0 = self.columns_done
-        n_frames = n_new * ts
-        spec = self.pending[:, :, :n_frames]
-        self.pending = self.pending[:, :, n_frames:]
-        low = self._advance(0, n_frames)
-        high = self._advance(1, n_frames)
-        wet = self._advance(4, n_frames)
-        self._advance(2, n_frames)  # period and duty are not smoothed: the gate reads their values
-        self._advance(3, n_frames)
-        frames = torch.arange(c0 * ts, c0 * ts + n_frames)
-        targets = gate_targets_tensor(frames, self.value[2], self.value[3], self.hop / self.sr)
-        gate = slew_gate_tensor(targets, self.gate, self.gate_ramp_frames)
-        self.gate = float(gate[-1])
-        per_column: List[torch.Tensor] = []
-        for index in range(5, len(self.value)):
-            per_column.append(self._advance(index, n_frames)[ts - 1 :: ts])
-        mask = band_mask_tensor(low, high, self.sr, self.n_fft, self.edge_bins) * (gate * wet)[:, None]
-        region = region_cells_tensor(mask, ts, self.freq_stride, self.n_rows)  # [n_new, n_rows]
-
-        magnitude = spec.abs()
-        # frames beyond what full-scale input can give are scaled down for the encoder (as the
-        # engine's _model_input), so a burst leaves no codes the model never learned
-        energy = (magnitude * magnitude).sum(dim=1, keepdim=True)
-        scale = torch.sqrt(self.energy_ceiling / torch.clamp_min(energy, self.energy_ceiling))
-        with torch.no_grad():
-            codes = self.model.stream_encode((magnitude * scale).float())
-            inputs = codes
-            cross_codes = aux_codes.shape[2] > 0 and int(self.value[12]) == 0
-            cross_latent = aux_codes.shape[2] > 0 and int(self.value[12]) == 1
-            for effect in self.chain_codes:
-                if effect == 1:
-                    codes = self._noise(codes, region, per_column[0])
-                elif effect == 2:
-                    codes = self._inpaint(inputs, codes, region, per_column)
-                elif cross_codes:
-                    codes = self._cross_codes(codes, aux_codes, region, per_column[6])
-            self.input_history = torch.cat([self.input_history, inputs], dim=2)[:, :, -self.history_columns :]
-            latent = F.embedding(codes, self.codebook).permute(0, 3, 1, 2)
-            for effect in self.chain_latents:
-                if effect == 3:
-                    keep = per_column[5]  # [n_new]
-                    channel = torch.arange(latent.shape[1], dtype=torch.float64)
-                    drop = (channel[:, None] >= keep[None, :])[:, None, :] & region.t()[None]
-                    latent = latent.masked_fill(drop[None], 0.0)
-                elif cross_latent:
-                    # (1 - amount) * latent + amount * the second source's, inside the region
-                    aux_latent = F.embedding(aux_codes, self.codebook).permute(0, 3, 1, 2)
-                    amount = per_column[6].to(latent.dtype)[None, None, None, :]
-                    latent = torch.where(region.t()[None, None], latent + amount * (aux_latent - latent), latent)
-            rows = torch.nonzero(region.any(dim=0)).flatten()
-            columns = torch.nonzero(region.any(dim=1)).flatten()
-            row_lo, row_hi, first = 0, 0, n_new
-            if rows.numel() > 0:
-                row_lo, row_hi = int(rows[0]), int(rows[-1]) + 1
-                first = int(columns[0])
-            decoded = self.model.stream_decode_latent(latent, row_lo, row_hi, first).double()
-        self.columns_done += n_new
-        decoded = torch.where(torch.isfinite(decoded), decoded, magnitude)
-        # no output frame more than +6 dB over its input frame (as the engine's _loudness_guard)
-        # a frame louder than any input within +-1 can be plays dry (as the engine's)
-        region_mask = mask.t()[None] * (energy <= self.energy_ceiling).to(mask.dtype)
-        limit = self.guard_ratio * torch.sqrt((magnitude * magnitude).sum(dim=1))
-        rest = (1.0 - region_mask) * magnitude
-        inside = region_mask * decoded
-        rest_norm = torch.sqrt((rest * rest).sum(dim=1))
-        inside_norm = torch.sqrt((inside * inside).sum(dim=1))
-        gain = torch.clamp((limit - rest_norm) / torch.clamp_min(inside_norm, 1e-30), 0.0, 1.0)
-        decoded = decoded * torch.where(rest_norm + inside_norm > limit, gain, torch.ones_like(gain))[:, None, :]
-        safe = torch.where(magnitude > 0.0, magnitude, torch.ones_like(magnitude))
-        phase = torch.where(magnitude > 0.0, spec / safe, torch.ones_like(spec))
-        return region_mask * (decoded - magnitude) * phase
+        per_column: List[torch.Tensor] = []  # the effects' parameters, one value per column
+        for index in range(len(self.effects.value)):
+            per_column.append(self.effects.advance(index, n_new * ts)[ts - 1 :: ts])
+        codes = inputs
+        cross_codes = aux_codes.shape[2] > 0 and int(self._value(12)) == 0
+        cross_latent = aux_codes.shape[2] > 0 and int(self._value(12)) == 1
+        for effect in self.chain_codes:
+            if effect == 1:
+                codes = self._noise(codes, region, per_column[0])
+            elif effect == 2:
+                codes = self._inpaint(inputs, codes, region, per_column)
+            elif cross_codes:
+                codes = self._cross_codes(codes, aux_codes, region, per_column[6])
+        self.input_history = torch.cat([self.input_history, inputs], dim=2)[:, :, -self.history_columns :]
+        latent = self.core.embed(codes)
+        for effect in self.chain_latents:
+            if effect == 3:
+                keep = per_column[5]  # [n_new]
+                channel = torch.arange(latent.shape[1], dtype=torch.float64)
+                drop = (channel[:, None] >= keep[None, :])[:, None, :] & region.t()[None]
+                latent = latent.masked_fill(drop[None], 0.0)
+            elif cross_latent:
+                # (1 - amount) * latent + amount * the second source's, inside the region
+                aux_latent = self.core.embed(aux_codes)
+                amount = per_column[6].to(latent.dtype)[None, None, None, :]
+                latent = torch.where(region.t()[None, None], latent + amount * (aux_latent - latent), latent)
+        return self.core.synthesise(latent)
 
     # ------------------------------------------------------------------ codemap effects
     def _draw(self, streams: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, purpose: int) -> torch.Tensor:
         """Uniforms for cells (stream, row, column of this block), keyed by the absolute column."""
-        absolute = self.columns_done + columns
+        absolute = self.core.first_column + columns
         keys = ((absolute * self.streams + streams) * self.n_rows + rows) * 4 + purpose
         return _uniforms(keys, self.seed)
 
@@ -644,10 +498,10 @@ class ScriptedEffect(nn.Module):
         cells = torch.nonzero(region.t()[None].expand(codes.shape[0], -1, -1))  # [N, 3]: stream, row, column
         if cells.shape[0] == 0:
             return codes
-        method = int(self.value[6])
+        method = int(self._value(6))
         if method == 1 and not self.has_prior:
             method = 0
-        offsets = self.prior_offsets if method == 1 else self._spatial_offsets(int(self.value[8]), int(self.value[9]))
+        offsets = self.prior_offsets if method == 1 else self._spatial_offsets(int(self._value(8)), int(self._value(9)))
         full = torch.cat([self.input_history, inputs], dim=2)
         h = self.input_history.shape[2]
         rows = cells[:, 1:2] + offsets[None, :, 1]

@@ -13,7 +13,8 @@ import soxr
 import torch
 
 from spectro_fx.effect.core.engine import Engine
-from spectro_fx.effect.core.region import band_mask
+from spectro_fx.effect.core.stream import REGION_INDEX
+from spectro_fx.effect.core.region import EDGE_BINS, band_mask
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.spectral import istft, stft
 
@@ -68,7 +69,8 @@ def test_matches_offline_whole_file_computation(tiny_model, rng):
     with torch.no_grad():
         mag = torch.from_numpy(np.abs(spec)).float()[None]
         decoded = tiny_model.module.decode(tiny_model.module.encode(mag))[0].double().numpy()
-    mask = band_mask(np.full(n, 1000.0), np.full(n, 4000.0), sr=48000, n_fft=cfg.n_fft).T
+    edges = torch.full((n,), 1000.0, dtype=torch.float64), torch.full((n,), 4000.0, dtype=torch.float64)
+    mask = band_mask(*edges, 48000, cfg.n_fft, EDGE_BINS).numpy().T
     expected = x[: n * cfg.hop_length, 0] + istft(mask * (decoded - np.abs(spec)) * np.exp(1j * np.angle(spec)), cfg)
     final = n * cfg.hop_length - cfg.win_length  # the offline iSTFT's last samples lack frames
     assert np.max(np.abs(expected[:final] - x[:final, 0])) > 0.01  # the region does change the sound
@@ -163,9 +165,10 @@ def test_set_from_another_thread_applies_at_next_block(tiny_model, rng):
     worker.start()
     worker.join()
     assert engine.values()["wet"] == 1.0
-    assert engine._smoothers["wet"].target == 0.0  # queued, not yet applied
+    wet = REGION_INDEX["wet"]
+    assert engine._core.region.target[wet] == 0.0  # queued, not yet applied
     engine.process(x)
-    assert engine._smoothers["wet"].target == 1.0
+    assert engine._core.region.target[wet] == 1.0
 
 
 def test_smoothing_ramps_without_jumps(tiny_model, rng):
@@ -173,14 +176,15 @@ def test_smoothing_ramps_without_jumps(tiny_model, rng):
     engine = Engine(tiny_model, sr=48000, channels=1, values={"wet": 0.0})
     engine.process(_noise(rng, 2048, 1))
     engine.set("wet", 1.0)
-    smoother = engine._smoothers["wet"]
+    region = engine._core.region
+    wet, low = REGION_INDEX["wet"], REGION_INDEX["low_hz"]
     engine._apply_pending()
-    ramp = smoother.advance(smoother.steps + 2)
-    assert np.all(np.diff(ramp) >= 0) and np.max(np.diff(ramp)) <= 1.0 / smoother.steps + 1e-12
-    assert ramp[-1] == 1.0 and smoother.steps >= 5
-    low = engine._smoothers["low_hz"]
-    low.set_target(4000.0)
-    values = low.advance(low.steps)
+    steps = region.steps[wet]
+    ramp = region.advance(wet, steps + 2).numpy()
+    assert np.all(np.diff(ramp) >= 0) and np.max(np.diff(ramp)) <= 1.0 / steps + 1e-12
+    assert ramp[-1] == 1.0 and steps >= 5
+    region.set_value(low, 4000.0, False)
+    values = region.advance(low, region.steps[low]).numpy()
     ratios = values[1:] / values[:-1]
     np.testing.assert_allclose(ratios, ratios[0], rtol=1e-9)  # log-scale: equal ratios per hop
     assert values[-1] == 4000.0
@@ -280,11 +284,12 @@ def test_far_beyond_full_scale_leaves_the_model_loud_not_lost(tiny_model, rng):
     while input within +-1 is untouched: the engine gives the same output as before for it."""
     engine = Engine(tiny_model, sr=48000, channels=1, values={"low_hz": 20.0, "high_hz": 24000.0})
     x = _noise(rng, 2048, 1, scale=1.0).clip(-1, 1)
-    magnitude = np.abs(engine._stft.push(x.T.astype(np.float64)))
-    np.testing.assert_array_equal(engine._model_input(magnitude), magnitude.astype(np.float32))
-    loud = engine._model_input(magnitude * 1e6)
-    energy = (loud.astype(np.float64) ** 2).sum(axis=1)
-    assert energy.max() <= engine._energy_ceiling * (1 + 1e-5)
+    core = engine._core
+    magnitude = core.analysis(torch.from_numpy(x.T.astype(np.float64))).abs()
+    np.testing.assert_array_equal(core.encoder_input(magnitude).numpy(), magnitude.float().numpy())
+    loud = core.encoder_input(magnitude * 1e6)
+    energy = (loud.double() ** 2).sum(dim=1)
+    assert energy.max() <= core.energy_ceiling * (1 + 1e-5)
 
 
 def test_regenerated_band_is_never_far_louder_than_the_input():
@@ -303,7 +308,7 @@ def test_regenerated_band_is_never_far_louder_than_the_input():
     assert np.abs(out).max() <= 4.0
     # digital silence in, silence out: nothing regenerated from the loud columns before it
     assert np.abs(out[-sr // 20 :]).max() < 1e-6
-    assert engine._band_top_hz == sr / 2
+    assert engine._core.band_top_hz == sr / 2
 
 
 def test_a_burst_far_beyond_full_scale_ends_when_it_ends(lowdelay_model, rng):

@@ -116,7 +116,7 @@ def test_low_delay_engine_matches_the_whole_signal_computation(lowdelay_model, r
     of models.spectral and one decode of the whole codemap."""
     import torch
 
-    from spectro_fx.effect.core.region import band_mask
+    from spectro_fx.effect.core.region import EDGE_BINS, band_mask
     from spectro_fx.models.spectral import istft, stft
 
     cfg = lowdelay_model.config.stft
@@ -130,7 +130,8 @@ def test_low_delay_engine_matches_the_whole_signal_computation(lowdelay_model, r
     with torch.no_grad():
         mag = torch.from_numpy(np.abs(spec)).float()[None]
         decoded = lowdelay_model.module.decode(lowdelay_model.module.encode(mag))[0].double().numpy()
-    mask = band_mask(np.full(n, 1000.0), np.full(n, 4000.0), sr=48000, n_fft=cfg.n_fft).T
+    edges = torch.full((n,), 1000.0, dtype=torch.float64), torch.full((n,), 4000.0, dtype=torch.float64)
+    mask = band_mask(*edges, 48000, cfg.n_fft, EDGE_BINS).numpy().T
     expected = x[: n * cfg.hop_length, 0] + istft(mask * (decoded - np.abs(spec)) * np.exp(1j * np.angle(spec)), cfg)
     final = n * cfg.hop_length - cfg.synthesis_length
     assert np.max(np.abs(expected[:final] - x[:final, 0])) > 0.01

@@ -1,14 +1,31 @@
-"""The region mask: band edges, empty bands, the time gate and its slew, codemap rows."""
+"""The region mask: band edges, empty bands, the time gate and its slew, codemap cells; eager
+and scripted alike (the engine runs them eagerly, the exported module scripted)."""
 
 import numpy as np
+import pytest
+import torch
 
-from spectro_fx.effect.core.region import EDGE_BINS, band_mask, gate_targets, region_rows, slew_gate
+from spectro_fx.effect.core.region import EDGE_BINS, band_mask, gate_targets, region_cells, slew_gate
+
+SCRIPTED = {f.__name__: torch.jit.script(f) for f in (band_mask, gate_targets, slew_gate, region_cells)}
 
 
-def test_band_mask_inside_edges_and_beyond():
+@pytest.fixture(params=["eager", "scripted"])
+def fn(request):
+    """The region functions by name, eager or scripted."""
+    if request.param == "eager":
+        return {f.__name__: f for f in (band_mask, gate_targets, slew_gate, region_cells)}
+    return SCRIPTED
+
+
+def _t(values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def test_band_mask_inside_edges_and_beyond(fn):
     sr, n_fft = 48000, 512
     bin_hz = sr / n_fft
-    mask = band_mask(np.array([1000.0]), np.array([3000.0]), sr=sr, n_fft=n_fft)[0]
+    mask = fn["band_mask"](_t([1000.0]), _t([3000.0]), sr, n_fft, EDGE_BINS)[0].numpy()
     freqs = np.arange(n_fft // 2 + 1) * bin_hz
     assert mask.shape == (257,)
     assert np.all(mask[(freqs >= 1000) & (freqs <= 3000)] == 1.0)
@@ -16,70 +33,45 @@ def test_band_mask_inside_edges_and_beyond():
     assert np.all(mask[beyond] == 0.0)
     edge = (freqs > 3000) & (freqs < 3000 + EDGE_BINS * bin_hz)
     assert np.all((mask[edge] > 0) & (mask[edge] < 1)) and np.all(np.diff(mask[edge]) < 0)
+    # the raised cosine: half way through the edge, half open
+    d = (freqs[edge] - 3000) / bin_hz
+    np.testing.assert_allclose(mask[edge], 0.5 + 0.5 * np.cos(np.pi * d / EDGE_BINS), atol=1e-15)
 
 
-def test_empty_band_is_all_zero():
-    mask = band_mask(np.array([2000.0, 500.0]), np.array([2000.0, 400.0]), sr=48000, n_fft=512)
-    assert not mask.any()
+def test_empty_band_is_all_zero(fn):
+    mask = fn["band_mask"](_t([2000.0, 500.0]), _t([2000.0, 400.0]), 48000, 512, EDGE_BINS)
+    assert not bool(mask.any())
 
 
-def test_gate_period_and_duty():
+def test_gate_period_and_duty(fn):
     hop_s = 128 / 48000
-    frames = np.arange(3000)
-    assert gate_targets(frames, period_s=0.0, duty=0.3, hop_s=hop_s).all()
-    assert gate_targets(frames, period_s=1.0, duty=1.0, hop_s=hop_s).all()
-    assert not gate_targets(frames, period_s=1.0, duty=0.0, hop_s=hop_s).any()
-    on = gate_targets(frames, period_s=0.5, duty=0.25, hop_s=hop_s)
-    times = frames * hop_s
+    frames = torch.arange(3000)
+    gate = fn["gate_targets"]
+    assert bool(gate(frames, 0.0, 0.3, hop_s).all())
+    assert bool(gate(frames, 1.0, 1.0, hop_s).all())
+    assert not bool(gate(frames, 1.0, 0.0, hop_s).any())
+    on = gate(frames, 0.5, 0.25, hop_s).numpy()
+    times = np.arange(3000) * hop_s
     np.testing.assert_array_equal(on.astype(bool), np.mod(times, 0.5) < 0.125)
 
 
-def test_slew_never_jumps():
-    targets = np.array([0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0], dtype=float)
-    gate = slew_gate(targets, 0.0, ramp_frames=3)
+def test_slew_never_jumps(fn):
+    targets = _t([0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
+    gate = fn["slew_gate"](targets, 0.0, 3).numpy()
     assert np.max(np.abs(np.diff(np.concatenate([[0.0], gate])))) <= 1 / 3 + 1e-12
     assert gate[5] == 1.0 and gate[-1] == 0.0
 
 
-def test_region_rows_cover_the_mask():
-    mask = np.zeros((4, 257))
-    mask[:, 20:30] = 0.5  # bins 20..29 -> rows 2 and 3 of 8-bin rows
-    rows = region_rows(mask, freq_stride=8, n_rows=33)
-    assert rows.shape == (33,)
-    assert list(np.flatnonzero(rows)) == [2, 3]
-    assert not region_rows(np.zeros((4, 257)), freq_stride=8, n_rows=33).any()
-
-
-def test_region_cells_match_region_rows_per_column(rng):
-    from spectro_fx.effect.core.region import region_cells
-
+def test_region_cells_cover_the_mask(fn, rng):
+    mask = np.zeros((8, 257))
+    mask[:4, 20:30] = 0.5  # column 0: bins 20..29 -> rows 2 and 3 of 8-bin rows
+    mask[6, 256] = 0.1  # column 1: the last bin, alone in the last (padded) row
+    cells = fn["region_cells"](torch.from_numpy(mask), 4, 8, 33).numpy()
+    assert cells.shape == (2, 33)
+    assert list(np.flatnonzero(cells[0])) == [2, 3] and list(np.flatnonzero(cells[1])) == [32]
+    # any mask: a cell is set iff any frame of its column has a bin of its row above 0
     mask = np.where(rng.random((12, 257)) > 0.97, rng.random((12, 257)), 0.0)
-    cells = region_cells(mask, time_stride=4, freq_stride=8, n_rows=33)
-    assert cells.shape == (3, 33)
+    cells = fn["region_cells"](torch.from_numpy(mask), 4, 8, 33).numpy()
     for c in range(3):
-        np.testing.assert_array_equal(cells[c], region_rows(mask[4 * c : 4 * c + 4], freq_stride=8, n_rows=33))
-
-
-def test_torch_twins_equal_the_numpy_functions(rng):
-    """The exported module's region functions give the engine's, to the last bit."""
-    import torch
-
-    from spectro_fx.effect.core.region import (
-        band_mask_tensor, gate_targets, gate_targets_tensor, region_cells, region_cells_tensor, slew_gate,
-        slew_gate_tensor,
-    )
-
-    low, high = rng.uniform(20, 12000, 40), rng.uniform(20, 24000, 40)
-    expected = band_mask(low, high, sr=48000, n_fft=512)
-    got = torch.jit.script(band_mask_tensor)(torch.from_numpy(low), torch.from_numpy(high), 48000, 512, EDGE_BINS)
-    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-15)
-    frames = np.arange(3000)
-    for period, duty in ((0.0, 0.5), (0.37, 0.25), (1.0, 0.5), (0.2, 0.0), (0.3, 1.0)):
-        targets = gate_targets(frames, period_s=period, duty=duty, hop_s=128 / 48000)
-        twin = gate_targets_tensor(torch.from_numpy(frames), period, duty, 128 / 48000).numpy()
-        np.testing.assert_array_equal(twin, targets)
-        np.testing.assert_array_equal(slew_gate_tensor(torch.from_numpy(targets), 0.5, 3).numpy(), slew_gate(targets, 0.5, ramp_frames=3))
-    mask = expected * (rng.random(expected.shape[0]) > 0.3)[:, None]
-    np.testing.assert_array_equal(
-        region_cells_tensor(torch.from_numpy(mask), 4, 8, 33).numpy(), region_cells(mask, time_stride=4, freq_stride=8, n_rows=33)
-    )
+        for r in range(33):
+            assert cells[c, r] == (mask[4 * c : 4 * c + 4, 8 * r : 8 * r + 8] > 0).any()

@@ -1,11 +1,12 @@
-"""Streaming STFT/iSTFT against the whole-signal functions of models.spectral, any block size."""
+"""Streaming STFT/iSTFT (AnalysisRing, OverlapAdd) against the whole-signal functions of
+models.spectral, any block size, eager (the engine) and scripted (the exported module)."""
 
 import numpy as np
 import pytest
+import torch
 
-from spectro_fx.effect.core.stft import StreamingISTFT, StreamingSTFT
+from spectro_fx.effect.core.stft import AnalysisRing, OverlapAdd
 from spectro_fx.models import STFTConfig
-from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.spectral import istft, stft
 
 BLOCKS = [1, 64, 65, 256, 8193]
@@ -24,66 +25,51 @@ def _blocks(n, size):
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def _make(cls, cfg, streams, scripted):
+    module = cls(cfg, streams)
+    return torch.jit.script(module) if scripted else module
+
+
+@pytest.mark.parametrize("scripted", [False, True], ids=["eager", "scripted"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 @pytest.mark.parametrize("block", BLOCKS)
-def test_streaming_stft_equals_whole_signal(cfg, block, rng):
+def test_streaming_stft_equals_whole_signal(cfg, block, scripted, rng):
     y = rng.standard_normal((2, 3000))
-    stream = StreamingSTFT(cfg, channels=2)
-    frames = np.concatenate([stream.push(y[:, a:b]) for a, b in _blocks(y.shape[1], block)], axis=2)
+    ring = _make(AnalysisRing, cfg, 2, scripted)
+    frames = torch.cat([ring(torch.from_numpy(y[:, a:b].copy())) for a, b in _blocks(y.shape[1], block)], dim=2).numpy()
     expected = stft(y, cfg)
     assert frames.shape == expected.shape
     np.testing.assert_allclose(frames, expected, rtol=0, atol=1e-12)
-    assert stream.frames_done == expected.shape[2]
+    assert ring.frames_done == expected.shape[2]
 
 
+@pytest.mark.parametrize("scripted", [False, True], ids=["eager", "scripted"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
-def test_streaming_istft_equals_whole_signal_and_reconstructs(cfg, rng):
+def test_streaming_istft_equals_whole_signal_and_reconstructs(cfg, scripted, rng):
     y = rng.standard_normal((1, 4000))
     spec = stft(y, cfg)
     # an arbitrary (modified) spectrum: the overlap-add must match models.spectral.istft
     modified = spec * rng.uniform(0.2, 2.0, spec.shape)
-    synth = StreamingISTFT(cfg, channels=1)
-    out = np.concatenate([synth.push(modified[:, :, t : t + 3]) for t in range(0, spec.shape[2], 3)], axis=1)
+    synth = _make(OverlapAdd, cfg, 1, scripted)
+    out = torch.cat([synth(torch.from_numpy(modified[:, :, t : t + 3].copy())) for t in range(0, spec.shape[2], 3)], 1).numpy()
     pre = synth.pre_roll
     n_final = spec.shape[2] * cfg.hop_length - pre  # the last pre samples still wait for frames
     aligned = out[:, pre:]
     np.testing.assert_allclose(aligned[:, : n_final - pre], istft(modified, cfg)[:, : n_final - pre], atol=1e-12)
     assert pre == cfg.synthesis_span - cfg.hop_length  # the synthesis window, not the analysis window, sets it
     # unmodified: the input comes back, pre_roll samples late
-    synth.reset()
-    back = synth.push(spec)[:, pre:]
+    synth.reset(1)
+    back = synth(torch.from_numpy(spec)).numpy()[:, pre:]
     np.testing.assert_allclose(back[:, : n_final - pre], y[:, : n_final - pre], atol=1e-12)
 
 
-def test_empty_push_and_bad_shapes():
+def test_empty_and_short_pushes():
     cfg = STFTConfig()
-    stream = StreamingSTFT(cfg, channels=1)
-    assert stream.push(np.zeros((1, 0))).shape == (1, cfg.n_bins, 0)
-    assert stream.push(np.zeros((1, 100))).shape == (1, cfg.n_bins, 0)
-    assert stream.push(np.zeros((1, 28))).shape == (1, cfg.n_bins, 1)
-    with pytest.raises(ParameterError, match="expected"):
-        stream.push(np.zeros((2, 10)))
-    with pytest.raises(ParameterError, match="expected"):
-        StreamingISTFT(cfg, channels=1).push(np.zeros((1, 10, 2)))
-
-
-@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
-def test_torch_pair_equals_the_whole_signal_functions(cfg, rng):
-    """AnalysisRing / OverlapAdd (the exported module's pair), scripted, at odd blocks."""
-    import torch
-
-    from spectro_fx.effect.core.stft import AnalysisRing, OverlapAdd
-
-    y = rng.standard_normal((2, 3000))
-    ring = torch.jit.script(AnalysisRing(cfg, 2))
-    chunks = [ring(torch.from_numpy(y[:, a:b].copy())) for a, b in _blocks(y.shape[1], 65)]
-    frames = torch.cat(chunks, dim=2).numpy()
-    expected = stft(y, cfg)
-    np.testing.assert_allclose(frames, expected, rtol=0, atol=1e-12)
-    assert ring.frames_done == expected.shape[2]
-    modified = expected * rng.uniform(0.2, 2.0, expected.shape)
-    synth = torch.jit.script(OverlapAdd(cfg, 2))
-    out = torch.cat([synth(torch.from_numpy(modified[:, :, t : t + 3].copy())) for t in range(0, modified.shape[2], 3)], 1)
-    pre = synth.pre_roll
-    n_final = expected.shape[2] * cfg.hop_length - pre
-    np.testing.assert_allclose(out.numpy()[:, pre:n_final], istft(modified, cfg)[:, : n_final - pre], atol=1e-12)
+    ring = AnalysisRing(cfg, 1)
+    assert ring(torch.zeros(1, 0, dtype=torch.float64)).shape == (1, cfg.n_bins, 0)
+    assert ring(torch.zeros(1, 100, dtype=torch.float64)).shape == (1, cfg.n_bins, 0)
+    assert ring(torch.zeros(1, 28, dtype=torch.float64)).shape == (1, cfg.n_bins, 1)
+    synth = OverlapAdd(cfg, 1)
+    assert synth(torch.zeros(1, cfg.n_bins, 0, dtype=torch.complex128)).shape == (1, 0)
+    # silence in: no transform, silence out (and the overlap it leaves is silent too)
+    assert not synth(torch.zeros(1, cfg.n_bins, 2, dtype=torch.complex128)).any()
