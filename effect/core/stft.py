@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from spectro_fx.models.config import STFTConfig
 from spectro_fx.models.spectral import analysis_window, overlap_norm, synthesis_window
 
-from .state import StreamState
 
-
-class AnalysisRing(StreamState):
+class AnalysisRing(nn.Module):
     """Causal STFT of ``streams`` sample streams, one frame per completed hop (torch, scriptable).
 
     Frame ``t`` covers stream samples ``[(t + 1) * hop - win, (t + 1) * hop)`` with the window
@@ -53,7 +52,7 @@ class AnalysisRing(StreamState):
         return torch.fft.rfft(frames * self.window, dim=-1).transpose(1, 2)
 
 
-class OverlapAdd(StreamState):
+class OverlapAdd(nn.Module):
     """Overlap-add of STFT frames into samples, as :func:`spectro_fx.models.spectral.istft`
     (torch, scriptable).
 
@@ -91,9 +90,10 @@ class OverlapAdd(StreamState):
             frames = torch.fft.irfft(spec.transpose(1, 2), n=self.n_fft, dim=-1)[:, :, self.n_fft - span :] * self.window
         else:  # silence in (a region switched off): no transforms needed
             frames = torch.zeros(streams, count, span, dtype=torch.float64)
-        if span % hop == 0:
+        if span % hop == 0 and count > 1:
             # all frames at once, one hop-long segment of every frame per pass, the oldest
             # frame's segment first at every sample: the additions of the frame-by-frame loop
+            # (one frame, the live case, takes the loop: fewer ops)
             buf = torch.zeros(streams, span + count * hop, dtype=torch.float64)
             buf[:, :span] = self.overlap
             for seg in range(span // hop - 1, -1, -1):

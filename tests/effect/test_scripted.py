@@ -116,7 +116,7 @@ def test_equals_the_engine_on_the_low_delay_pair(lowdelay_model, rng, chain):
 @pytest.mark.parametrize("mode, amount", [("latent", 0.7), ("codes", 1.0)])
 def test_cross_takes_its_second_source_from_the_last_input_channel_as_the_engine(default_model, rng, mode, amount):
     """``cross`` in the module: one more input channel, the second source, encoded in lockstep
-    as the engine's AuxSource; latents blended (or every region code swapped, amount 1) as the
+    as the engine's StreamCore; latents blended (or every region code swapped, amount 1) as the
     engine's Cross, also while the amount moves."""
     x = _signal(rng, 24000, 2)
     t = np.arange(len(x)) / 48000
