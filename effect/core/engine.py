@@ -51,7 +51,10 @@ def _scripted_core(model: ModelFile, *, streams: int, aux_streams: int) -> torch
     with _CORES_LOCK:
         entry = _CORES.get(key)
         if entry is None or entry[0] is not model.module:  # an id reused by another model
-            entry = (model.module, torch.jit.script(StreamCore(model, streams=streams, aux_streams=aux_streams)))
+            with warnings.catch_warnings():  # torch 2.10+ calls TorchScript deprecated; it is what nn~ loads
+                warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+                scripted = torch.jit.script(StreamCore(model, streams=streams, aux_streams=aux_streams))
+            entry = (model.module, scripted)
             _CORES[key] = entry
             if len(_CORES) > 8:
                 _CORES.popitem(last=False)
