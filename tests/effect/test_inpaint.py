@@ -234,10 +234,13 @@ def test_engine_runs_the_plugins(chain, model_files):
     assert not np.allclose(outputs[0], outputs[1])
 
 
-def test_engine_aux_source_is_aligned(tiny_model):
+@pytest.mark.parametrize("rate", ["model", 44100])
+def test_engine_aux_source_is_aligned(tiny_model, rate):
+    """The second source is analysed in lockstep with the input (resampled by its own stream
+    at another rate): the input as its own second source gives the input's codes back."""
     from spectro_fx.effect.core.engine import Engine
 
-    sr = int(tiny_model.module.sample_rate)
+    sr = int(tiny_model.module.sample_rate) if rate == "model" else rate
     x = _chirps(sr, seconds=0.25, count=1, seed=2)[0][:, None]
     other = _chirps(sr, seconds=0.25, count=2, seed=9)[1][:, None]
     region = {"low_hz": 300.0, "high_hz": 6000.0}
