@@ -231,20 +231,18 @@ class StreamCore(nn.Module):
         self.pending = self.pending[:, :, n_frames:]
 
         # the region, frame by frame, with smoothed parameters
-        band_still = self.region.left[0] == 0 and self.region.left[1] == 0
-        low = self.region.advance(0, n_frames)
-        high = torch.clamp_max(self.region.advance(1, n_frames), self.band_top_hz)
-        wet = self.region.advance(4, n_frames)
-        self.region.advance(2, n_frames)  # not smoothed: the gate reads their values
-        self.region.advance(3, n_frames)
-        period, duty = self.region.value[2], self.region.value[3]
+        period, duty = self.region.value[2], self.region.value[3]  # not smoothed: no ramps
         if self.gate == 1.0 and (period <= 0.0 or duty >= 1.0):  # open and staying open: no slew loop
             gate = torch.ones(n_frames, dtype=torch.float64)
         else:
             frames = torch.arange(c0 * ts, c0 * ts + n_frames)
             gate = slew_gate(gate_targets(frames, period, duty, self.hop_s), self.gate, self.gate_ramp_frames)
         self.gate = float(gate[-1])
-        mask = self._band_mask(low, high, band_still) * (gate * wet)[:, None]
+        if self.region.left[4] == 0:  # wet standing still: one number
+            level = gate * self.region.value[4]
+        else:
+            level = gate * self.region.advance(4, n_frames)
+        mask = self._band_mask(n_frames) * level[:, None]
         cells = region_cells(mask, ts, self.freq_stride, self.n_rows)
 
         codes = self.model.stream_encode(self.encoder_input(spec.abs()))
@@ -254,16 +252,21 @@ class StreamCore(nn.Module):
         self.columns_done += n_new
         return codes, cells, aux_codes
 
-    def _band_mask(self, low: torch.Tensor, high: torch.Tensor, still: bool) -> torch.Tensor:
-        """The band's mask per frame ``[frames, n_bins]``; the band mostly stands ``still``, and
-        then the last one is reused."""
-        if not still:
+    def _band_mask(self, n: int) -> torch.Tensor:
+        """The band's mask for the next ``n`` frames ``[n, n_bins]``, its edges smoothed; the
+        band mostly stands still, and then the last mask is reused."""
+        if self.region.left[0] > 0 or self.region.left[1] > 0:
+            low = self.region.advance(0, n)
+            high = torch.clamp_max(self.region.advance(1, n), self.band_top_hz)
             return band_mask(low, high, self.sr, self.n_fft, self.edge_bins)
-        lo, hi = float(low[0]), float(high[0])
-        if lo != self.mask_low or hi != self.mask_high or self.mask_row.shape[0] == 0:
-            self.mask_row = band_mask(low[:1], high[:1], self.sr, self.n_fft, self.edge_bins)
-            self.mask_low, self.mask_high = lo, hi
-        return self.mask_row.expand(low.shape[0], -1)
+        low_hz, high_hz = self.region.value[0], min(self.region.value[1], self.band_top_hz)
+        if low_hz != self.mask_low or high_hz != self.mask_high or self.mask_row.shape[0] == 0:
+            # torch.full, not torch.tensor([...]): scripted, that would round through float32
+            low = torch.full([1], low_hz, dtype=torch.float64)
+            high = torch.full([1], high_hz, dtype=torch.float64)
+            self.mask_row = band_mask(low, high, self.sr, self.n_fft, self.edge_bins)
+            self.mask_low, self.mask_high = low_hz, high_hz
+        return self.mask_row.expand(n, -1)
 
     @torch.jit.export
     def encoder_input(self, magnitude: torch.Tensor) -> torch.Tensor:
@@ -324,17 +327,16 @@ class StreamCore(nn.Module):
         # a model that overflows (exp of a large log-magnitude) must not reach the output: the
         # input's magnitude is used there
         finite = torch.isfinite(decoded)
-        bad = int((~finite).sum())
-        if bad > 0:
-            self.nonfinite_values += bad
+        if not bool(finite.all()):
+            self.nonfinite_values += int((~finite).sum())
             decoded = torch.where(finite, decoded, magnitude)
         energy = (magnitude * magnitude).sum(dim=1)  # [streams, frames]
         # a frame louder than any input within +-1 can be plays dry: its change, spread by the
         # band's edges over the whole analysis window, would outlast the burst
         region = self.held_mask.t()[None] * (energy <= self.energy_ceiling).to(torch.float64)[:, None, :]
         decoded = decoded * self._loudness_guard(magnitude, energy, region * decoded, (1.0 - region) * magnitude)[:, None, :]
-        safe = torch.where(magnitude > 0.0, magnitude, torch.ones_like(magnitude))
-        phase = torch.where(magnitude > 0.0, spec / safe, torch.ones_like(spec))
+        positive = magnitude > 0.0
+        phase = torch.where(positive, spec / torch.where(positive, magnitude, 1.0), 1.0)
         out = self.synthesis(region * (decoded - magnitude) * phase)
         if self.pre_roll_left > 0:
             drop = min(self.pre_roll_left, out.shape[1])
@@ -352,4 +354,4 @@ class StreamCore(nn.Module):
         rest = torch.sqrt((outside * outside).sum(dim=1))
         regenerated = torch.sqrt((inside * inside).sum(dim=1))
         gain = torch.clamp((limit - rest) / torch.clamp_min(regenerated, 1e-30), 0.0, 1.0)
-        return torch.where(rest + regenerated > limit, gain, torch.ones_like(gain))
+        return torch.where(rest + regenerated > limit, gain, 1.0)
