@@ -30,15 +30,6 @@ _TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32; below 
 _LARGEST = np.float32(np.finfo(np.float32).max)
 
 
-def stft_latency(*, span: int, hop: int, time_stride: int) -> int:
-    """Model-rate samples between a sample's arrival and its final output: the iSTFT waits for
-    every frame whose synthesis window covers it (``span - hop`` after its own hop, ``span`` the
-    synthesis window's length: the analysis window for the classic pair, ``synthesis_length``
-    for the low-delay pair), and frames are only decoded once their column of ``time_stride``
-    frames is complete (up to ``time_stride * hop - 1``)."""
-    return (span - hop) + time_stride * hop - 1
-
-
 _CORES: "OrderedDict[tuple[int, int, int], tuple[torch.nn.Module, torch.jit.ScriptModule]]" = OrderedDict()
 _CORES_LOCK = threading.Lock()
 
@@ -208,7 +199,7 @@ class Engine:
                 for c in chunks
             )
         else:
-            self.latency_samples = stft_latency(span=span, hop=self.hop, time_stride=self.time_stride)
+            self.latency_samples = self._core.latency_samples
         self.column_times: deque[float] = deque(maxlen=2048)
         self.aux_channels = int(aux_channels)
         self.reset()

@@ -31,6 +31,15 @@ REGION_INDEX = {p.name: i for i, p in enumerate(REGION_PARAMETERS)}
 2 ``period_s``, 3 ``duty``, 4 ``wet``: the order of :data:`~spectro_fx.effect.core.params.REGION_PARAMETERS`)."""
 
 
+def stft_latency(*, span: int, hop: int, time_stride: int) -> int:
+    """Model-rate samples between a sample's arrival and its final output: the iSTFT waits for
+    every frame whose synthesis window covers it (``span - hop`` after its own hop, ``span`` the
+    synthesis window's length: the analysis window for the classic pair, ``synthesis_length``
+    for the low-delay pair), and frames are only decoded once their column of ``time_stride``
+    frames is complete (up to ``time_stride * hop - 1``)."""
+    return (span - hop) + time_stride * hop - 1
+
+
 class Ramps(nn.Module):
     """Parameter values that ramp linearly (in log space for log-scale parameters) to their
     target over each one's ``smoothing_s``, one hop at a time, landing exactly on the target.
@@ -144,7 +153,7 @@ class StreamCore(nn.Module):
         self.n_rows = int(module.n_rows)
         self.n_bins = int(module.n_bins)
         self.span = int(cfg.synthesis_span)  # the synthesis window's length: the lag of the overlap-add
-        self.latency_samples = (self.span - self.hop) + self.time_stride * self.hop - 1
+        self.latency_samples = stft_latency(span=self.span, hop=self.hop, time_stride=self.time_stride)
         self.band_top_hz = 0.5 * self.sr
         self.edge_bins = float(EDGE_BINS)
         self.gate_ramp_frames = int(GATE_RAMP_FRAMES)
@@ -169,7 +178,7 @@ class StreamCore(nn.Module):
         self.register_buffer("pending", torch.zeros(0, self.n_bins, 0, dtype=torch.complex128))
         self.register_buffer("aux_mag", torch.zeros(0, self.n_bins, 0))
         self.aux_mag_start = 0
-        # what analyse() leaves for synthesise(): the columns' spectrum, mask, cells, input energy
+        # what analyse() leaves for synthesise(): the columns' spectrum, mask and cells
         self.register_buffer("held_spec", torch.zeros(0, self.n_bins, 0, dtype=torch.complex128))
         self.register_buffer("held_mask", torch.zeros(0, self.n_bins, dtype=torch.float64))
         self.register_buffer("held_cells", torch.zeros(0, self.n_rows, dtype=torch.bool))
@@ -202,8 +211,8 @@ class StreamCore(nn.Module):
         self.first_column = 0
         self.nonfinite_values = 0
         self.region.snap()
-        self.gate = float(gate_targets(torch.zeros(1, dtype=torch.long), self.region.value[2],
-                                              self.region.value[3], self.hop_s)[0])
+        period, duty = self.region.value[2], self.region.value[3]
+        self.gate = float(gate_targets(torch.zeros(1, dtype=torch.long), period, duty, self.hop_s)[0])
         self.model.reset_stream()
 
     @torch.jit.export

@@ -97,7 +97,7 @@ def bundled_model_summary(path) -> str:
 
     from spectro_fx.models.export import load_model
 
-    from ..core.engine import stft_latency
+    from ..core.stream import stft_latency
 
     config = load_model(path).config
     stft, time_stride = config.stft, math.prod(config.time_strides)
