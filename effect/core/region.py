@@ -5,6 +5,7 @@ them as the engine does), so a stream and a whole-file render agree.
 """
 
 import math
+from typing import List
 
 import torch
 
@@ -63,11 +64,17 @@ def slew_gate(targets: torch.Tensor, start: float, ramp_frames: int) -> torch.Te
     """Move from ``start`` towards each frame's target by at most ``1 / ramp_frames`` per frame,
     so the gate never switches in one frame (no clicks). Returns ``[n]`` float64 gate values in [0, 1]."""
     step = 1.0 / max(ramp_frames, 1)
-    out = torch.empty(targets.shape[0], dtype=torch.float64)
+    n = targets.shape[0]
+    out = torch.empty(n, dtype=torch.float64)
+    wanted: List[float] = targets.tolist()
     value = start
-    for i in range(targets.shape[0]):
-        value = min(max(float(targets[i]), value - step), value + step)
-        out[i].fill_(value)  # scripted, `out[i] = value` would round through float32
+    run_start, run_value = 0, start  # one fill per run of equal values, not one op per frame
+    for i in range(n):
+        value = min(max(wanted[i], value - step), value + step)
+        if value != run_value:
+            out[run_start:i].fill_(run_value)  # fill_, not `out[i] = v`: scripted, that rounds through float32
+            run_start, run_value = i, value
+    out[run_start:n].fill_(run_value)
     return out
 
 

@@ -75,3 +75,16 @@ def test_region_cells_cover_the_mask(fn, rng):
     for c in range(3):
         for r in range(33):
             assert cells[c, r] == (mask[4 * c : 4 * c + 4, 8 * r : 8 * r + 8] > 0).any()
+
+
+def test_slew_equals_the_frame_by_frame_recursion(fn, rng):
+    """Runs of equal values are filled at once: the values are still the recursion's, to the bit."""
+    for _ in range(100):
+        n = int(rng.integers(0, 40))
+        targets = (rng.random(n) > 0.5).astype(np.float64)
+        start, ramp = float(rng.choice([0.0, 1.0, 1 / 3, 0.5])), int(rng.integers(1, 5))
+        step, value, expected = 1.0 / ramp, start, []
+        for target in targets:
+            value = min(max(target, value - step), value + step)
+            expected.append(value)
+        np.testing.assert_array_equal(fn["slew_gate"](torch.from_numpy(targets), start, ramp).numpy(), expected)
