@@ -130,11 +130,9 @@ class ScriptedEffect(nn.Module):
         self.core = StreamCore(model, streams=channels, aux_streams=self.aux_channels)
         core = self.core
         module = core.model
-        cfg = model.config.stft
         self.sr = core.sr
         self.n_fft = core.n_fft
         self.hop = core.hop
-        self.win = int(cfg.win_length)
         self.time_stride = core.time_stride
         self.n_rows = core.n_rows
         self.codebook_size = int(module.codebook_size)
@@ -170,6 +168,7 @@ class ScriptedEffect(nn.Module):
             coerced = p.coerce(value, owner=key.rsplit(".", 1)[0] if "." in key else "")[0]
             current[key] = float(p.choices.index(coerced)) if p.kind == "choice" else float(coerced)
         self.param_names = [attr for attr, _, _ in PARAMETER_TABLE]
+        self.n_region = len(REGION_PARAMETERS)
         # the region's in the core (indices 0-4), the effects' here (5 on)
         for index, (_, name, _) in enumerate(PARAMETER_TABLE[: len(REGION_PARAMETERS)]):
             core.region.set_value(index, current[name], True)
@@ -237,18 +236,18 @@ class ScriptedEffect(nn.Module):
 
     def _set(self, index: int, value: float) -> int:
         """Parameter ``index`` of :data:`PARAMETER_TABLE` ramps to ``value`` (clamped)."""
-        if index < 5:
+        if index < self.n_region:
             return self.core.set_region(index, value)
-        return self.effects.set_value(index - 5, value, self.core.analysis.frames_done == 0)
+        return self.effects.set_value(index - self.n_region, value, self.core.analysis.frames_done == 0)
 
     def _target(self, index: int) -> float:
-        if index < 5:
+        if index < self.n_region:
             return self.core.region.target[index]
-        return self.effects.target[index - 5]
+        return self.effects.target[index - self.n_region]
 
     def _value(self, index: int) -> float:
         """The current (smoothed) value of effect parameter ``index``."""
-        return self.effects.value[index - 5]
+        return self.effects.value[index - self.n_region]
 
     @torch.jit.export
     def get_methods(self) -> List[str]:
