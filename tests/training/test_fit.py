@@ -170,3 +170,63 @@ def test_kill_9_then_resume(tmp_path, tiny_config, tones):
     assert main(["fit", "--run", str(run), "--resume", "--steps", str(saved + 5), "--no-progress"]) == 0
     assert load_checkpoint(run / CHECKPOINT_NAME)["step"] == saved + 5
     assert not list(run.glob(".*.tmp"))
+
+
+def test_init_from_model_file_fine_tunes_it(tmp_path, tiny_config, tones):
+    from dataclasses import replace
+
+    from spectro_fx.models.export import export_model, load_model
+    from spectro_fx.training.fit import init_from_model_file
+
+    train(tiny_run_config(tiny_config, tones, steps=20, checkpoint_every=20), tmp_path / "base", progress=False)
+    trained, _ = model_from_run(tmp_path / "base")
+    path = export_model(trained, tmp_path / "base.pt")
+    k = tiny_config.codebook_size
+
+    # same codebook: the fresh model becomes the file's model, output for output
+    fresh = VQVAE(tiny_config)
+    init_from_model_file(fresh, path, cells_per_batch=1000)
+    mag = torch.rand(2, tiny_config.stft.n_bins, 16) * 0.2
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(mag).reconstruction, trained.eval()(mag).reconstruction)
+    assert torch.equal(fresh.quantizer.codebook, trained.quantizer.codebook)
+    assert fresh.quantizer.cluster_size.sum().item() == pytest.approx(1000, rel=1e-4)
+
+    # a grown codebook: the file's codes first, then near copies of the most used ones
+    grown = VQVAE(replace(tiny_config, codebook_size=2 * k + 3))
+    init_from_model_file(grown, path, cells_per_batch=1000)
+    codebook = grown.quantizer.codebook
+    assert torch.equal(codebook[:k], trained.quantizer.codebook)
+    nearest = torch.cdist(codebook[k:], codebook[:k]).min(dim=1).values
+    assert 0 < nearest.max() < 0.05 * codebook[:k].std() * codebook.shape[1] ** 0.5
+    assert grown.quantizer.cluster_size.sum().item() == pytest.approx(1000, rel=1e-4)
+
+    # fine-tuning through the CLI's route (train.init) starts where the file ends: at a tiny
+    # learning rate two steps move no weight by more than a few lr
+    config = tiny_run_config(tiny_config, tones, steps=2, lr=1e-9, warmup_steps=0, checkpoint_every=2)
+    train(replace(config, train=replace(config.train, init=str(path))), tmp_path / "tuned", progress=False)
+    tuned, _ = model_from_run(tmp_path / "tuned")
+    source = load_model(path).module
+    scripted = source.decoder.state_dict()
+    for name, value in tuned.decoder.state_dict().items():
+        assert torch.allclose(value, scripted[name], atol=1e-6), name
+    # the codebook follows the data by EMA (decay 0.95): two steps move it a few per cent at most
+    drift = (tuned.quantizer.codebook - source.codebook).abs().max()
+    assert drift < 0.1 * source.codebook.abs().max()
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["train"]["init"] == str(path)
+
+
+def test_init_refuses_another_network_and_bad_arguments(tmp_path, tiny_config, tones):
+    from dataclasses import replace
+
+    from spectro_fx.models.export import export_model
+    from spectro_fx.training.fit import init_from_model_file
+
+    path = export_model(VQVAE(tiny_config).eval(), tmp_path / "m.pt")
+    with pytest.raises(ParameterError, match=r"model\.channels: file \[4, 8\], config \[4, 16\]"):
+        init_from_model_file(VQVAE(replace(tiny_config, channels=(4, 16))), path, cells_per_batch=10)
+    with pytest.raises(ParameterError, match="smaller than the file's"):
+        init_from_model_file(VQVAE(replace(tiny_config, codebook_size=2)), path, cells_per_batch=10)
+    assert main(["fit", "--run", str(tmp_path / "r"), "--init", str(path), "--resume"]) == 2
+    assert main(["fit", "--run", str(tmp_path / "r"), "--init", str(tmp_path / "missing.pt")]) == 2
+    assert not (tmp_path / "r" / CHECKPOINT_NAME).exists()
