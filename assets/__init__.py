@@ -12,7 +12,7 @@ from pathlib import Path
 
 DEFAULT_MODEL = "default_model.pt"
 # models that `--model NAME` finds without a path (README, "Bundled models")
-BUNDLED_MODELS = {"default": DEFAULT_MODEL, "low-delay": "low_delay_model.pt", "low-delay-hq": "low_delay_hq_model.pt"}
+BUNDLED_MODELS = {"default": DEFAULT_MODEL, "low-delay": "low_delay_model.pt", "classic": "classic_model.pt"}
 MODEL_HELP = f"model file, or a bundled model by name: {', '.join(BUNDLED_MODELS)} (default: default)"
 DEFAULT_MIDI_MAP = "default_midi_map.toml"
 DEMO_CLIP = "demo.wav"

@@ -41,6 +41,6 @@ def test_list_names_each_bundled_model_with_its_latency(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     assert "bundled models (--model NAME):" in out
-    assert "default_model.pt: 48000 Hz, window 512, hop 128 x 4 per column, latency 895 samples (18.65 ms)" in out
-    for name in ("low_delay_model.pt", "low_delay_hq_model.pt"):
+    assert "classic_model.pt: 48000 Hz, window 512, hop 128 x 4 per column, latency 895 samples (18.65 ms)" in out
+    for name in ("default_model.pt", "low_delay_model.pt"):
         assert f"{name}: 48000 Hz, window 1024/384, hop 96 x 2 per column, latency 479 samples (9.98 ms)" in out

@@ -62,10 +62,10 @@ def test_a_click_arrives_exactly_latency_samples_later(request, model_name, sr, 
         assert engine.late_samples == 0
 
 
-@pytest.mark.parametrize("name", ["low-delay", "low-delay-hq"])
+@pytest.mark.parametrize("name", ["default", "low-delay"])
 @pytest.mark.parametrize("block", [64, 128, 257])
 def test_the_bundled_low_delay_models_are_heard_under_10_ms_by_signal(name, block):
-    """`--model low-delay` (and -hq): a click through the whole band comes out 479 samples (9.98 ms) later at 48 kHz."""
+    """The default model and `--model low-delay`: a click through the whole band comes out 479 samples (9.98 ms) later at 48 kHz."""
     from spectro_fx.effect.io.render import resolve_model
 
     engine = Engine(resolve_model(name), sr=48000, channels=1, chain="none")
