@@ -483,6 +483,11 @@ def _start(config: RunConfig, run_dir: Path, ddp: "_Distributed", *, resume: boo
             f"run folder {str(run_dir)!r} already holds a checkpoint; pass --resume to continue it "
             "or choose a new run folder"
         )
+    torch.manual_seed(tcfg.seed)
+    model = VQVAE(cfg).to(ddp.device)
+    if state is None and tcfg.init:
+        # before anything is written: a file that does not fit leaves no run folder behind
+        init_from_model_file(model, tcfg.init, cells_per_batch=tcfg.batch_size * cfg.n_rows * tcfg.segment_frames // cfg.time_stride)
     _write_config(ddp, config, run_dir)
 
     n_samples = crop_samples(cfg, tcfg.segment_frames)
@@ -499,12 +504,8 @@ def _start(config: RunConfig, run_dir: Path, ddp: "_Distributed", *, resume: boo
             f"per process ({ddp.world} processes); lower the batch size or add data"
         )
 
-    torch.manual_seed(tcfg.seed)
-    model = VQVAE(cfg).to(ddp.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     step = 0
-    if state is None and tcfg.init:
-        init_from_model_file(model, tcfg.init, cells_per_batch=tcfg.batch_size * cfg.n_rows * tcfg.segment_frames // cfg.time_stride)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -749,9 +750,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt with RUN/config.json")
     p.add_argument(
-        "--init", default=None, metavar="MODEL_FILE",
-        help="fine-tune: start from this model file's weights and codebook (same as --set train.init=FILE); "
-        "the config must describe its network, model.codebook_size may grow",
+        "--init", default=None, metavar="MODEL",
+        help="fine-tune: start from this model file's (or bundled model's: default, low-delay, classic) weights "
+        "and codebook; the config must describe its network, model.codebook_size may grow",
     )
     p.add_argument("--steps", type=int, default=None, help="total steps (same as --set train.steps=N)")
     p.add_argument("--seed", type=int, default=None, help="seed (same as --set train.seed=N)")
@@ -773,9 +774,13 @@ def run(args: argparse.Namespace) -> int:
     if args.init is not None:
         if args.resume:
             raise ParameterError("--init starts a new run from a model file; --resume continues a run: pass one of them")
-        if not Path(args.init).is_file():
-            raise ParameterError(f"--init {args.init!r}: no such model file")
-        overrides.append(f"train.init={json.dumps(str(Path(args.init).resolve()))}")
+        from spectro_fx.assets import model_path
+
+        try:
+            init = model_path(args.init)  # a file, or a bundled model by name
+        except FileNotFoundError as exc:
+            raise ParameterError(f"--init: {exc}") from None
+        overrides.append(f"train.init={json.dumps(str(init.resolve()))}")
     if args.data is not None:
         overrides.append(f"data.path={json.dumps(str(Path(args.data).resolve()))}")
     run_dir = Path(args.run_dir)

@@ -229,4 +229,6 @@ def test_init_refuses_another_network_and_bad_arguments(tmp_path, tiny_config, t
         init_from_model_file(VQVAE(replace(tiny_config, codebook_size=2)), path, cells_per_batch=10)
     assert main(["fit", "--run", str(tmp_path / "r"), "--init", str(path), "--resume"]) == 2
     assert main(["fit", "--run", str(tmp_path / "r"), "--init", str(tmp_path / "missing.pt")]) == 2
-    assert not (tmp_path / "r" / CHECKPOINT_NAME).exists()
+    # a bundled model is found by name; the default config is not classic's network
+    assert main(["fit", "--run", str(tmp_path / "r"), "--init", "classic", "--data", str(tones)]) == 2
+    assert not (tmp_path / "r").exists()
