@@ -185,17 +185,22 @@ class ScriptedEffect(nn.Module):
         if prior is not None:
             self.register_buffer("prior_offsets", prior.offsets.to(torch.long).reshape(-1, 2).clone())
             self.register_buffer("prior_class_log_prior", prior.class_log_prior.double().clone())
-            # [P, K + 1, K]: log P(neighbour p has value v | code k), gathered by v
-            self.register_buffer("prior_value_log_prob", prior.feature_log_prob.double().permute(0, 2, 1).contiguous())
+            # [P, K + 1, K]: log P(neighbour p has value v | code k), gathered by v; float32 as in the
+            # model file (K=1024 tables are 25 MB so): the gathered rows are summed in float64
+            self.register_buffer("prior_value_log_prob", prior.feature_log_prob.float().permute(0, 2, 1).contiguous())
             fallback = prior.class_log_prior.double()
             if bool((self.prior_offsets[:, 0] > 0).any()):
                 raise ParameterError("the model's learned prior reads later columns; a stream cannot export it")
         else:
             self.register_buffer("prior_offsets", torch.zeros(0, 2, dtype=torch.long))
             self.register_buffer("prior_class_log_prior", torch.zeros(self.codebook_size, dtype=torch.float64))
-            self.register_buffer("prior_value_log_prob", torch.zeros(0, self.codebook_size + 1, self.codebook_size, dtype=torch.float64))
+            self.register_buffer("prior_value_log_prob", torch.zeros(0, self.codebook_size + 1, self.codebook_size))
             fallback = module.code_log_prior.double()
         self.register_buffer("fallback_log_prior", fallback.clone())
+        if bool(module.has_prior):
+            # the core's copy of the model file keeps its prior for the engine's Python effects;
+            # here the tables above serve, so the exported file carries them once
+            module.prior_feature_log_prob = torch.zeros(0, self.codebook_size, self.codebook_size + 1)
         self.history_columns = 8 + (int(-self.prior_offsets[:, 0].min()) if self.prior_offsets.shape[0] else 0)
 
         # stream state (sized at the first block)
@@ -524,7 +529,7 @@ class ScriptedEffect(nn.Module):
         k = self.codebook_size
         table = torch.where(values < 0, torch.full_like(values, k), values)
         p = torch.arange(table.shape[1])[None, :].expand_as(table)
-        per_feature = self.prior_value_log_prob[p, table]  # [N, P, K]
+        per_feature = self.prior_value_log_prob[p, table].double()  # [N, P, K]
         return self.prior_class_log_prior[None, :] + per_feature.sum(dim=1)
 
     def _spatial_pick(self, values: torch.Tensor, offsets: torch.Tensor, uniforms: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:

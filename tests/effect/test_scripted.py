@@ -76,6 +76,17 @@ CASES = {
 }
 
 
+def test_the_exported_module_carries_the_prior_tables_once(prior_model):
+    """The default model's prior is 25 MB: the file must not hold it two or three times (the
+    core's copy of the model file, a float64 copy for the sums); the learned path's equality
+    with the engine is test_equals_the_engine's "learned" case."""
+    table = prior_model.module.prior_feature_log_prob
+    module = _script(prior_model, "inpaint", {"inpaint.method": "learned"})
+    large = [(name, b) for name, b in module.named_buffers() if b.numel() >= table.numel()]
+    assert [(name, b.dtype) for name, b in large] == [("prior_value_log_prob", torch.float32)]
+    assert prior_model.module.prior_feature_log_prob.numel() == table.numel()  # the caller's file is untouched
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_equals_the_engine(prior_model, rng, case):
     chain, values = CASES[case]
