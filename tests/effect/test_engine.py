@@ -329,7 +329,10 @@ def test_a_burst_far_beyond_full_scale_ends_when_it_ends(lowdelay_model, rng):
 def test_set_many_is_whole_for_a_block(tiny_model):
     """A pair queued with set_many is taken by the next block all at once, whatever the thread."""
     engine = Engine(tiny_model, sr=48000, channels=1)
-    engine.process(np.zeros((64, 1), np.float32))
+    # past the first analysis frame: before it, set_many applies from the caller's thread at once
+    # and leaves nothing pending (64 samples here let a loaded CI machine take no pair in 10 s)
+    engine.process(np.zeros((4096, 1), np.float32))
+    assert engine._core.analysis.frames_done > 0
     bank = engine._bank
     stop = threading.Event()
 
