@@ -19,7 +19,7 @@ def export_run(run_dir: str | Path, output: Optional[str | Path] = None, *, incl
     """Export the checkpoint of ``run_dir`` to ``output`` (default ``RUN/model.pt``), atomically.
 
     The file's ``data_description`` names the training data; its metadata records the run
-    folder, the step and the training config.
+    folder, the step and the training config (its data folder and ``--init`` file by name only).
     """
     from spectro_fx.models.export import export_model
 
@@ -39,10 +39,15 @@ def export_run(run_dir: str | Path, output: Optional[str | Path] = None, *, incl
             )
     output = Path(output) if output is not None else run_dir / "model.pt"
     description = f"{state.get('data_description', '')}; trained {int(state['step'])} steps"
+    train_config = json.loads(state["config"]) if "config" in state else {}
+    # a model file travels: it names its data folder and its starting file, not where they lay
+    for table, key in (("data", "path"), ("train", "init")):
+        if train_config.get(table, {}).get(key):
+            train_config[table][key] = Path(train_config[table][key]).name
     metadata = {
         "run": run_dir.name,
         "step": int(state["step"]),
-        "train_config": json.loads(state["config"]) if "config" in state else {},
+        "train_config": train_config,
         "has_prior": prior is not None,
     }
     return export_model(model, output, data_description=description, prior=prior, metadata=metadata)

@@ -43,6 +43,8 @@ def test_export_round_trip(run_dir, tiny_config):
     loaded = load_model(run_dir / "model.pt")
     assert loaded.config == tiny_config
     assert loaded.metadata["step"] == 6 and loaded.metadata["train_config"]["train"]["steps"] == 6
+    data_path = loaded.metadata["train_config"]["data"]["path"]
+    assert data_path and "/" not in data_path  # the folder by name, not the training machine's path
     assert "tones" in loaded.module.data_description and not loaded.module.has_prior
     model, _ = model_from_run(run_dir)
     mag = torch.rand(2, tiny_config.stft.n_bins, 16) + 1e-3
