@@ -68,7 +68,7 @@ class TrainConfig:
         bfloat16 autocast on CUDA (ignored on CPU).
     init : str
         A model file to start from (``fit --init``): its network weights and codebook replace the
-        random initialisation (:func:`init_from_model_file`); empty: start from scratch.
+        random initialisation (:func:`spectro_fx.training.finetune.init_from_model_file`); empty: start from scratch.
     """
 
     batch_size: int = 16
@@ -251,61 +251,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-# keys of [model] that only steer training: a model file may be fine-tuned with other values
-TRAINING_ONLY_KEYS = ("codebook_size", "ema_decay", "commitment_weight", "restart_threshold")
-
-
-@torch.no_grad()
-def init_from_model_file(model: VQVAE, path: str | os.PathLike, *, cells_per_batch: int) -> None:
-    """Start ``model`` from the weights and codebook of the model file ``path`` (fine-tuning).
-
-    The run's ``[model]`` must describe the file's network: every key but those in
-    ``TRAINING_ONLY_KEYS`` equal. ``codebook_size`` may be larger than the file's: each extra code
-    splits one of the most used ones (a copy nudged by 1 % of the codebook's spread), so the
-    EMA updates pull the pair apart on the data. The EMA state is rebuilt from the file's code
-    usage as if ``cells_per_batch`` cells had been assigned per step.
-    """
-    from spectro_fx.models.export import load_model
-
-    source = load_model(path)
-    have, want = source.config.to_dict(), model.cfg.to_dict()
-    differ = [k for k in want if k not in TRAINING_ONLY_KEYS and have.get(k) != want[k]]
-    if differ:
-        detail = "; ".join(f"model.{k}: file {have.get(k)!r}, config {want[k]!r}" for k in differ)
-        raise ParameterError(
-            f"--init {str(path)!r}: the config's network differs from the model file's ({detail}); "
-            "pass the --config it was trained with; only " + ", ".join(f"model.{k}" for k in TRAINING_ONLY_KEYS)
-            + " may differ"
-        )
-    module = source.module
-    for target, scripted in ((model.encoder, module.encoder), (model.decoder, module.decoder)):
-        # a scripted module's state_dict also lists the non-persistent stream buffers
-        wanted = target.state_dict().keys()
-        target.load_state_dict({k: v for k, v in scripted.state_dict().items() if k in wanted})
-    codebook = module.codebook.detach().float()
-    usage = torch.exp(module.code_log_prior.detach().float())
-    k_file, k_run = codebook.shape[0], model.cfg.codebook_size
-    if k_run < k_file:
-        raise ParameterError(
-            f"--init {str(path)!r}: model.codebook_size={k_run} is smaller than the file's {k_file}; "
-            f"fine-tuning can keep or grow the codebook, not shrink it"
-        )
-    counts = usage / usage.sum() * cells_per_batch
-    extra = k_run - k_file
-    if extra:
-        split = torch.argsort(counts, descending=True)[torch.arange(extra) % k_file]
-        generator = torch.Generator().manual_seed(0)
-        noise = torch.randn(extra, codebook.shape[1], generator=generator) * 0.01 * codebook.std()
-        codebook = torch.cat([codebook, codebook[split] + noise])
-        shares = torch.bincount(split, minlength=k_file).float() + 1.0
-        counts = torch.cat([counts / shares, (counts / shares)[split]])
-    q = model.quantizer
-    q.codebook.copy_(codebook)
-    q.cluster_size.copy_(counts)
-    q.embed_avg.copy_(codebook * counts[:, None])
-    q.initted.fill_(True)
-
-
 def crop_samples(model_cfg: VQVAEConfig, segment_frames: int) -> int:
     """Samples of a crop: ``segment_frames`` full frames plus the lead-in their first window needs."""
     stft = model_cfg.stft
@@ -486,6 +431,8 @@ def _start(config: RunConfig, run_dir: Path, ddp: "_Distributed", *, resume: boo
     torch.manual_seed(tcfg.seed)
     model = VQVAE(cfg).to(ddp.device)
     if state is None and tcfg.init:
+        from .finetune import init_from_model_file
+
         # before anything is written: a file that does not fit leaves no run folder behind
         init_from_model_file(model, tcfg.init, cells_per_batch=tcfg.batch_size * cfg.n_rows * tcfg.segment_frames // cfg.time_stride)
     _write_config(ddp, config, run_dir)

@@ -176,7 +176,7 @@ def test_init_from_model_file_fine_tunes_it(tmp_path, tiny_config, tones):
     from dataclasses import replace
 
     from spectro_fx.models.export import export_model, load_model
-    from spectro_fx.training.fit import init_from_model_file
+    from spectro_fx.training.finetune import init_from_model_file
 
     train(tiny_run_config(tiny_config, tones, steps=20, checkpoint_every=20), tmp_path / "base", progress=False)
     trained, _ = model_from_run(tmp_path / "base")
@@ -220,7 +220,7 @@ def test_init_refuses_another_network_and_bad_arguments(tmp_path, tiny_config, t
     from dataclasses import replace
 
     from spectro_fx.models.export import export_model
-    from spectro_fx.training.fit import init_from_model_file
+    from spectro_fx.training.finetune import init_from_model_file
 
     path = export_model(VQVAE(tiny_config).eval(), tmp_path / "m.pt")
     with pytest.raises(ParameterError, match=r"model\.channels: file \[4, 8\], config \[4, 16\]"):
