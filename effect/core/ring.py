@@ -1,11 +1,14 @@
-"""Preallocated single-producer/single-consumer rings of float32 audio frames, and the drain of
-the deques that carry events between threads.
+"""Preallocated single-producer/single-consumer rings of float32 audio frames, the doorbell
+that wakes the ring's reader, and the drain of the deques that carry events between threads.
 
 The live effect passes audio between the PortAudio callback and the worker thread through these.
 """
 
 from __future__ import annotations
 
+import os
+import select
+import weakref
 from collections import deque
 from typing import Any
 
@@ -118,3 +121,54 @@ def drain(items: deque) -> list[Any]:
             out.append(items.popleft())
         except IndexError:
             return out
+
+
+class Doorbell:
+    """Wakes one waiting thread from another without a lock: ``ring`` writes a byte to a
+    non-blocking pipe (never waits, allocates nothing, so the audio callback may call it) and
+    ``wait`` blocks in ``select`` on the pipe's other end until a byte is there or ``timeout_s``
+    passes. A ring before the wait is not lost (the byte stays in the pipe); rings that pile
+    up while the reader is busy are swallowed by its next wait. The pipe closes with the object.
+    """
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = os.pipe()
+        for fd in (self._read_fd, self._write_fd):
+            os.set_blocking(fd, False)
+        self._closer = weakref.finalize(self, _close_fds, self._read_fd, self._write_fd)
+
+    def ring(self) -> None:
+        if not self._closer.alive:  # closed: its descriptor numbers may belong to another file now
+            return
+        try:
+            os.write(self._write_fd, b"\0")
+        except OSError:  # BlockingIOError: full, a wake-up is already waiting
+            pass
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until rung or ``timeout_s`` passes; True when rung (False at once when closed)."""
+        if not self._closer.alive:
+            return False
+        try:
+            ready, _, _ = select.select([self._read_fd], [], [], timeout_s)
+        except (OSError, ValueError):  # closed by another thread meanwhile
+            return False
+        if not ready:
+            return False
+        try:
+            while os.read(self._read_fd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        return True
+
+    def close(self) -> None:
+        self._closer()
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

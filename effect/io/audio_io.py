@@ -18,7 +18,7 @@ import numpy as np
 
 from spectro_fx.models.errors import ParameterError, positive_int
 
-from ..core.ring import FloatRing
+from ..core.ring import Doorbell, FloatRing
 
 INSTALL_HINT = (
     "install the PortAudio library (Debian/Ubuntu: apt-get install libportaudio2; "
@@ -284,7 +284,7 @@ class StreamBridge:
     """The real-time callback: copies audio into and out of rings and never waits.
 
     Each callback writes the captured block (or the next block of a file source) into
-    ``to_worker`` and into a dry delay line, then plays the worker's output for its stream
+    ``to_worker`` (and rings ``input_bell``, which wakes the worker) and into a dry delay line, then plays the worker's output for its stream
     position from ``from_worker``. The worker's output frame ``j`` is the engine's response to
     input frame ``j`` (delayed inside the engine by ``engine_latency`` frames) and is played at
     stream position ``j + margin``; the dry line delays the input by ``engine_latency + margin``
@@ -351,6 +351,7 @@ class StreamBridge:
         self.chunk = max(self.blocksize, 4096)
         ring_frames = max(int(ring_s * sr), 4 * (self.margin + self.chunk))
         self.to_worker = FloatRing(ring_frames, self.channels)
+        self.input_bell = Doorbell()  # rung after each captured block: the worker wakes on it, it does not poll
         self.from_worker = FloatRing(ring_frames, self.channels)
         delay = self.engine_latency + self.margin
         self.dry_line = FloatRing(delay + self.chunk, self.channels)
@@ -466,6 +467,7 @@ class StreamBridge:
         written = self.to_worker.write(inp)
         if written < n:
             self.input_dropped += n - written
+        self.input_bell.ring()
         dry = self.dry_buf[:n]
         if self.dry_map is None:
             self.dry_line.write(inp)

@@ -28,7 +28,7 @@ from .live_options import LIVE_DEVICES, check_live_args
 from ..core.params import parse_settings
 from .recorder import Recorder
 from .sources import AUDIO_SUFFIXES, AuxEngine, LoopedSource, at_rate, chain_needs_aux, fit_channels, read_audio
-from .worker import Worker, policy_name, worker_poll_s
+from .worker import Worker, policy_name
 
 def _input_kind(spec: str) -> str:
     if spec in LIVE_DEVICES:
@@ -128,7 +128,7 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
     if args.safety_ms is not None:
         safety_s = args.safety_ms / 1000
     else:
-        safety_s = auto_safety_s(call_s, wake_s, poll_s=worker_poll_s(plan.blocksize, sr))
+        safety_s = auto_safety_s(call_s, wake_s)
 
     fade = min(plan.blocksize, max(int(round(0.002 * sr)), 8))
     margin = plan.blocksize + fade + int(round(safety_s * sr))
@@ -148,14 +148,16 @@ def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> tuple[np.nd
     """Run the engine on noise first: TorchScript optimises on its first calls, which would
     otherwise make the first blocks late. It runs with the whole band regenerated, the most
     work a knob can ask for (the engine skips work for silence and empty regions), then the
-    parameters are put back. Between calls it sleeps as the worker polls for input.
+    parameters are put back. Between calls it sleeps a quarter block, as the worker waits for
+    the next one, and notes how late the sleep returns.
 
     Returns
     -------
     call_s : np.ndarray
         Seconds per engine call after the first third (the calls that complete a column dominate).
     wake_s : np.ndarray
-        How much later than asked each poll's sleep returned, seconds (the machine's scheduling jitter).
+        How much later than asked each sleep returned, seconds (the machine's scheduling jitter:
+        how long a thread that can run waits for a core, as the worker does when a block lands).
     """
     saved = engine.values()
     changed = []
@@ -164,28 +166,29 @@ def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> tuple[np.nd
             engine.set(name, value)
             changed.append(name)
     noise = (0.1 * np.random.default_rng(0).standard_normal((blocksize, channels))).astype(np.float32)
-    poll = worker_poll_s(blocksize, sr)
+    pause = blocksize / sr / 4
     times, late = [], []
     for _ in range(max(int(0.6 * sr) // blocksize, 16)):
         started = time.perf_counter()
         engine.process(noise)
         slept = time.perf_counter()
         times.append(slept - started)
-        time.sleep(poll)
-        late.append(max(time.perf_counter() - slept - poll, 0.0))
+        time.sleep(pause)
+        late.append(max(time.perf_counter() - slept - pause, 0.0))
     for name in changed:
         engine.set(name, saved[name])
     engine.reset()
     return np.array(times[len(times) // 3 :]), np.array(late[len(late) // 3 :])
 
 
-def auto_safety_s(call_s: np.ndarray, wake_s: np.ndarray, *, poll_s: float) -> float:
+def auto_safety_s(call_s: np.ndarray, wake_s: np.ndarray) -> float:
     """Default safety margin, measured at start: the 99th percentile of the engine's call times
-    plus the worker's wake-up (a poll interval plus the 99th percentile of how late sleeps
-    returned), within [1, 100] ms. A block's output is ready once the call that receives it
+    plus the worker's wake-up (the 99th percentile of how late sleeps returned: the callback's
+    doorbell wakes the worker as a block lands, but a woken thread may still wait for a core),
+    within [1, 100] ms. A block's output is ready once the call that receives it
     (and computes the column it completes) returns, so the margin covers that call and the
     worker noticing the block; the block itself and the dry fade come on top."""
-    need = float(np.percentile(call_s, 99)) + poll_s + float(np.percentile(wake_s, 99))
+    need = float(np.percentile(call_s, 99)) + float(np.percentile(wake_s, 99))
     return float(min(max(need, 0.001), 0.1))
 
 

@@ -72,14 +72,16 @@ class Worker(threading.Thread):
     def _loop(self) -> None:
         ring_in = self.bridge.to_worker
         buf = np.zeros((self.max_chunk, ring_in.channels), np.float32)
-        poll = worker_poll_s(self.bridge.blocksize, self.sr)
+        bell = self.bridge.input_bell
         while not self.stop_event.is_set():
             if not self.scheduled.is_set() and self.bridge.callback_scheduling is not None:
                 self._choose_scheduling(*self.bridge.callback_scheduling)
             self._apply_params()
             n = ring_in.readable()
             if n == 0:
-                time.sleep(poll)
+                # woken by the callback's ring as a block lands (a ring since the check above is
+                # kept in the pipe); the timeout only lets it see a stop or a knob with no audio
+                bell.wait(IDLE_WAKE_S)
                 continue
             if n > self.resync_frames and self._resync():
                 continue
@@ -180,9 +182,8 @@ class Worker(threading.Thread):
         self.join(timeout=5)
 
 
-def worker_poll_s(blocksize: int, sr: int) -> float:
-    """How long the worker sleeps when no input is waiting: 1 ms, or a quarter block if shorter."""
-    return min(0.001, blocksize / sr / 4)
+IDLE_WAKE_S = 0.005
+"""Longest the worker waits for a block before it looks at its stop flag and queued knobs again."""
 
 
 def worker_priority(requested: int, callback_policy: int, callback_priority: int) -> tuple[int, str]:

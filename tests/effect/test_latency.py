@@ -175,18 +175,16 @@ def test_live_round_trip_is_engine_plus_safety_margin_by_signal(period, tiny_mod
 
 
 def test_safety_margin_is_the_measured_call_time_plus_the_worker_wake_up(lowdelay_model):
-    from spectro_fx.effect.io.live import _warm_up, auto_safety_s, worker_poll_s
+    from spectro_fx.effect.io.live import _warm_up, auto_safety_s
 
     engine = Engine(lowdelay_model, sr=48000, channels=1)
     engine.set("high_hz", 5000.0)
     call_s, wake_s = _warm_up(engine, 128, 1, 48000)
     assert len(call_s) == len(wake_s) >= 100 and (call_s > 0).all() and (wake_s >= 0).all()
     assert engine.values()["high_hz"] == 5000.0  # the warm-up's whole band is put back
-    poll = worker_poll_s(128, 48000)
-    assert poll == pytest.approx(128 / 48000 / 4)
-    safety = auto_safety_s(call_s, wake_s, poll_s=poll)
-    assert safety == pytest.approx(min(max(np.percentile(call_s, 99) + poll + np.percentile(wake_s, 99), 0.001), 0.1))
+    safety = auto_safety_s(call_s, wake_s)
+    assert safety == pytest.approx(min(max(np.percentile(call_s, 99) + np.percentile(wake_s, 99), 0.001), 0.1))
     # a steady engine and an idle machine: the margin shrinks to what they need, not a fixed guess
-    assert auto_safety_s(np.full(100, 0.0004), np.zeros(100), poll_s=0.0005) == pytest.approx(0.001)
-    assert auto_safety_s(np.full(100, 0.003), np.full(100, 0.001), poll_s=0.001) == pytest.approx(0.005)
-    assert auto_safety_s(np.full(100, 0.5), np.zeros(100), poll_s=0.001) == 0.1
+    assert auto_safety_s(np.full(100, 0.0004), np.zeros(100)) == pytest.approx(0.001)
+    assert auto_safety_s(np.full(100, 0.003), np.full(100, 0.001)) == pytest.approx(0.004)
+    assert auto_safety_s(np.full(100, 0.5), np.zeros(100)) == 0.1

@@ -111,3 +111,33 @@ def test_advance_write_publishes_stale_frames_within_capacity():
     assert ring.advance_write(100) == 6
     assert ring.readable() == 10 and ring.advance_write(1) == 0
     assert ring.skip(10) == 10
+
+
+def test_a_doorbell_rung_before_the_wait_is_not_lost_and_rings_pile_into_one_wake():
+    from spectro_fx.effect.core.ring import Doorbell
+
+    bell = Doorbell()
+    assert bell.wait(0.0) is False  # nothing rang
+    bell.ring()
+    assert bell.wait(0.0) is True  # rung before the wait: kept in the pipe
+    assert bell.wait(0.0) is False  # and swallowed by that wait
+    for _ in range(200_000):  # far more than a pipe holds: ring never blocks or raises
+        bell.ring()
+    assert bell.wait(0.0) is True and bell.wait(0.0) is False
+    bell.close()
+    bell.ring()  # closed: nobody waits, nothing raised
+    assert bell.wait(0.0) is False
+
+
+def test_a_doorbell_wakes_a_thread_waiting_on_it():
+    import threading
+
+    from spectro_fx.effect.core.ring import Doorbell
+
+    bell = Doorbell()
+    woke = []
+    waiter = threading.Thread(target=lambda: woke.append(bell.wait(30.0)))
+    waiter.start()
+    bell.ring()
+    waiter.join(timeout=30.0)
+    assert woke == [True]  # the 30 s timeout would have given False
