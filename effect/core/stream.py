@@ -167,6 +167,7 @@ class StreamCore(nn.Module):
         self.energy_ceiling = float(self.n_fft * float((analysis_window(cfg) ** 2).sum()))
         self.guard_ratio = GUARD_RATIO
         self.register_buffer("codebook", module.codebook.detach().clone())
+        self.register_buffer("codebook_sq", self.codebook.pow(2).sum(1))
         rf = int(module.receptive_field_frames)
         # the second source is encoded over the encoder's whole receptive field
         self.aux_window_frames = -(-rf // self.time_stride) * self.time_stride
@@ -267,7 +268,7 @@ class StreamCore(nn.Module):
         ``quantize`` with this version's :func:`nearest_code` (a file keeps the code it was
         exported with; the search is a third of the engine's CPU with an older file's)."""
         b, d, r, c = latent.shape
-        return nearest_code(latent.permute(0, 2, 3, 1).reshape(-1, d), self.codebook).reshape(b, r, c)
+        return nearest_code(latent.permute(0, 2, 3, 1).reshape(-1, d), self.codebook, self.codebook_sq).reshape(b, r, c)
 
     def _band_mask(self, n: int) -> torch.Tensor:
         """The band's mask for the next ``n`` frames ``[n, n_bins]``, its edges smoothed; the
