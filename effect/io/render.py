@@ -233,7 +233,7 @@ def render_file(
             warnings.warn(f"CC map binding of {b.parameter!r} (cc {b.cc}) is inactive: not in this chain", stacklevel=2)
         events = read_automation(automation, active, sr=sr)
     log(
-        f"latency {engine.latency_samples} samples ({1000 * engine.latency_s:.1f} ms at {sr} Hz); "
+        f"latency {engine.latency_samples} samples ({1000 * engine.latency_s:.2f} ms at {sr} Hz); "
         f"model {model.path.name} at {engine.model_sr} Hz; chain {','.join(e.name for e in engine.chain)}"
     )
     trajectory: list[tuple[int, dict[str, Any]]] = []

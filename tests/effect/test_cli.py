@@ -24,7 +24,7 @@ def test_render_with_settings(tiny_model_path, clip, tmp_path, capsys):
     y, sr = sf.read(str(out), dtype="float32", always_2d=True)
     np.testing.assert_array_equal(y, x)
     err = capsys.readouterr().err
-    assert "latency 895 samples (18.6 ms at 48000 Hz)" in err and "wrote" in err
+    assert "latency 895 samples (18.65 ms at 48000 Hz)" in err and "wrote" in err
 
 
 @pytest.mark.parametrize(
