@@ -467,7 +467,6 @@ class StreamBridge:
         written = self.to_worker.write(inp)
         if written < n:
             self.input_dropped += n - written
-        self.input_bell.ring()
         dry = self.dry_buf[:n]
         if self.dry_map is None:
             self.dry_line.write(inp)
@@ -517,6 +516,8 @@ class StreamBridge:
             self.record_dropped += n
         self.frames += n
         self.callbacks += 1
+        # last: the worker, woken, needs the interpreter lock this callback holds until it returns
+        self.input_bell.ring()
         if self.source is not None and not self.loop and self.source_pos >= self.source.shape[0]:
             # the file's last sample has been heard once the line delay has passed
             if self.frames >= self.source.shape[0] + self.engine_latency + self.margin:
