@@ -284,11 +284,11 @@ class StreamBridge:
     """The real-time callback: copies audio into and out of rings and never waits.
 
     Each callback writes the captured block (or the next block of a file source) into
-    ``to_worker`` (and rings ``input_bell``, which wakes the worker) and into a dry delay line, then plays the worker's output for its stream
-    position from ``from_worker``. The worker's output frame ``j`` is the engine's response to
-    input frame ``j`` (delayed inside the engine by ``engine_latency`` frames) and is played at
-    stream position ``j + margin``; the dry line delays the input by ``engine_latency + margin``
-    so both line up sample for sample. When the worker has not delivered a block (plus
+    ``to_worker`` and into a dry delay line, then plays the worker's output for its stream
+    position from ``from_worker``, and last rings ``input_bell``, which wakes the worker. The
+    worker's output frame ``j`` is the engine's response to input frame ``j`` (delayed inside
+    the engine by ``engine_latency`` frames) and is played at stream position ``j + margin``;
+    the dry line delays the input by ``engine_latency + margin`` so both line up sample for sample. When the worker has not delivered a block (plus
     ``fade`` frames of lookahead, kept for a fade-out), the block is played dry and counted as
     an underrun; changes between wet and dry are raised-cosine crossfades of ``fade`` frames.
 
