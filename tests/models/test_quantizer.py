@@ -74,3 +74,18 @@ def test_eval_mode_leaves_codebook_alone():
     before = vq.codebook.clone()
     vq.eval()(torch.randn(16, 4) * 5)
     torch.testing.assert_close(vq.codebook, before)
+
+
+def test_nearest_code_is_the_brute_force_nearest_and_the_first_of_equal_ones():
+    from spectro_fx.models.quantizer import nearest_code
+
+    gen = torch.Generator().manual_seed(0)
+    codebook = torch.randn(1024, 32, generator=gen)
+    z = codebook[torch.randint(0, 1024, (500,), generator=gen)] + 0.5 * torch.randn(500, 32, generator=gen)
+    z = torch.cat([z, 3.0 * torch.randn(200, 32, generator=gen)])  # far from every code too
+    brute = ((z[:, None, :].double() - codebook[None].double()) ** 2).sum(-1).argmin(1)
+    assert torch.equal(nearest_code(z, codebook), brute)
+    assert torch.equal(nearest_code(z, codebook, codebook.pow(2).sum(1)), brute)
+    # a duplicated codeword: the lower index wins, as argmin would pick
+    doubled = torch.cat([codebook[:8], codebook[:8]])
+    assert nearest_code(codebook[:8], doubled).tolist() == list(range(8))
