@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import select
+import time
 import weakref
 from collections import deque
 from typing import Any
@@ -151,7 +152,8 @@ class Doorbell:
             return False
         try:
             ready, _, _ = select.select([self._read_fd], [], [], timeout_s)
-        except (OSError, ValueError):  # closed by another thread meanwhile
+        except (OSError, ValueError):  # closed by another thread meanwhile: wait anyway, never spin
+            time.sleep(timeout_s)
             return False
         if not ready:
             return False
