@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .atomic import atomic_path
 from .config import VQVAEConfig
 from .errors import ModelFileError, ParameterError
-from .quantizer import nearest_code
+from .quantizer import quantize_latent
 from .vqvae import CausalConv2d, Decoder, Encoder, Normalizer, VQVAE, decoder_receptive_field_columns, receptive_field_frames
 
 FORMAT_VERSION = 2
@@ -172,8 +172,7 @@ class ExportedVQVAE(nn.Module):
     @torch.jit.export
     def quantize(self, latent: torch.Tensor) -> torch.Tensor:
         """Nearest-codeword indices ``[batch, n_rows, columns]`` of a latent."""
-        b, d, r, c = latent.shape
-        return nearest_code(latent.permute(0, 2, 3, 1).reshape(-1, d), self.codebook).reshape(b, r, c)
+        return quantize_latent(latent, self.codebook)
 
     @torch.jit.export
     def encode(self, mag: torch.Tensor) -> torch.Tensor:

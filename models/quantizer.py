@@ -48,6 +48,13 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, codebook_sq: Optional[
     return torch.min(distance, dim=1)[1]
 
 
+def quantize_latent(latent: torch.Tensor, codebook: torch.Tensor, codebook_sq: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Codes ``[batch, n_rows, columns]`` of a latent ``[batch, D, n_rows, columns]``: each cell's
+    :func:`nearest_code`."""
+    b, d, r, c = latent.shape
+    return nearest_code(latent.permute(0, 2, 3, 1).reshape(-1, d), codebook, codebook_sq).reshape(b, r, c)
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

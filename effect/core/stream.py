@@ -15,7 +15,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from spectro_fx.models.export import ModelFile
-from spectro_fx.models.quantizer import nearest_code
+from spectro_fx.models.quantizer import quantize_latent
 from spectro_fx.models.spectral import analysis_window
 
 from .effects import Parameter
@@ -256,19 +256,15 @@ class StreamCore(nn.Module):
         mask = self._band_mask(n_frames) * level[:, None]
         cells = region_cells(mask, ts, self.freq_stride, self.n_rows)
 
-        codes = self._quantize(self.model.stream_encode_latent(self.encoder_input(spec.abs())))
+        # this version's search, not the file's `quantize`: a file keeps the code it was exported
+        # with, and the search was a third of the engine's CPU with older K=1024 files
+        latent = self.model.stream_encode_latent(self.encoder_input(spec.abs()))
+        codes = quantize_latent(latent, self.codebook, self.codebook_sq)
         self.held_spec = spec
         self.held_mask = mask
         self.held_cells = cells
         self.columns_done += n_new
         return codes, cells, aux_codes
-
-    def _quantize(self, latent: torch.Tensor) -> torch.Tensor:
-        """Codes ``[streams, n_rows, k]`` of latents ``[streams, D, n_rows, k]``: the model file's
-        ``quantize`` with this version's :func:`nearest_code` (a file keeps the code it was
-        exported with; the search is a third of the engine's CPU with an older file's)."""
-        b, d, r, c = latent.shape
-        return nearest_code(latent.permute(0, 2, 3, 1).reshape(-1, d), self.codebook, self.codebook_sq).reshape(b, r, c)
 
     def _band_mask(self, n: int) -> torch.Tensor:
         """The band's mask for the next ``n`` frames ``[n, n_bins]``, its edges smoothed; the
