@@ -102,6 +102,7 @@ class ExportedVQVAE(nn.Module):
     data_description: str
     has_prior: bool
     prior_alpha: float
+    network_dtype: torch.dtype
 
     def __init__(self, model: VQVAE, *, data_description: str = "", prior: Optional[Prior] = None):
         super().__init__()
@@ -126,6 +127,7 @@ class ExportedVQVAE(nn.Module):
         self.normalizer = Normalizer(floor=cfg.log_floor, offset=cfg.log_offset, scale=cfg.log_scale)
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+        self.network_dtype = torch.float32  # of the encoder's and decoder's weights (use_precision)
         self.encoder.load_state_dict(model.encoder.state_dict())
         self.decoder.load_state_dict(model.decoder.state_dict())
         for layer in self.modules():
@@ -149,6 +151,14 @@ class ExportedVQVAE(nn.Module):
         self.register_buffer("prior_feature_log_prob", prior.feature_log_prob.float().clone())
         self.eval()
 
+    def use_precision(self, dtype: torch.dtype) -> None:
+        """Run the encoder and decoder in ``dtype`` (weights and activations; ``torch.bfloat16``
+        is ~1.6x faster on CPUs with AMX): their inputs are cast to it, their outputs back to
+        float32, so every method keeps its float32 contract. Call before scripting."""
+        self.encoder.to(dtype)
+        self.decoder.to(dtype)
+        self.network_dtype = dtype
+
     def _check_mag(self, mag: torch.Tensor) -> None:
         if mag.dim() != 3 or mag.shape[1] != self.n_bins:
             raise ValueError(f"mag must be [batch, {self.n_bins}, frames], got {mag.shape}")
@@ -162,12 +172,12 @@ class ExportedVQVAE(nn.Module):
         extra = self.padded_bins - self.n_bins
         if extra > 0:
             z = torch.cat([z, z[:, -1:, :].expand(-1, extra, -1)], dim=1)
-        return z.unsqueeze(1)
+        return z.unsqueeze(1).to(self.network_dtype)
 
     @torch.jit.export
     def encode_latent(self, mag: torch.Tensor) -> torch.Tensor:
         """Unquantized latent of a linear magnitude."""
-        return self.encoder(self._features(mag))
+        return self.encoder(self._features(mag)).float()
 
     @torch.jit.export
     def quantize(self, latent: torch.Tensor) -> torch.Tensor:
@@ -189,8 +199,8 @@ class ExportedVQVAE(nn.Module):
         """Linear magnitude ``[batch, n_bins, columns * time_stride]`` of a latent; with
         ``last_columns > 0`` only the frames of the last ``last_columns`` columns (a stream
         passes ``decoder_receptive_field_columns - 1`` earlier columns as context)."""
-        z = self.decoder(latent, last_columns)[:, 0, : self.n_bins]
-        return self.normalizer.inverse(z)
+        z = self.decoder(latent.to(self.network_dtype), last_columns)[:, 0, : self.n_bins]
+        return self.normalizer.inverse(z.float())
 
     @torch.jit.export
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -207,7 +217,7 @@ class ExportedVQVAE(nn.Module):
     def stream_encode_latent(self, mag: torch.Tensor) -> torch.Tensor:
         """Latent ``[batch, code_dim, n_rows, k]`` of the ``k * time_stride`` new frames ``mag``
         (linear ``[batch, n_bins, k * time_stride]``) of a stream."""
-        return self.encoder.stream(self._features(mag))
+        return self.encoder.stream(self._features(mag)).float()
 
     @torch.jit.export
     def stream_encode(self, mag: torch.Tensor) -> torch.Tensor:
@@ -229,13 +239,13 @@ class ExportedVQVAE(nn.Module):
         high = self.n_rows if high_row < 0 else min(high_row, self.n_rows)
         k = latent.shape[3]
         out = latent.new_zeros(latent.shape[0], self.n_bins, k * self.time_stride)
-        y = self.decoder.stream(latent.float(), low, high, first_column)
+        y = self.decoder.stream(latent.to(self.network_dtype), low, high, first_column)
         if y.numel() == 0:
             return out
         fs = self.freq_stride
         skip = (low - max(low - self.decoder.row_reach, 0)) * fs  # the reach below, decoded as context
         top = min(high * fs, self.n_bins)
-        mag = self.normalizer.inverse(y[:, 0, skip : skip + top - low * fs])
+        mag = self.normalizer.inverse(y[:, 0, skip : skip + top - low * fs].float())
         out[:, low * fs : top, first_column * self.time_stride :] = mag
         return out
 
@@ -357,10 +367,20 @@ def load_model(path: Union[str, os.PathLike]) -> ModelFile:
 def _upgrade_v1(module: torch.jit.ScriptModule, config: VQVAEConfig) -> torch.jit.ScriptModule:
     """A format-1 file (same weights and buffers, no streaming methods) rebuilt as this
     version's module; ``spectro-fx-train export`` or :func:`export_model` can save it anew."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(rebuild_module(module, config))
+
+
+def rebuild_module(module: torch.jit.ScriptModule, config: VQVAEConfig) -> ExportedVQVAE:
+    """A model file's weights, codebook, code usage and prior in this version's module
+    (unscripted): the file's config says how to build it, whatever code the file holds."""
     state = module.state_dict()
     net = VQVAE(config)
     for name in ("encoder", "decoder"):
-        getattr(net, name).load_state_dict({k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")})
+        part = getattr(net, name)
+        # the weights (a scripted module's state also lists its streams' non-persistent buffers)
+        part.load_state_dict({key: state[f"{name}.{key}"] for key in part.state_dict()})
     net.quantizer.codebook.copy_(state["codebook"])
     prior = None
     if bool(module.has_prior):
@@ -370,6 +390,4 @@ def _upgrade_v1(module: torch.jit.ScriptModule, config: VQVAEConfig) -> torch.ji
         )
     rebuilt = ExportedVQVAE(net, data_description=str(module.data_description), prior=prior)
     rebuilt.code_log_prior.copy_(state["code_log_prior"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.script(rebuilt)
+    return rebuilt

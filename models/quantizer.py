@@ -6,7 +6,7 @@ All state lives in registered buffers, so it survives checkpoints and export.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
@@ -39,13 +39,35 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, codebook_sq: Optional[
     torch.Tensor [N] int64
     """
     # |z - e|^2 = |z|^2 - 2 z.e + |e|^2, and |z|^2 is the same for every code of a row: one
-    # fused multiply-add and a min (torch's argmin is ~4x slower than min's indices on CPU,
-    # and both give the first of equal minima); 3x faster than the whole formula for the
-    # engine's [33 rows x columns, 1024] blocks on one core
+    # fused multiply-add per block of rows, then the minimum (see _first_min)
     if codebook_sq is None:
         codebook_sq = codebook.pow(2).sum(1)
-    distance = torch.addmm(codebook_sq, z, codebook.t(), beta=1.0, alpha=-2.0)
-    return torch.min(distance, dim=1)[1]
+    # rows searched at once: their distances to 1,024 codes (1 MB) stay in the core's cache; the
+    # engine's offline blocks (2,805 rows) searched whole are 2x slower on one core
+    block = 256
+    if z.shape[0] <= block:
+        return _first_min(torch.addmm(codebook_sq, z, codebook.t(), beta=1.0, alpha=-2.0))
+    parts: List[torch.Tensor] = []
+    for start in range(0, z.shape[0], block):
+        rows = z[start : start + block]
+        parts.append(_first_min(torch.addmm(codebook_sq, rows, codebook.t(), beta=1.0, alpha=-2.0)))
+    return torch.cat(parts)
+
+
+def _first_min(distance: torch.Tensor) -> torch.Tensor:
+    """Index of each row's smallest value, the first of equal ones, as ``torch.min(dim=1)``
+    gives; 2-3x faster for rows of a multiple of 32 values on CPU (torch's indexed min does not
+    vectorise along a row; its plain ``amin`` does): the minimum of each group of 32, the first
+    group holding the row's minimum, then the index inside that group. A few rows (a live
+    column's 33) are faster with torch's own."""
+    n, k = distance.shape
+    size = 32
+    if n < 128 or k % size != 0 or k == size:
+        return torch.min(distance, dim=1)[1]
+    groups = distance.reshape(n, k // size, size)
+    group = torch.min(groups.amin(dim=2), dim=1)[1]
+    inside = torch.gather(groups, 1, group.view(n, 1, 1).expand(n, 1, size)).squeeze(1)
+    return group * size + torch.min(inside, dim=1)[1]
 
 
 def quantize_latent(latent: torch.Tensor, codebook: torch.Tensor, codebook_sq: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -6,7 +6,6 @@ guard -> the input's phase -> overlap-add -> change samples out. torch only and 
 engine runs it eagerly between its Python effects, the exported module scripted around its own.
 """
 
-import copy
 import math
 from typing import List, Sequence, Tuple
 
@@ -14,7 +13,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from spectro_fx.models.export import ModelFile
+from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.export import ModelFile, rebuild_module
 from spectro_fx.models.quantizer import quantize_latent
 from spectro_fx.models.spectral import analysis_window
 
@@ -117,6 +117,12 @@ class Ramps(nn.Module):
         return out
 
 
+PRECISIONS = ("float32", "bfloat16")
+"""Number formats the network can run in (``StreamCore(precision=...)``, see the model's
+``use_precision``); the signal path around it stays float64. ``bfloat16`` is fast only where
+the CPU multiplies it itself (AMX, AVX512-BF16)."""
+
+
 class StreamCore(nn.Module):
     """The signal path of ``streams`` audio streams at the model's rate, around a codemap chain.
 
@@ -136,15 +142,21 @@ class StreamCore(nn.Module):
     Parameters
     ----------
     model : ModelFile
-        A loaded model file; its module is copied (the copy keeps the stream's state).
+        A loaded model file; its weights are loaded into this version's network (which keeps
+        the stream's state).
     streams, aux_streams : int
     """
 
-    def __init__(self, model: ModelFile, *, streams: int, aux_streams: int = 0):
+    def __init__(self, model: ModelFile, *, streams: int, aux_streams: int = 0, precision: str = "float32"):
         super().__init__()
-        module = copy.deepcopy(model.module)
+        if precision not in PRECISIONS:
+            raise ParameterError(f"precision={precision!r} must be one of {', '.join(PRECISIONS)}")
+        # this version's network with the file's weights: the streaming code a file holds is the
+        # code it was exported with, and later versions stream faster (channels-last layouts)
+        module = rebuild_module(model.module, model.config)
         module.reset_stream()
         self.model = module
+        self.precision = precision
         cfg = model.config.stft
         self.sr = int(cfg.sr)
         self.n_fft = int(cfg.n_fft)
@@ -174,6 +186,7 @@ class StreamCore(nn.Module):
         with torch.no_grad():  # the code of each row for a silent input: what came before the stream
             silence = torch.zeros(1, self.n_bins, self.aux_window_frames)
             self.register_buffer("silence_column", module.encode(silence)[:, :, -1:].to(torch.long).clone())
+        module.use_precision(torch.bfloat16 if precision == "bfloat16" else torch.float32)
 
         self.streams = streams
         self.aux_streams = aux_streams

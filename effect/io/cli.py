@@ -11,6 +11,7 @@ import warnings
 
 from spectro_fx import __version__
 from spectro_fx.assets import MODEL_HELP
+from spectro_fx.models.runtime import PRECISION_CHOICES
 
 DESCRIPTION = """\
 spectro-fx regenerates a time/frequency region of the sound: a VQ-VAE compresses the
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cross-with", metavar="FILE", help="second source of the `cross` effect (cross-synthesis), looped (live without it, cross takes input channel 2)")
     parser.add_argument("--mix-with", dest="old_mix_with", metavar="FILE", help=argparse.SUPPRESS)  # old name of --cross-with
+    parser.add_argument(
+        "--precision", choices=PRECISION_CHOICES, default="auto",
+        help="the network's number format: auto (default) is bfloat16 when rendering a file on a CPU that "
+             "multiplies it natively (AMX or AVX512-BF16: about 1.7x faster; held-out mel distance 0.340 -> "
+             "0.343), float32 otherwise and live (a live block is no faster in bfloat16)",
+    )
     parser.add_argument("--block-size", type=int, default=16384, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--list", action="store_true", help="list effects and parameters, then exit")
@@ -136,6 +143,8 @@ def list_parameters() -> int:
 def render_command(args: argparse.Namespace) -> int:
     from spectro_fx.models.errors import ParameterError
 
+    from spectro_fx.models.runtime import resolve_precision
+
     from ..core.params import parse_settings
     from .render import render_file
 
@@ -159,7 +168,7 @@ def render_command(args: argparse.Namespace) -> int:
         args.input, args.output, model=args.model, chain=args.chain, values=parse_settings(args.settings),
         seed=args.seed, automation=args.automation, ccmap=ccmap, plot=args.plot,
         block_size=args.block_size, progress=not args.quiet, log=log, cross_with=args.cross_with,
-        plot_scale=args.plot_scale,
+        plot_scale=args.plot_scale, precision=resolve_precision(args.precision, offline=True),
     )
     log(
         f"wrote {result.output} ({result.frames / result.sr:.2f} s, {result.channels} ch, {result.sr} Hz) "

@@ -45,6 +45,8 @@ def default_engine_factory(args: argparse.Namespace) -> Callable[..., Any]:
     """Engine builder from the command line's model/chain/parameter options (where present)."""
 
     def build(*, sr: int, channels: int, block_hint: int, aux_channels: int = 0):
+        from spectro_fx.models.runtime import resolve_precision
+
         from ..core.engine import Engine
         from .render import resolve_model
 
@@ -53,7 +55,7 @@ def default_engine_factory(args: argparse.Namespace) -> Callable[..., Any]:
         return Engine(
             model, sr=sr, channels=channels, chain=getattr(args, "chain", None) or "none",
             seed=int(getattr(args, "seed", 0) or 0), block_hint=block_hint, values=values,
-            aux_channels=aux_channels,
+            aux_channels=aux_channels, precision=resolve_precision(getattr(args, "precision", "auto"), offline=False),
         )
 
     return build

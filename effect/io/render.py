@@ -194,6 +194,7 @@ def render_file(
     log: Callable[[str], None] = lambda line: None,
     cross_with: str | os.PathLike | None = None,
     plot_scale: str = "log",
+    precision: str = "float32",
 ) -> RenderResult:
     """Render ``input`` to ``output`` (may be the same path) through the effect.
 
@@ -201,7 +202,8 @@ def render_file(
     (temp file + rename). Non-finite input samples are replaced by 0, counted and warned about.
     ``cross_with``: audio file of the second source (for ``cross``), resampled to the input's
     rate and looped to its length. ``plot_scale``: frequency axis of the picture, ``"log"``
-    (a band at the bottom of a 24 kHz axis stays visible) or ``"linear"``.
+    (a band at the bottom of a 24 kHz axis stays visible) or ``"linear"``. ``precision``: the
+    network's, as ``Engine(precision=)``.
     """
     from ..core.engine import Engine
 
@@ -223,7 +225,7 @@ def render_file(
     if cross_with is not None:  # the second source, looped to the input's length
         aux = LoopedSource.from_file(cross_with, sr=sr).next(audio.shape[0])
     engine = Engine(model, sr=sr, channels=audio.shape[1], chain=chain, seed=seed, block_hint=block_size, values=values,
-                    aux_channels=0 if aux is None else aux.shape[1])
+                    aux_channels=0 if aux is None else aux.shape[1], precision=precision)
     events: list[AutomationEvent] = []
     if automation is not None:
         if ccmap is None:
@@ -234,7 +236,7 @@ def render_file(
         events = read_automation(automation, active, sr=sr)
     log(
         f"latency {engine.latency_samples} samples ({1000 * engine.latency_s:.2f} ms at {sr} Hz); "
-        f"model {model.path.name} at {engine.model_sr} Hz; chain {','.join(e.name for e in engine.chain)}"
+        f"model {model.path.name} at {engine.model_sr} Hz ({precision}); chain {','.join(e.name for e in engine.chain)}"
     )
     trajectory: list[tuple[int, dict[str, Any]]] = []
     started = time.perf_counter()
