@@ -27,6 +27,32 @@ def test_render_with_settings(tiny_model_path, clip, tmp_path, capsys):
     assert "latency 895 samples (18.65 ms at 48000 Hz)" in err and "wrote" in err
 
 
+@pytest.mark.parametrize("choice", ["auto", "float32", "bfloat16"])
+def test_precision_is_chosen_and_said(tiny_model_path, clip, tmp_path, capsys, choice):
+    """--precision auto renders in what the CPU multiplies fastest; the start line names it."""
+    from spectro_fx.models.runtime import fast_precision
+
+    path, x = clip
+    out = tmp_path / "out.wav"
+    rc = main(["--input", str(path), "--output", str(out), "--model", str(tiny_model_path), "--precision", choice])
+    assert rc == 0
+    expected = fast_precision() if choice == "auto" else choice
+    assert f"Hz ({expected}); chain none" in capsys.readouterr().err
+    y, _ = sf.read(str(out), dtype="float32", always_2d=True)
+    assert y.shape == x.shape and np.isfinite(y).all()
+
+
+def test_auto_precision_is_float32_live_and_a_typo_is_named():
+    from spectro_fx.models.errors import ParameterError
+    from spectro_fx.models.runtime import fast_precision, resolve_precision
+
+    assert resolve_precision("auto", offline=False) == "float32"
+    assert resolve_precision("auto", offline=True) == fast_precision() in ("float32", "bfloat16")
+    assert resolve_precision("bfloat16", offline=False) == "bfloat16"
+    with pytest.raises(ParameterError, match="--precision 'bf16' must be one of auto, float32, bfloat16"):
+        resolve_precision("bf16", offline=True)
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

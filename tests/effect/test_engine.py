@@ -371,6 +371,8 @@ def test_bad_arguments(tiny_model):
         Engine(tiny_model, sr=48000, channels=1, seed=-1)
     with pytest.raises(ParameterError, match="resample_quality='best'"):
         Engine(tiny_model, sr=44100, channels=1, resample_quality="best")
+    with pytest.raises(ParameterError, match="precision='float16' must be one of float32, bfloat16"):
+        Engine(tiny_model, sr=48000, channels=1, precision="float16")
     engine = Engine(tiny_model, sr=48000, channels=2)
     with pytest.raises(ParameterError, match=r"expected \[frames, 2\]"):
         engine.process(np.zeros((10, 1), np.float32))
@@ -409,3 +411,23 @@ def test_the_engine_leaves_torch_threads_to_the_command(tiny_model, rng, tmp_pat
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+def test_a_bfloat16_network_changes_the_sound_little(tiny_model, rng):
+    """The same render with the network in bfloat16: the wet change (output - delayed input)
+    stays within a few per cent of float32's, streaming still equals one pass, and outside
+    the region the output is still exactly the delayed input."""
+    x = _noise(rng, 24000, 1)
+    values = {"low_hz": 1000.0, "high_hz": 4000.0}
+    full = _run(Engine(tiny_model, sr=48000, channels=1, values=values), x, 256)
+    engine = Engine(tiny_model, sr=48000, channels=1, values=values, precision="bfloat16")
+    assert engine.precision == "bfloat16"
+    half = _run(engine, x, 256)
+    change, change_full = half - x, full - x
+    assert np.sqrt(np.mean(change_full**2)) > 0.005  # the region does change the sound
+    error = np.sqrt(np.mean((change - change_full) ** 2)) / np.sqrt(np.mean(change_full**2))
+    assert 0 < error < 0.15, error
+    engine.reset()
+    np.testing.assert_allclose(_run(engine, x, 8193), half, atol=1e-5)  # as test_streaming_equals_one_pass
+    closed = Engine(tiny_model, sr=48000, channels=1, values={"wet": 0.0}, precision="bfloat16")
+    np.testing.assert_array_equal(_run(closed, x, 256), x)

@@ -143,3 +143,49 @@ def test_config_json_in_archive(trained, tmp_path):
     with zipfile.ZipFile(path) as z:
         name = next(n for n in z.namelist() if n.endswith("extra/config.json"))
         assert json.loads(z.read(name))["codebook_size"] == trained.cfg.codebook_size
+
+
+def test_rebuild_module_is_the_file_in_this_versions_code(trained, tmp_path):
+    """The engine runs a file's weights in this version's network: same codes, magnitudes,
+    code usage and streams as the file's own scripted module."""
+    from spectro_fx.models.export import rebuild_module
+
+    loaded = load_model(export_model(trained, tmp_path / "m.pt"))
+    rebuilt = rebuild_module(loaded.module, loaded.config)
+    x = torch.rand(2, trained.cfg.stft.n_bins, 16) + 0.01
+    with torch.no_grad():
+        codes = loaded.module.encode(x)
+        assert torch.equal(rebuilt.encode(x), codes)
+        torch.testing.assert_close(rebuilt.decode(codes), loaded.module.decode(codes), atol=1e-6, rtol=1e-6)
+        assert torch.equal(rebuilt.code_log_prior, loaded.module.code_log_prior)
+        rebuilt.reset_stream()
+        loaded.module.reset_stream()
+        latent = rebuilt.embed(codes)
+        torch.testing.assert_close(rebuilt.stream_encode_latent(x), loaded.module.stream_encode_latent(x), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            rebuilt.stream_decode_latent(latent, 0, -1, 0), loaded.module.stream_decode_latent(latent, 0, -1, 0),
+            atol=1e-6, rtol=1e-6,
+        )
+
+
+def test_use_precision_runs_the_network_in_bfloat16_behind_float32_methods(trained, tmp_path):
+    """bfloat16 weights, float32 in and out of every method, codes mostly those of float32
+    (8 bits of mantissa move a few latents across a boundary) and magnitudes close."""
+    from spectro_fx.models.export import rebuild_module
+
+    loaded = load_model(export_model(trained, tmp_path / "m.pt"))
+    half = rebuild_module(loaded.module, loaded.config)
+    half.use_precision(torch.bfloat16)
+    assert half.decoder.trunk[0].conv.weight.dtype == torch.bfloat16
+    scripted = torch.jit.script(half)
+    x = torch.rand(2, trained.cfg.stft.n_bins, 64) + 0.01
+    with torch.no_grad():
+        full_latent = loaded.module.encode_latent(x)
+        latent = scripted.encode_latent(x)
+        assert latent.dtype == torch.float32
+        assert 0 < float((latent - full_latent).abs().max()) < 0.05 * float(full_latent.abs().max())
+        codes = loaded.module.encode(x)
+        assert float((scripted.encode(x) == codes).float().mean()) > 0.9
+        mag, full_mag = scripted.decode(codes), loaded.module.decode(codes)
+        assert mag.dtype == torch.float32
+        assert float((mag.log() - full_mag.log()).abs().max()) < 0.1  # within 10 % everywhere

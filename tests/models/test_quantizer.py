@@ -89,3 +89,20 @@ def test_nearest_code_is_the_brute_force_nearest_and_the_first_of_equal_ones():
     # a duplicated codeword: the lower index wins, as argmin would pick
     doubled = torch.cat([codebook[:8], codebook[:8]])
     assert nearest_code(codebook[:8], doubled).tolist() == list(range(8))
+
+
+def test_the_grouped_minimum_is_torchs_first_minimum_with_many_ties():
+    """Distances with few distinct values (ties within and across groups of 32, a row's
+    minimum in its last group, NaN-free): the same index as torch.min, block by block."""
+    from spectro_fx.models.quantizer import _first_min, nearest_code
+
+    gen = torch.Generator().manual_seed(3)
+    distance = torch.randint(1, 4, (600, 1024), generator=gen).float()
+    distance[0, -1] = 0.0  # the only minimum, in the last group
+    distance[1, 31::32] = 0.0  # one at the end of every group: the first group's wins
+    assert torch.equal(_first_min(distance), torch.min(distance, dim=1)[1])
+    assert _first_min(distance)[:2].tolist() == [1023, 31]
+    # through the row blocks of nearest_code: a codebook of repeated words
+    codebook = torch.randn(32, 8, generator=gen).repeat(32, 1)  # 1,024 codes, each word 32 times
+    z = codebook[torch.randint(0, 1024, (700,), generator=gen)]
+    assert torch.equal(nearest_code(z, codebook), (nearest_code(z, codebook[:32])))

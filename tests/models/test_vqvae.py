@@ -65,3 +65,14 @@ def test_later_frames_do_not_change_earlier_output(model):
 def test_bad_input_shape_names_expected(model):
     with pytest.raises(ParameterError, match=f"{model.cfg.stft.n_bins}"):
         model(torch.rand(1, 3, 8))
+
+
+def test_gelu_any_layout_keeps_the_layout_and_the_values():
+    from spectro_fx.models.vqvae import gelu_any_layout
+
+    x = torch.randn(2, 24, 33, 17)
+    last = x.contiguous(memory_format=torch.channels_last)
+    y = gelu_any_layout(last)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    torch.testing.assert_close(y, torch.nn.functional.gelu(x), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(gelu_any_layout(x), torch.nn.functional.gelu(x), atol=0, rtol=0)
