@@ -195,6 +195,7 @@ class StreamCore(nn.Module):
         self.aux_mag_start = 0
         # what analyse() leaves for synthesise(): the columns' spectrum, mask and cells
         self.register_buffer("held_spec", torch.zeros(0, self.n_bins, 0, dtype=torch.complex128))
+        self.register_buffer("held_magnitude", torch.zeros(0, self.n_bins, 0, dtype=torch.float64))
         self.register_buffer("held_mask", torch.zeros(0, self.n_bins, dtype=torch.float64))
         self.register_buffer("held_cells", torch.zeros(0, self.n_rows, dtype=torch.bool))
         # the last band's mask row and its edges (the band mostly stands still)
@@ -221,6 +222,7 @@ class StreamCore(nn.Module):
         self.aux_mag = torch.zeros(aux_streams, self.n_bins, 0)
         self.aux_mag_start = 0
         self.held_spec = torch.zeros(streams, self.n_bins, 0, dtype=torch.complex128)
+        self.held_magnitude = torch.zeros(streams, self.n_bins, 0, dtype=torch.float64)
         self.pre_roll_left = self.span - self.hop
         self.columns_done = 0
         self.first_column = 0
@@ -271,9 +273,11 @@ class StreamCore(nn.Module):
 
         # this version's search, not the file's `quantize`: a file keeps the code it was exported
         # with, and the search was a third of the engine's CPU with older K=1024 files
-        latent = self.model.stream_encode_latent(self.encoder_input(spec.abs()))
+        magnitude = spec.abs()
+        latent = self.model.stream_encode_latent(self.encoder_input(magnitude))
         codes = quantize_latent(latent, self.codebook, self.codebook_sq)
         self.held_spec = spec
+        self.held_magnitude = magnitude
         self.held_mask = mask
         self.held_cells = cells
         self.columns_done += n_new
@@ -338,8 +342,8 @@ class StreamCore(nn.Module):
         """Latents ``[streams, D, n_rows, k]`` of the columns :meth:`analyse` returned -> their
         change samples ``[streams, m]`` float64, aligned with the input (the overlap-add's
         pre-roll dropped, so the first ``span - hop`` samples of the stream come later)."""
-        spec = self.held_spec
-        self.held_spec = spec[:, :, :0]
+        spec, magnitude = self.held_spec, self.held_magnitude
+        self.held_spec, self.held_magnitude = spec[:, :, :0], magnitude[:, :, :0]
         cells = self.held_cells
         n_new = cells.shape[0]
         # only cells inside the region are heard: the decoder head runs on those alone
@@ -349,7 +353,6 @@ class StreamCore(nn.Module):
         if rows.numel() > 0:
             row_lo, row_hi = int(rows[0]), int(rows[-1]) + 1
             first = int(columns[0])
-        magnitude = spec.abs()
         decoded = self.model.stream_decode_latent(latent, row_lo, row_hi, first).double()
         # a model that overflows (exp of a large log-magnitude) must not reach the output: the
         # input's magnitude is used there
