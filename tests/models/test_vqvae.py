@@ -70,7 +70,7 @@ def test_bad_input_shape_names_expected(model):
 def test_gelu_any_layout_keeps_the_layout_and_the_values():
     from spectro_fx.models.vqvae import gelu_any_layout
 
-    x = torch.randn(2, 24, 33, 17)
+    x = torch.randn(2, 24, 66, 34)  # over the size where the view is taken
     last = x.contiguous(memory_format=torch.channels_last)
     y = gelu_any_layout(last)
     assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
