@@ -66,7 +66,8 @@ def test_nn_host_emulation_hears_the_cli_render(tiny_model_path, tmp_path, rng, 
         common = ["--model", "default", "--chain", "cross", *settings, "--set", "cross.mode=latent"]
         inputs = np.stack([x, second])
     assert main(["export", "--format", "nn", "--output", str(tmp_path / "fx.ts"), *common]) == 0
-    render = ["--input", str(tmp_path / "in.wav"), "--output", str(tmp_path / "out.wav"), "--quiet", *common]
+    # the exported module's network is float32 (a host's CPU may lack bfloat16): render so too
+    render = ["--input", str(tmp_path / "in.wav"), "--output", str(tmp_path / "out.wav"), "--quiet", "--precision", "float32", *common]
     if chain == "cross":
         render += ["--cross-with", str(tmp_path / "second.wav")]
     assert main(render) == 0

@@ -104,7 +104,9 @@ def test_neutone_export_passes_its_checks_and_streams_like_the_cli(side_env, tin
     renders = {}
     for key, settings in (("exported", exported), ("moved", moved)):
         path = tmp_path / f"{key}.wav"
-        assert main(["--input", str(tmp_path / "in.wav"), "--output", str(path), "--quiet", *model, *settings]) == 0
+        # the exported module's network is float32 (a host's CPU may lack bfloat16): render so too
+        assert main(["--input", str(tmp_path / "in.wav"), "--output", str(path), "--quiet", "--precision", "float32",
+                     *model, *settings]) == 0
         renders[key], _ = sf.read(path, dtype="float32", always_2d=True)
     np.save(tmp_path / "in.npy", np.ascontiguousarray(x.T))
     np.save(tmp_path / "mono.npy", np.ascontiguousarray(x[:, :1].T))

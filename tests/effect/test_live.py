@@ -179,12 +179,14 @@ def _test_signal(seconds: float) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("wet", ["0", "1"])
-def test_a_slowed_worker_falls_back_to_continuous_dry_sound(jack_server, live_model, tmp_path, wet):
+def test_a_slowed_worker_falls_back_to_continuous_dry_sound(jack_server, tiny_model_path, tmp_path, wet):
+    # the tiny model, not the default: the crossfades need wet stretches between the stalls, and
+    # the default's stereo engine has needed 0.7-1.1 CPU s per audio s on this VM, day to day
     src = _test_signal(1.5)
     sf.write(tmp_path / "src.wav", src, SR, subtype="FLOAT")
     stats, record = tmp_path / "stats.jsonl", tmp_path / "heard.wav"
     proc = spectro_fx(
-        "--input", str(tmp_path / "src.wav"), "--loop", "--model", live_model, "--set", f"wet={wet}",
+        "--input", str(tmp_path / "src.wav"), "--loop", "--model", str(tiny_model_path), "--set", f"wet={wet}",
         # the region holds the 1.5 and 2.5 kHz partials, the 220/330 Hz ones stay dry
         "--set", "low_hz=1000", "--set", "high_hz=4000",
         "--debug-worker-delay-ms", "40", "--safety-ms", "5", "--duration", "4", "--record", str(record),
