@@ -152,9 +152,10 @@ class ExportedVQVAE(nn.Module):
         self.eval()
 
     def use_precision(self, dtype: torch.dtype) -> None:
-        """Run the encoder and decoder in ``dtype`` (weights and activations; ``torch.bfloat16``
-        is ~1.6x faster on CPUs with AMX): their inputs are cast to it, their outputs back to
-        float32, so every method keeps its float32 contract. Call before scripting."""
+        """Run the encoder and decoder in ``dtype`` (weights and activations; in ``torch.bfloat16``
+        the default model renders 1.7-2x faster offline on a CPU with AMX): their inputs are cast
+        to it, their outputs back to float32, so every method keeps its float32 contract. Call
+        before scripting."""
         self.encoder.to(dtype)
         self.decoder.to(dtype)
         self.network_dtype = dtype

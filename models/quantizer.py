@@ -56,7 +56,7 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, codebook_sq: Optional[
 
 def _first_min(distance: torch.Tensor) -> torch.Tensor:
     """Index of each row's smallest value, the first of equal ones, as ``torch.min(dim=1)``
-    gives; 2-3x faster for rows of a multiple of 32 values on CPU (torch's indexed min does not
+    gives; about 2x faster for rows of a multiple of 32 values on CPU (torch's indexed min does not
     vectorise along a row; its plain ``amin`` does): the minimum of each group of 32, the first
     group holding the row's minimum, then the index inside that group. A few rows (a live
     column's 33) are faster with torch's own."""

@@ -271,8 +271,7 @@ class StreamCore(nn.Module):
         mask = self._band_mask(n_frames) * level[:, None]
         cells = region_cells(mask, ts, self.freq_stride, self.n_rows)
 
-        # this version's search, not the file's `quantize`: a file keeps the code it was exported
-        # with, and the search was a third of the engine's CPU with older K=1024 files
+        # the module's search with the codebook's norms kept (its `quantize` computes them anew)
         magnitude = spec.abs()
         latent = self.model.stream_encode_latent(self.encoder_input(magnitude))
         codes = quantize_latent(latent, self.codebook, self.codebook_sq)

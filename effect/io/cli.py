@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision", choices=PRECISION_CHOICES, default="auto",
         help="the network's number format: auto (default) is bfloat16 when rendering a file on a CPU that "
-             "multiplies it natively (AMX or AVX512-BF16: about 1.7x faster; held-out mel distance 0.340 -> "
+             "multiplies it natively (AMX or AVX512-BF16: 1.7-2x faster; held-out mel distance 0.340 -> "
              "0.343), float32 otherwise and live (a live block is no faster in bfloat16)",
     )
     parser.add_argument("--block-size", type=int, default=16384, help=argparse.SUPPRESS)
@@ -142,7 +142,6 @@ def list_parameters() -> int:
 
 def render_command(args: argparse.Namespace) -> int:
     from spectro_fx.models.errors import ParameterError
-
     from spectro_fx.models.runtime import resolve_precision
 
     from ..core.params import parse_settings
