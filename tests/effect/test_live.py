@@ -26,9 +26,12 @@ SR = 48000
 
 @pytest.fixture(scope="module")
 def live_model(tiny_model_path):
-    """The bundled default model when it is there, else the tiny 48 kHz test model."""
-    default = asset_path(DEFAULT_MODEL)
-    return str(default if default.exists() else tiny_model_path)
+    """The tiny 48 kHz test model: these tests check the live plumbing (JACK, MIDI, signals, the
+    page, the second source), which must not hang on whether this machine's core keeps up with
+    the default model (its stereo engine has needed 0.7 to 1.1 CPU s per audio s on the project's
+    VM from one day to the next; CI then failed on underruns, not on the plumbing). The bundled
+    models play live in test_latency.py and the benchmarks."""
+    return str(tiny_model_path)
 
 
 def spectro_fx(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
@@ -490,11 +493,15 @@ def test_listings(jack_server, capsys):
 
 
 @pytest.mark.slow
-def test_live_cross_takes_its_second_source_from_input_channel_2(jack_server, live_model, tmp_path):
+def test_live_cross_takes_its_second_source_from_input_channel_2(jack_server, tmp_path):
     """Live `cross` processes channel 1 with channel 2 as the second source and plays the result
     on both outputs; it matches the offline engine fed the same two signals."""
     from spectro_fx.effect.core.engine import Engine
     from spectro_fx.models.export import load_model
+
+    # a trained model (the tiny one's codes hardly depend on the source, so a swap is not
+    # heard), the lightest bundled one: where the core cannot keep up, blocks play dry
+    live_model = str(asset_path("low_delay_model.pt"))
 
     t = np.arange(int(1.5 * SR)) / SR
     main = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1500 * t)
@@ -529,9 +536,11 @@ def test_live_cross_takes_its_second_source_from_input_channel_2(jack_server, li
 
     mixed = offline(looped[:, 1:2])
     itself = offline(looped[:, :1])  # its own codes swapped in: plain resynthesis
-    # blocks played dry after an underrun differ from both; the rest is the offline cross-synthesis
+    # blocks played dry after an underrun differ from both, and so does the 2 ms fade back in
+    # after each; the rest is the offline cross-synthesis
     close = np.abs(body[:, 0] - mixed[:, 0]) < 1e-4
-    assert close.mean() > 0.9 - last["underrun_frames"] / len(body), (close.mean(), last["underruns"])
+    dry = (last["underrun_frames"] + last["underruns"] * round(0.002 * SR)) / len(body)
+    assert close.mean() > 0.9 - dry, (close.mean(), last["underruns"])
     assert np.abs(mixed - itself).max() > 0.05  # the second source is heard
     assert not np.allclose(body[:, 0], looped[:, 0], atol=1e-3)  # and it is not the dry input
 
