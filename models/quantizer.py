@@ -45,13 +45,11 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, codebook_sq: Optional[
     # rows searched at once: their distances to 1,024 codes (1 MB) stay in the core's cache; the
     # engine's offline blocks (2,805 rows) searched whole are 2x slower on one core
     block = 256
-    if z.shape[0] <= block:
-        return _first_min(torch.addmm(codebook_sq, z, codebook.t(), beta=1.0, alpha=-2.0))
     parts: List[torch.Tensor] = []
-    for start in range(0, z.shape[0], block):
+    for start in range(0, max(z.shape[0], 1), block):  # one (empty) block for no rows
         rows = z[start : start + block]
         parts.append(_first_min(torch.addmm(codebook_sq, rows, codebook.t(), beta=1.0, alpha=-2.0)))
-    return torch.cat(parts)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _first_min(distance: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from spectro_fx.models.export import ModelFile
 
 from .effects import CodemapContext, Effect, Parameter, make_chain, order_note, stages
 from .params import ParameterBank
-from .stream import PRECISIONS, REGION_INDEX, Ramps, StreamCore
+from .stream import REGION_INDEX, Ramps, StreamCore
 
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 _TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32; below it (not 0) is subnormal
@@ -159,9 +159,7 @@ class Engine:
         self.seed = int(seed)
         self.resample_quality = resample_quality
         self.stft_config = model.config.stft
-        if precision not in PRECISIONS:
-            raise ParameterError(f"precision={precision!r} must be one of {', '.join(PRECISIONS)}")
-        self.precision = precision
+        self.precision = precision  # checked by the StreamCore
         self._core = _scripted_core(model, streams=self.channels, aux_streams=int(aux_channels), precision=precision)
         core = self._core
         self._model_module = core.model  # for the effects' context (each access from Python costs)
