@@ -131,7 +131,7 @@ class ExportedVQVAE(nn.Module):
         self.encoder.load_state_dict(model.encoder.state_dict())
         self.decoder.load_state_dict(model.decoder.state_dict())
         for layer in self.modules():
-            if isinstance(layer, CausalConv2d):
+            if isinstance(layer, (CausalConv2d, Decoder)):
                 layer.prepare_stream()
         self.register_buffer("codebook", model.quantizer.codebook.detach().clone())
         usage = model.quantizer.cluster_size.detach().clamp_min(1e-6)

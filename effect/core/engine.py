@@ -113,6 +113,11 @@ class Engine:
     precision : {"float32", "bfloat16"}
         The network's number format (:data:`~spectro_fx.effect.core.stream.PRECISIONS`);
         :func:`~spectro_fx.models.runtime.fast_precision` names the faster one on this CPU.
+    scripted : bool
+        Run the signal path as TorchScript (live blocks: fewer Python calls per small op). A file
+        render's large blocks run as fast eagerly (``False``), without TorchScript's warm-up (a
+        scripted core renders the first second or so at half its later speed) and with each large
+        conv fused with its GELU (``models.vqvae.conv_gelu``).
 
     Notes
     -----
@@ -143,6 +148,7 @@ class Engine:
         resample_quality: str = "HQ",
         aux_channels: int = 0,
         precision: str = "float32",
+        scripted: bool = True,
     ):
         positive_int("sr", sr, unit="Hz")
         positive_int("channels", channels)
@@ -160,7 +166,10 @@ class Engine:
         self.resample_quality = resample_quality
         self.stft_config = model.config.stft
         self.precision = precision  # checked by the StreamCore
-        self._core = _scripted_core(model, streams=self.channels, aux_streams=int(aux_channels), precision=precision)
+        if scripted:
+            self._core = _scripted_core(model, streams=self.channels, aux_streams=int(aux_channels), precision=precision)
+        else:
+            self._core = StreamCore(model, streams=self.channels, aux_streams=int(aux_channels), precision=precision)
         core = self._core
         self._model_module = core.model  # for the effects' context (each access from Python costs)
         self._codebook = core.codebook

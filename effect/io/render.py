@@ -225,7 +225,8 @@ def render_file(
     if cross_with is not None:  # the second source, looped to the input's length
         aux = LoopedSource.from_file(cross_with, sr=sr).next(audio.shape[0])
     engine = Engine(model, sr=sr, channels=audio.shape[1], chain=chain, seed=seed, block_hint=block_size, values=values,
-                    aux_channels=0 if aux is None else aux.shape[1], precision=precision)
+                    aux_channels=0 if aux is None else aux.shape[1], precision=precision,
+                    scripted=False)
     events: list[AutomationEvent] = []
     if automation is not None:
         if ccmap is None:
