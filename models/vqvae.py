@@ -7,7 +7,7 @@ streams: ``stream(x)`` takes new frames only and keeps its causal context in a b
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -20,27 +20,6 @@ from .quantizer import VectorQuantizer
 
 def _empty() -> torch.Tensor:
     return torch.zeros(0)
-
-
-# oneDNN's convolution with GELU applied on its output tile (what torch.compile uses on CPU)
-FUSED_CONV_GELU = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-
-@torch.jit.unused
-def _onednn_conv_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: List[int], padding: List[int]) -> torch.Tensor:
-    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, stride, [1, 1], 1, "gelu", [None], "none")
-
-
-def conv_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: List[int], padding: List[int]) -> torch.Tensor:
-    """``F.gelu(F.conv2d(x, weight, bias, stride, padding))`` for channels-last ``x``: run
-    eagerly on a CPU build with oneDNN, one call that applies the GELU while each output tile is
-    in cache (an offline block's large convs: 1.2-2x faster than conv then GELU). Scripted
-    modules (the live engine, exported effects) keep the two calls, so a host's libtorch needs
-    no oneDNN-internal op."""
-    if not torch.jit.is_scripting():
-        if FUSED_CONV_GELU and x.is_cpu and x.is_contiguous(memory_format=torch.channels_last):
-            return _onednn_conv_gelu(x, weight, bias, stride, padding)
-    return gelu_any_layout(F.conv2d(x, weight, bias, stride=stride, padding=padding))
 
 
 class CausalConv2d(nn.Module):
@@ -56,9 +35,7 @@ class CausalConv2d(nn.Module):
     CPU core than oneDNN's direct conv for that shape.
     """
 
-    def __init__(
-        self, c_in: int, c_out: int, *, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1), stream_gelu: bool = False
-    ):
+    def __init__(self, c_in: int, c_out: int, *, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1)):
         super().__init__()
         kf, kt = kernel
         sf, st = stride
@@ -67,9 +44,6 @@ class CausalConv2d(nn.Module):
         self.kf, self.kt, self.sf, self.st = kf, kt, sf, st
         self.c_out = c_out
         self.shifted = c_out * kf * kt <= 16 and (sf, st) == (1, 1) and kf * kt > 1
-        # stream (not forward) returns GELU(conv(x)): the GELU after it in the network streams as
-        # the identity (see GELU); fused into the conv where conv_gelu can
-        self.stream_gelu = stream_gelu
         self.conv = nn.Conv2d(c_in, c_out, kernel_size=kernel, stride=stride)
         # [batch, c_in, freq, pad_t]: the last input frames of the stream; empty = stream start
         self.register_buffer("cache", _empty(), persistent=False)
@@ -93,8 +67,7 @@ class CausalConv2d(nn.Module):
 
     @torch.jit.export
     def stream(self, x: torch.Tensor) -> torch.Tensor:
-        """New input frames ``[B, c_in, F, t]`` -> their outputs ``[B, c_out, F', t // st]``
-        (with ``stream_gelu``, their GELU)."""
+        """New input frames ``[B, c_in, F, t]`` -> their outputs ``[B, c_out, F', t // st]``."""
         if self.pad_t > 0:
             cache = self.cache
             if cache.dim() != 4 or cache.shape[0] != x.shape[0] or cache.shape[2] != x.shape[2]:
@@ -129,13 +102,11 @@ class CausalConv2d(nn.Module):
             bias = self.conv.bias
             if bias is not None:
                 out = out + bias.view(1, -1, 1, 1)
-            return gelu_any_layout(out) if self.stream_gelu else out
-        x = x.contiguous(memory_format=torch.channels_last)
-        if prepared:
-            weight = self.stream_weight
-        if self.stream_gelu:
-            return conv_gelu(x, weight, self.conv.bias, [self.sf, self.st], [pad, 0])
-        return F.conv2d(x, weight, self.conv.bias, stride=[self.sf, self.st], padding=[pad, 0])
+            return out
+        return F.conv2d(
+            x.contiguous(memory_format=torch.channels_last), self.stream_weight if prepared else weight, self.conv.bias,
+            stride=[self.sf, self.st], padding=[pad, 0],
+        )
 
     @torch.jit.export
     def reset_stream(self) -> None:
@@ -153,18 +124,10 @@ def gelu_any_layout(x: torch.Tensor) -> torch.Tensor:
 
 
 class GELU(nn.GELU):
-    """``nn.GELU`` that also streams (it has no time context). ``after_conv``: the layer before
-    it streams with this GELU applied (``CausalConv2d(stream_gelu=True)``), so it streams as
-    the identity; ``forward`` always applies it."""
-
-    def __init__(self, *, after_conv: bool = False):
-        super().__init__()
-        self.after_conv = after_conv
+    """``nn.GELU`` that also streams (it has no time context)."""
 
     @torch.jit.export
     def stream(self, x: torch.Tensor) -> torch.Tensor:
-        if self.after_conv:
-            return x
         return gelu_any_layout(x)
 
     @torch.jit.export
@@ -177,7 +140,7 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int, *, time_kernel: int):
         super().__init__()
-        self.conv1 = CausalConv2d(channels, channels, kernel=(3, time_kernel), stream_gelu=True)
+        self.conv1 = CausalConv2d(channels, channels, kernel=(3, time_kernel))
         self.conv2 = CausalConv2d(channels, channels, kernel=(1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -185,7 +148,7 @@ class ResBlock(nn.Module):
 
     @torch.jit.export
     def stream(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2.stream(self.conv1.stream(gelu_any_layout(x)))
+        return x + self.conv2.stream(gelu_any_layout(self.conv1.stream(gelu_any_layout(x))))
 
     @torch.jit.export
     def reset_stream(self) -> None:
@@ -198,12 +161,11 @@ class UpBlock(nn.Module):
     which are shuffled into frequency and time. Output frame ``c * st + j`` depends on input
     columns ``<= c`` only (its conv has no time context, so it streams as it runs)."""
 
-    def __init__(self, c_in: int, c_out: int, *, stride: tuple[int, int], freq_kernel: int, stream_gelu: bool = False):
+    def __init__(self, c_in: int, c_out: int, *, stride: tuple[int, int], freq_kernel: int):
         super().__init__()
         self.sf, self.st = stride
         self.c_out = c_out
-        # GELU commutes with the shuffle: streamed with the next GELU, it is applied before it
-        self.conv = CausalConv2d(c_in, c_out * self.sf * self.st, kernel=(freq_kernel, 1), stream_gelu=stream_gelu)
+        self.conv = CausalConv2d(c_in, c_out * self.sf * self.st, kernel=(freq_kernel, 1))
 
     def _shuffle(self, y: torch.Tensor) -> torch.Tensor:
         b, f, t = y.shape[0], y.shape[2], y.shape[3]
@@ -253,7 +215,7 @@ class Encoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = 1
         for c, sf, st, kf in zip(cfg.channels, cfg.freq_strides, cfg.time_strides, cfg.freq_kernels):
-            layers += [CausalConv2d(c_in, c, kernel=(kf, cfg.time_kernel), stride=(sf, st), stream_gelu=True), GELU(after_conv=True)]
+            layers += [CausalConv2d(c_in, c, kernel=(kf, cfg.time_kernel), stride=(sf, st)), GELU()]
             c_in = c
         layers += [ResBlock(c_in, time_kernel=cfg.time_kernel) for _ in range(cfg.n_res_blocks)]
         layers += [GELU(), CausalConv2d(c_in, cfg.code_dim, kernel=(1, 1))]
@@ -299,13 +261,12 @@ class Decoder(nn.Module):
         c_in = channels[-1]
         reach_bins = 0  # how far, in bins, the head carries a row's influence up or down
         for c, sf, st, kf in zip(outs, cfg.freq_strides[::-1], cfg.time_strides[::-1], cfg.freq_kernels[::-1]):
-            # each upsampling streams with the GELU after it (the first GELU follows the trunk)
-            up = UpBlock(c_in, c, stride=(sf, st), freq_kernel=min(kf, 3), stream_gelu=True)
-            head += [GELU(after_conv=len(head) > 0), up]
+            up = UpBlock(c_in, c, stride=(sf, st), freq_kernel=min(kf, 3))
+            head += [GELU(), up]
             c_in = c
             reach_bins = (reach_bins + max(up.conv.pad_f)) * sf
         tail = CausalConv2d(c_in, 1, kernel=(3, 3))
-        head += [GELU(after_conv=True), tail]
+        head += [GELU(), tail]
         self.trunk = nn.Sequential(*trunk)
         self.head = nn.Sequential(*head)
         self.time_stride = cfg.time_stride
@@ -416,13 +377,16 @@ class Decoder(nn.Module):
         pad = self.up_pad
         if pad[0] != pad[1]:
             h = F.pad(h, (0, 0, pad[0], pad[1]))
-        h = h.contiguous(memory_format=torch.channels_last)
-        u = conv_gelu(h, self.up_weight, self.up_bias, [1, 1], [pad[0] if pad[0] == pad[1] else 0, 0])
+        u = F.conv2d(
+            h.contiguous(memory_format=torch.channels_last), self.up_weight, self.up_bias,
+            padding=[pad[0] if pad[0] == pad[1] else 0, 0],
+        )
         b, f, t = u.shape[0], u.shape[2], u.shape[3]
         sf, st = self.up_stride[0], self.up_stride[1]
         taps = self.tail_taps.shape[1]
-        # [B * f * t * subpixels, c]: a view of channels-last u
-        maps = torch.matmul(u.permute(0, 2, 3, 1).reshape(-1, self.up_channels), self.tail_taps)
+        # [B, f, t, subpixels * c]: a view of channels-last u; GELU runs fast on contiguous memory
+        v = F.gelu(u.permute(0, 2, 3, 1))
+        maps = torch.matmul(v.reshape(-1, self.up_channels), self.tail_taps)
         maps = maps.view(b, f, t, sf, st, taps).permute(0, 5, 1, 3, 2, 4)
         return maps.reshape(b, taps, f * sf, t * st)
 

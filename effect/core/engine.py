@@ -113,11 +113,12 @@ class Engine:
     precision : {"float32", "bfloat16"}
         The network's number format (:data:`~spectro_fx.effect.core.stream.PRECISIONS`);
         :func:`~spectro_fx.models.runtime.fast_precision` names the faster one on this CPU.
-    scripted : bool
-        Run the signal path as TorchScript (live blocks: fewer Python calls per small op). A file
-        render's large blocks run as fast eagerly (``False``), without TorchScript's warm-up (a
-        scripted core renders the first second or so at half its later speed) and with each large
-        conv fused with its GELU (``models.vqvae.conv_gelu``).
+    jit_optimize : bool
+        Let TorchScript's profiling executor optimise the scripted signal path (``True``: live
+        blocks, whose many small calls it makes cheaper once warm). A file render passes
+        ``False``: on its large blocks the optimised graph is no faster, and its profiling runs on
+        a process's first calls render the first 6-12 s of audio at a third to half the speed
+        (``tests/bench/bench_file_render.py``).
 
     Notes
     -----
@@ -148,7 +149,7 @@ class Engine:
         resample_quality: str = "HQ",
         aux_channels: int = 0,
         precision: str = "float32",
-        scripted: bool = True,
+        jit_optimize: bool = True,
     ):
         positive_int("sr", sr, unit="Hz")
         positive_int("channels", channels)
@@ -166,10 +167,8 @@ class Engine:
         self.resample_quality = resample_quality
         self.stft_config = model.config.stft
         self.precision = precision  # checked by the StreamCore
-        if scripted:
-            self._core = _scripted_core(model, streams=self.channels, aux_streams=int(aux_channels), precision=precision)
-        else:
-            self._core = StreamCore(model, streams=self.channels, aux_streams=int(aux_channels), precision=precision)
+        self._core = _scripted_core(model, streams=self.channels, aux_streams=int(aux_channels), precision=precision)
+        self._jit_optimize = bool(jit_optimize)
         core = self._core
         self._model_module = core.model  # for the effects' context (each access from Python costs)
         self._codebook = core.codebook
@@ -425,7 +424,7 @@ class Engine:
         -> released change samples ``[channels, m]``, aligned with the input."""
         core = self._core
         started = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), torch.jit.optimized_execution(self._jit_optimize):
             codes, cells, aux_codes = core.analyse(torch.from_numpy(xm), torch.from_numpy(np.ascontiguousarray(aux.T)))
             n_new = codes.shape[2]
             if n_new == 0:

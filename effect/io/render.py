@@ -226,7 +226,7 @@ def render_file(
         aux = LoopedSource.from_file(cross_with, sr=sr).next(audio.shape[0])
     engine = Engine(model, sr=sr, channels=audio.shape[1], chain=chain, seed=seed, block_hint=block_size, values=values,
                     aux_channels=0 if aux is None else aux.shape[1], precision=precision,
-                    scripted=False)
+                    jit_optimize=False)
     events: list[AutomationEvent] = []
     if automation is not None:
         if ccmap is None:

@@ -55,9 +55,9 @@ def measured_latency(model, *, sr: int = SR, block: int = 128, **kwargs) -> tupl
 
 
 def offline_rtf(model, signal_: np.ndarray, chain: str, precision: str = "float32") -> float:
-    """Offline real-time factor (CPU time of this thread, 16384-sample blocks, as a file render),
-    whole band regenerated, the network in ``precision``."""
-    engine = _engine(model, chain=chain, precision=precision)
+    """Offline real-time factor (CPU time of this thread, 16384-sample blocks, TorchScript's
+    optimiser off, as a file render), whole band regenerated, the network in ``precision``."""
+    engine = _engine(model, chain=chain, precision=precision, jit_optimize=False)
     engine.process(signal_[:SR])
     engine.reset()
     started = time.thread_time()

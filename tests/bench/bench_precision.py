@@ -1,5 +1,6 @@
 """The network in float32 against bfloat16 (`--precision`): engine speed offline (16,384-frame
-blocks, a file render) and live (128-frame blocks), one core, whole band, in one run.
+blocks, TorchScript's optimiser off, as a file render) and live (128-frame blocks), one core,
+whole band, in one run.
 
 Run: .venv/bin/python tests/bench/bench_precision.py [--model FILE|NAME ...] [--seconds 6] [--rounds 2]
 Each model's engines in both precisions take turns (``--rounds`` times each; the best of each
@@ -56,22 +57,23 @@ def main() -> None:
         model = resolve_model(name)
         engines = {}
         for precision in ("float32", "bfloat16"):
-            engine = Engine(model, sr=SR, channels=1, chain=args.chain, precision=precision)
-            engine.set("low_hz", 20.0)
-            engine.set("high_hz", 24000.0)
-            engine.process(signal_[:SR])  # warm up
-            engines[precision] = engine
+            for block in BLOCKS:  # as a file render and as the live engine
+                engine = Engine(model, sr=SR, channels=1, chain=args.chain, precision=precision, jit_optimize=block <= 1024)
+                engine.set("low_hz", 20.0)
+                engine.set("high_hz", 24000.0)
+                engine.process(signal_[:SR])  # warm up
+                engines[(precision, block)] = engine
         best = {}
         for _ in range(args.rounds):
-            for precision, engine in engines.items():
-                for block in BLOCKS:
-                    key = (precision, block)
-                    best[key] = max(best.get(key, 0.0), x_real_time(engine, signal_, block))
+            for key, engine in engines.items():
+                best[key] = max(best.get(key, 0.0), x_real_time(engine, signal_, key[1]))
         renders = {}
-        for precision, engine in engines.items():
+        for precision in ("float32", "bfloat16"):
+            engine = engines[(precision, BLOCKS[0])]
             engine.reset()
             renders[precision] = np.concatenate([engine.process(signal_[i : i + 16384]) for i in range(0, len(signal_), 16384)])
-        change = renders["float32"] - np.concatenate([np.zeros((engines["float32"].latency_samples, 1)), signal_])[: len(signal_)]
+        latency = engines[("float32", BLOCKS[0])].latency_samples
+        change = renders["float32"] - np.concatenate([np.zeros((latency, 1)), signal_])[: len(signal_)]
         apart = np.sqrt(np.mean((renders["bfloat16"] - renders["float32"]) ** 2)) / max(np.sqrt(np.mean(change**2)), 1e-12)
         print(f"\nmodel {model.path.name}, chain {args.chain}, whole band, {args.seconds:g} s of the demo clip, "
               f"best of {args.rounds}:")

@@ -1,8 +1,6 @@
 """The model file streams: its layers keep their own causal context, so chunked
 ``stream_encode`` / ``stream_decode_latent`` equal the whole-signal methods, for several
-architectures; the region-restricted decoder head equals the full head on the wanted cells. Both as the file's
-scripted module and as this version's module run eagerly (a file render's engine), whose large
-convs take oneDNN's fused conv + GELU."""
+architectures; the region-restricted decoder head equals the full head on the wanted cells."""
 
 import copy
 import shutil
@@ -14,8 +12,8 @@ import pytest
 import torch
 
 from spectro_fx.models import STFTConfig, VQVAEConfig
-from spectro_fx.models.export import FORMAT_VERSION, export_model, load_model, rebuild_module
-from spectro_fx.models.vqvae import FUSED_CONV_GELU, VQVAE, conv_gelu
+from spectro_fx.models.export import FORMAT_VERSION, export_model, load_model
+from spectro_fx.models.vqvae import VQVAE
 
 FORMAT1_FILE = Path(__file__).parent / "data" / "format1_tiny.pt"
 
@@ -49,17 +47,9 @@ def _exported(name, tmp_path):
         return load_model(export_model(model.eval(), tmp_path / f"{name}.pt"))
 
 
-def _streaming_module(name, tmp_path, run):
-    """The exported file's scripted module, or (``run="eager"``) its weights in this version's
-    unscripted module, as an engine that renders a file runs it."""
-    loaded = _exported(name, tmp_path)
-    return loaded.module if run == "scripted" else rebuild_module(loaded.module, loaded.config)
-
-
-@pytest.mark.parametrize("run", ["scripted", "eager"])
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
-def test_chunked_stream_equals_one_pass(name, run, tmp_path, rng):
-    module = _streaming_module(name, tmp_path, run)
+def test_chunked_stream_equals_one_pass(name, tmp_path, rng):
+    module = _exported(name, tmp_path).module
     ts = int(module.time_stride)
     mag = torch.from_numpy(rng.uniform(0, 3, (2, int(module.n_bins), 24 * ts)).astype(np.float32))
     with torch.no_grad():
@@ -83,10 +73,9 @@ def test_chunked_stream_equals_one_pass(name, run, tmp_path, rng):
     assert float(gap.abs().max()) <= 1e-5 * float(flat.pow(2).sum(1).max())
 
 
-@pytest.mark.parametrize("run", ["scripted", "eager"])
 @pytest.mark.parametrize("name", ["default", "stride1", "deep"])
-def test_restricted_head_equals_full_head_on_wanted_cells(name, run, tmp_path, rng):
-    module = _streaming_module(name, tmp_path, run)
+def test_restricted_head_equals_full_head_on_wanted_cells(name, tmp_path, rng):
+    module = _exported(name, tmp_path).module
     n_rows, ts, fs, n_bins = (int(module.n_rows), int(module.time_stride), int(module.freq_stride), int(module.n_bins))
     codes = torch.from_numpy(rng.integers(0, int(module.codebook_size), (1, n_rows, 40)))
     latent = module.embed(codes)
@@ -113,22 +102,6 @@ def test_restricted_head_equals_full_head_on_wanted_cells(name, run, tmp_path, r
             outside[bins] = False
             assert not out[:, outside].any()
             column += k
-
-
-@pytest.mark.parametrize("stride, padding", [([1, 1], [1, 0]), ([2, 2], [0, 0])])
-def test_conv_gelu_is_gelu_of_the_conv(stride, padding, rng):
-    """Eagerly, with channels-last input on a oneDNN build, one fused call; scripted (the live
-    engine, exported effects), the conv and then the GELU; both as the plain torch ops."""
-    x = torch.from_numpy(rng.normal(size=(2, 6, 20, 9)).astype(np.float32)).contiguous(memory_format=torch.channels_last)
-    w = torch.from_numpy(rng.normal(size=(12, 6, 3, 2)).astype(np.float32))
-    b = torch.from_numpy(rng.normal(size=12).astype(np.float32))
-    expected = torch.nn.functional.gelu(torch.nn.functional.conv2d(x, w, b, stride=stride, padding=padding))
-    scripted = torch.jit.script(conv_gelu)
-    for out in (conv_gelu(x, w, b, stride, padding), scripted(x, w, b, stride, padding), conv_gelu(x.contiguous(), w, b, stride, padding)):
-        assert out.shape == expected.shape
-        np.testing.assert_allclose(out, expected, atol=1e-5)
-    if torch.backends.mkldnn.is_available():  # x86 and arm64 wheels: the fused op is there
-        assert FUSED_CONV_GELU
 
 
 def test_streams_of_two_copies_are_independent(tmp_path, rng):
