@@ -248,7 +248,8 @@ class Decoder(nn.Module):
     The stream fuses the head's last stage (``prepare_stream``): GELU and the tail's projection
     onto its ``kf * kt`` taps act on each value on its own, so they commute with the last
     upsampling's shuffle; the stream projects before the shuffle and moves 9 tap maps instead of
-    that layer's channels (2-3x faster for that stage at an offline block's size).
+    that layer's channels (the head and tail of an offline block: 1.3x faster in bfloat16, 2x in
+    float32).
     """
 
     def __init__(self, cfg: VQVAEConfig):
