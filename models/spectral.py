@@ -8,17 +8,28 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import scipy.signal
 import torch
 
 from .config import STFTConfig
 from .errors import ParameterError
 
 
+# cosine-sum coefficients of the periodic windows: w[n] = sum_k a_k cos(k (2 pi n / N - pi))
+_COSINE_SUMS = {"hann": (0.5, 1 - 0.5), "hamming": (0.54, 1 - 0.54), "blackman": (0.42, 0.5, 0.08)}
+
+
 def _periodic(shape: str, length: int) -> np.ndarray:
-    # periodic windows overlap-add to a constant at hops that divide them; clipped because
-    # scipy's blackman is -1e-17 at its first sample, and its square root is taken below
-    return np.clip(scipy.signal.get_window(shape, length, fftbins=True).astype(np.float64), 0.0, None)
+    # periodic windows overlap-add to a constant at hops that divide them: the first `length`
+    # points of the symmetric window of `length + 1` (numpy here, not scipy.signal, whose import
+    # cost every command a second); clipped because blackman is -1e-17 at its first sample, and
+    # its square root is taken below
+    if length == 1:
+        return np.ones(1)
+    phase = np.linspace(-np.pi, np.pi, length + 1)[:length]
+    window = np.zeros(length)
+    for k, a in enumerate(_COSINE_SUMS[shape]):
+        window += a * np.cos(k * phase)
+    return np.clip(window, 0.0, None)
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,10 +1,32 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.signal
 import torch
 
 from spectro_fx.models import STFTConfig
-from spectro_fx.models.spectral import analysis_window, istft, magnitude, overlap_norm, stft, synthesis_window
+from spectro_fx.models.config import WINDOWS
+from spectro_fx.models.spectral import _periodic, analysis_window, istft, magnitude, overlap_norm, stft, synthesis_window
+
+
+@pytest.mark.parametrize("shape", WINDOWS)
+def test_windows_are_scipys_periodic_windows_bit_for_bit(shape):
+    """The windows are computed without scipy.signal (its import cost every command a second);
+    scipy's own are the oracle, to the last bit, so every model keeps its exact windows."""
+    for length in (1, 2, 3, 7, 96, 383, 384, 512, 1024, 1536, 2048):
+        expected = np.clip(scipy.signal.get_window(shape, length, fftbins=True), 0.0, None)
+        np.testing.assert_array_equal(_periodic(shape, length), expected)
+
+
+def test_rendering_a_file_does_not_import_scipy_signal():
+    code = (
+        "import sys; import spectro_fx.effect.io.render, spectro_fx.effect.io.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('scipy.signal')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_istft_inverts_stft(rng):
