@@ -97,6 +97,7 @@ BENCHES = (
     Bench("bench_quantizer.py", quick=("--repeats", "10")),
     Bench("bench_precision.py", quick=("--seconds", "3", "--rounds", "1")),
     Bench("bench_file_render.py", quick=("--seconds", "3", "--rounds", "1", "--model", "default", "--chain", "none")),
+    Bench("bench_network_size.py", quick=("--seconds", "3", "--rounds", "1")),
     Bench("bench_ui.py", quick=("--seconds", "15", "--rounds", "1"), needs=_needs_chromium),
     Bench("gpu_energy_check.py", quick=("--seconds", "20"), needs=_needs_nvidia_gpu),
     Bench(
