@@ -362,9 +362,10 @@ class _Session:
         margin_ms = 1000.0 * b.margin / b.sr
         self._say(
             f"spectro-fx live: {self.plan.description}\n"
-            f"latency {self.latency_ms:.1f} ms = engine {engine_ms:.1f} + safety margin {margin_ms:.1f} "
+            # two decimals, as --list and a file render print the engine's (9.98 ms, not 10.0)
+            f"latency {self.latency_ms:.2f} ms = engine {engine_ms:.2f} + safety margin {margin_ms:.2f} "
             f"(block + fade + {'measured engine time' if self.args.safety_ms is None else '--safety-ms'}) "
-            f"+ device {1000.0 * self.device_latency_s:.1f} ms"
+            f"+ device {1000.0 * self.device_latency_s:.2f} ms"
         )
         if self.midi is not None:
             text = f"MIDI: {self.midi.description}, {len(self.router.ccmap.bindings)} CC bindings active"

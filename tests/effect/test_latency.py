@@ -164,7 +164,7 @@ def test_live_round_trip_is_engine_plus_safety_margin_by_signal(period, tiny_mod
     last = [json.loads(line) for line in stats.read_text().splitlines() if line.strip()][-1]
     split = last["latency"]
     start_line = next(line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if "safety margin" in line)
-    assert f"engine {1000 * split['engine_frames'] / 48000:.1f}" in start_line
+    assert f"engine {1000 * split['engine_frames'] / 48000:.2f} + safety margin {1000 * split['margin_frames'] / 48000:.2f}" in start_line
     heard = np.abs(sf.read(record, dtype="float32", always_2d=True)[0][:, 0])
     lags = [int(np.argmax(heard[start : start + 12000])) for start in range(6000, len(heard) - 12000, 12000)]
     assert len(lags) >= 8
