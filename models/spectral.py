@@ -14,7 +14,8 @@ from .config import STFTConfig
 from .errors import ParameterError
 
 
-# cosine-sum coefficients of the periodic windows: w[n] = sum_k a_k cos(k (2 pi n / N - pi))
+# cosine-sum coefficients of the periodic windows: w[n] = sum_k a_k cos(k (2 pi n / N - pi));
+# the second of hann and hamming written 1 - a_0, as scipy computes it, so the windows are its bit for bit
 _COSINE_SUMS = {"hann": (0.5, 1 - 0.5), "hamming": (0.54, 1 - 0.54), "blackman": (0.42, 0.5, 0.08)}
 
 

@@ -14,27 +14,14 @@ Figures, not asserts; this VM's speed drifts within minutes, so only ratios of o
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
-import time
 import warnings
 
-import numpy as np
-import soundfile as sf
 import torch
+from _engine_speed import SR, demo_signal, machine_line, x_real_time
 
-SR = 48000
-BLOCK = 16384
 KINDS = ("optimised", "plain")
-
-
-def x_real_time(engine, signal_: np.ndarray) -> float:
-    started = time.thread_time()
-    for i in range(0, len(signal_), BLOCK):
-        engine.process(signal_[i : i + BLOCK])
-    return len(signal_) / SR / (time.thread_time() - started)
 
 
 def _engine(model, chain: str, precision: str, kind: str):
@@ -44,14 +31,6 @@ def _engine(model, chain: str, precision: str, kind: str):
     engine.set("low_hz", 20.0)
     engine.set("high_hz", 24000.0)
     return engine
-
-
-def _clip(seconds: float) -> np.ndarray:
-    from spectro_fx.assets import asset_path
-
-    clip, sr = sf.read(asset_path("demo.wav"), dtype="float32", always_2d=True)
-    assert sr == SR
-    return np.tile(clip[:, :1], (int(np.ceil(seconds * SR / len(clip))), 1))[: int(seconds * SR)]
 
 
 def _first_render(model: str, chain: str, precision: str, kind: str, seconds: float) -> float:
@@ -76,13 +55,12 @@ def main() -> None:
     from spectro_fx.models.runtime import fast_precision
 
     precision = args.precision or fast_precision()
-    signal_ = _clip(args.seconds)
+    signal_ = demo_signal(args.seconds)
     if args.first:
         engine = _engine(resolve_model(args.model[0]), args.chain[0], precision, args.first)
         print(x_real_time(engine, signal_))
         return
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"torch {torch.__version__}, 1 thread; precision {precision}")
+    print(machine_line(f"precision {precision}"))
     for name in args.model or ["default", "classic"]:
         model = resolve_model(name)
         for chain in args.chain or ["none", "inpaint"]:
@@ -94,7 +72,6 @@ def main() -> None:
                 for kind, engine in engines.items():
                     first = _first_render(name, chain, precision, kind, args.seconds)
                     best[(kind, "first")] = max(best.get((kind, "first"), 0.0), first)
-                    engine.reset()
                     best[(kind, "then")] = max(best.get((kind, "then"), 0.0), x_real_time(engine, signal_))
             print(f"\nmodel {model.path.name}, chain {chain}, whole band, {args.seconds:g} s, best of {args.rounds}:")
             for when in ("first", "then"):

@@ -15,19 +15,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
 import torch
+from _engine_speed import SR, demo_signal, machine_line, x_real_time
 
-SR = 48000
-BLOCK = 16384
 # (label, changes to the default's model config); the bundled models come first
 SIZES = (
     ("24/48/96 channels, 1,024 codes (the default's size)", {}),
@@ -38,14 +32,6 @@ SIZES = (
 )
 
 
-def x_real_time(engine, signal_: np.ndarray) -> float:
-    engine.reset()
-    started = time.thread_time()
-    for i in range(0, len(signal_), BLOCK):
-        engine.process(signal_[i : i + BLOCK])
-    return len(signal_) / SR / (time.thread_time() - started)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision", default="bfloat16", choices=("float32", "bfloat16"), help="the network's (default bfloat16, a file render's on this VM)")
@@ -54,18 +40,13 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
-    from spectro_fx.assets import asset_path
     from spectro_fx.effect.core.engine import Engine
     from spectro_fx.effect.io.render import resolve_model
     from spectro_fx.models.export import export_model, load_model
     from spectro_fx.models.vqvae import VQVAE
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"torch {torch.__version__}, 1 thread, network in {args.precision}")
-    clip, sr = sf.read(asset_path("demo.wav"), dtype="float32", always_2d=True)
-    assert sr == SR
-    clip = clip[:, :1]
-    signal_ = np.tile(clip, (int(np.ceil(args.seconds * SR / len(clip))), 1))[: int(args.seconds * SR)]
+    print(machine_line(f"network in {args.precision}"))
+    signal_ = demo_signal(args.seconds)
 
     models = {f"bundled {name}": resolve_model(name) for name in ("default", "low-delay", "classic")}
     base = models["bundled default"].config

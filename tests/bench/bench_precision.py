@@ -12,25 +12,13 @@ Figures, not asserts; bfloat16 pays only where the CPU multiplies it (AMX, AVX51
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import time
 import warnings
 
 import numpy as np
-import soundfile as sf
 import torch
+from _engine_speed import FILE_BLOCK, SR, demo_signal, machine_line, x_real_time
 
-SR = 48000
-BLOCKS = (16384, 128)
-
-
-def x_real_time(engine, signal_: np.ndarray, block: int) -> float:
-    engine.reset()
-    started = time.thread_time()
-    for i in range(0, len(signal_), block):
-        engine.process(signal_[i : i + block])
-    return len(signal_) / SR / (time.thread_time() - started)
+BLOCKS = (FILE_BLOCK, 128)
 
 
 def main() -> None:
@@ -42,17 +30,12 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
-    from spectro_fx.assets import asset_path
     from spectro_fx.effect.core.engine import Engine
     from spectro_fx.effect.io.render import resolve_model
     from spectro_fx.models.runtime import fast_precision
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"torch {torch.__version__}, 1 thread; fastest precision here: {fast_precision()}")
-    clip, sr = sf.read(asset_path("demo.wav"), dtype="float32", always_2d=True)
-    assert sr == SR
-    clip = clip[:, :1]
-    signal_ = np.tile(clip, (int(np.ceil(args.seconds * SR / len(clip))), 1))[: int(args.seconds * SR)]
+    print(machine_line(f"fastest precision here: {fast_precision()}"))
+    signal_ = demo_signal(args.seconds)
     for name in args.model or ["default", "classic"]:
         model = resolve_model(name)
         engines = {}
@@ -71,7 +54,7 @@ def main() -> None:
         for precision in ("float32", "bfloat16"):
             engine = engines[(precision, BLOCKS[0])]
             engine.reset()
-            renders[precision] = np.concatenate([engine.process(signal_[i : i + 16384]) for i in range(0, len(signal_), 16384)])
+            renders[precision] = np.concatenate([engine.process(signal_[i : i + FILE_BLOCK]) for i in range(0, len(signal_), FILE_BLOCK)])
         latency = engines[("float32", BLOCKS[0])].latency_samples
         change = renders["float32"] - np.concatenate([np.zeros((latency, 1)), signal_])[: len(signal_)]
         apart = np.sqrt(np.mean((renders["bfloat16"] - renders["float32"]) ** 2)) / max(np.sqrt(np.mean(change**2)), 1e-12)

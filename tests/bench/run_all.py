@@ -109,9 +109,11 @@ BENCHES = (
 
 
 def unlisted() -> list[str]:
-    """Benchmark scripts of tests/bench that BENCHES does not name (a new one must be added)."""
+    """Benchmark scripts of tests/bench that BENCHES does not name (a new one must be added);
+    modules named ``_*.py`` hold what benchmarks share."""
     listed = {bench.script for bench in BENCHES}
-    return sorted(p.name for p in HERE.glob("*.py") if p.name not in listed and p.name != Path(__file__).name)
+    return sorted(p.name for p in HERE.glob("*.py")
+                  if p.name not in listed and p.name != Path(__file__).name and not p.name.startswith("_"))
 
 
 @dataclass
