@@ -246,6 +246,7 @@ def render_file(
         on_change=lambda s, v: trajectory.append((s, v)), aux=aux,
     )
     seconds = time.perf_counter() - started
+    _warn_if_region_stays_empty(trajectory, sr=sr, model_sr=engine.model_sr)
     if not np.isfinite(out).all():  # the engine sanitises its input; this guards the model's output
         bad = int(np.count_nonzero(~np.isfinite(out)))
         warnings.warn(f"the effect produced {bad} non-finite samples; replaced with 0", stacklevel=2)
@@ -263,6 +264,21 @@ def render_file(
         latency_samples=engine.latency_samples, nonfinite_samples=nonfinite, seconds=seconds,
         automation_events=len(events), clipped_samples=clipped, values=engine.values(),
     )
+
+
+def _warn_if_region_stays_empty(trajectory: Sequence[tuple[int, dict[str, Any]]], *, sr: int, model_sr: int) -> None:
+    """One warning when no band was regenerated at any time of a render, naming the values
+    that made it empty: the output is then the input, which otherwise looks like a silent failure."""
+    nyquist = min(sr, model_sr) / 2
+    if not trajectory or any(min(v["high_hz"], nyquist) > v["low_hz"] for _, v in trajectory):
+        return
+    low, high = trajectory[0][1]["low_hz"], trajectory[0][1]["high_hz"]
+    if high <= low:
+        why = (f"low_hz={low:g} is not below high_hz={high:g} (to regenerate {high:g}-{low:g} Hz, "
+               f"--set low_hz={high:g} --set high_hz={low:g})")
+    else:
+        why = f"low_hz={low:g} is at or above the Nyquist frequency, {nyquist:g} Hz at {min(sr, model_sr)} Hz"
+    warnings.warn(f"the region is empty, so the output is the input: {why}", stacklevel=3)
 
 
 def _region_shapes(trajectory, *, frames: int, sr: int):

@@ -7,6 +7,8 @@ One reader for every file the effect plays (offline input, live input, ``--cross
 from __future__ import annotations
 
 import os
+import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,45 @@ def read_audio(path: str | os.PathLike, *, option: str | None = None) -> tuple[n
         raise ParameterError(f"{label} is not a readable audio file: {exc}") from None
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise ParameterError(f"{label} has no audio frames")
+    promised = wav_header_frames(path)
+    if promised is not None and promised > data.shape[0]:
+        # libsndfile reads what is there without a word; a copy cut short would play a fraction
+        warnings.warn(
+            f"{label} is cut short: its header promises {promised} frames ({promised / sr:.2f} s), "
+            f"the file holds {data.shape[0]} ({data.shape[0] / sr:.2f} s); using those",
+            stacklevel=2,
+        )
     return data, int(sr)
+
+
+def wav_header_frames(path: str | os.PathLike) -> int | None:
+    """The frame count a RIFF/WAVE file's header promises (its ``data`` chunk size over the
+    ``fmt`` chunk's block align), or None for any other file or a header that does not say
+    (RF64, a streamed WAV's placeholder size)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if name == b"fmt ":
+                    fmt = f.read(size + (size & 1))
+                    if len(fmt) < 14:
+                        return None
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                elif name == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
 
 
 def fit_channels(data: np.ndarray, channels: int | None) -> np.ndarray:

@@ -180,3 +180,35 @@ def test_plot_scale_log_gives_a_low_band_its_share_of_the_axis(tiny_model, rng, 
     assert band_rows("log") > 1.8 * band_rows("linear")
     with pytest.raises(ParameterError, match="--plot-scale 'mel' must be one of log, linear"):
         render_file(src, tmp_path / "out.wav", model=tiny_model, plot=tmp_path / "x.png", plot_scale="mel")
+
+
+def test_an_empty_band_renders_the_input_and_says_why(tiny_model, tiny_model_path, rng, tmp_path, capsys):
+    x = _noise(rng, 12000, 1)
+    src = _write(tmp_path / "in.wav", x, 48000)
+    with pytest.warns(UserWarning, match=r"the region is empty, so the output is the input: low_hz=5000 is not "
+                                         r"below high_hz=100 \(to regenerate 100-5000 Hz, --set low_hz=100 --set high_hz=5000\)"):
+        render_file(src, tmp_path / "out.wav", model=tiny_model, values={"low_hz": 5000, "high_hz": 100})
+    np.testing.assert_array_equal(sf.read(str(tmp_path / "out.wav"), dtype="float32", always_2d=True)[0], x)
+    # above the input's Nyquist frequency the band is empty too
+    low_rate = _write(tmp_path / "in16k.wav", x, 16000)
+    with pytest.warns(UserWarning, match=r"low_hz=9000 is at or above the Nyquist frequency, 8000 Hz at 16000 Hz"):
+        render_file(low_rate, tmp_path / "out16k.wav", model=tiny_model, values={"low_hz": 9000, "high_hz": 12000})
+    # from the command line: one line on stderr, exit 0
+    from spectro_fx.effect.io.cli import main
+
+    rc = main(["--input", str(src), "--output", str(tmp_path / "cli.wav"), "--model", str(tiny_model_path),
+               "--quiet", "--set", "low_hz=5000", "--set", "high_hz=100"])
+    assert rc == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "region is empty" in line]
+    assert len(lines) == 1 and lines[0].startswith("spectro-fx: warning: the region is empty")
+
+
+def test_a_band_opened_by_automation_says_nothing(tiny_model, rng, tmp_path):
+    x = _noise(rng, 48000, 1)
+    src = _write(tmp_path / "in.wav", x, 48000)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        render_file(src, tmp_path / "out.wav", model=tiny_model, values={"low_hz": 5000, "high_hz": 100},
+                    automation=_automation(tmp_path / "knobs.mid"), ccmap=parse_ccmap(MAP))

@@ -45,3 +45,23 @@ def test_aux_engine_takes_its_second_source_from_one_place():
         AuxEngine(object())
     with pytest.raises(ParameterError, match="from one place"):
         AuxEngine(object(), split=True, looped=LoopedSource(np.ones((2, 1), np.float32)))
+
+
+@pytest.mark.parametrize("subtype, block_align", [("FLOAT", 4), ("PCM_16", 2)])
+def test_a_wav_cut_short_is_read_with_a_warning_that_says_how_much(tmp_path, subtype, block_align):
+    sf.write(tmp_path / "whole.wav", np.zeros((48000, 1), np.float32), 48000, subtype=subtype)
+    whole = (tmp_path / "whole.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[:10000])  # a copy interrupted after 10 kB
+    with pytest.warns(UserWarning) as caught:
+        data, sr = read_audio(tmp_path / "cut.wav", option="--input")
+    assert sr == 48000 and 0 < data.shape[0] < 48000
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "cut.wav is cut short: its header promises 48000 frames (1.00 s)" in message
+    assert f"the file holds {data.shape[0]} (" in message
+    # a whole file says nothing
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_audio(tmp_path / "whole.wav")[0].shape == (48000, 1)
