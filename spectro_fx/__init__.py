@@ -3,4 +3,10 @@
 The subpackages live in the repository's top-level folders (effect/, models/, training/, assets/).
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    # the installed distribution's version (pyproject.toml's), so `--version` cannot drift from it
+    __version__ = version("spectro-fx")
+except PackageNotFoundError:  # imported from a checkout that was never installed
+    __version__ = "0+unknown"
