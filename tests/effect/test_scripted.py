@@ -83,7 +83,7 @@ def test_the_exported_module_carries_the_prior_tables_once(prior_model):
     table = prior_model.module.prior_feature_log_prob
     module = _script(prior_model, "inpaint", {"inpaint.method": "learned"})
     large = [(name, b) for name, b in module.named_buffers() if b.numel() >= table.numel()]
-    assert [(name, b.dtype) for name, b in large] == [("prior_value_log_prob", torch.float32)]
+    assert [(name, b.dtype) for name, b in large] == [("step.prior_value_log_prob", torch.float32)]
     assert prior_model.module.prior_feature_log_prob.numel() == table.numel()  # the caller's file is untouched
 
 

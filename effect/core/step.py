@@ -1,0 +1,291 @@
+"""The effect's column step, defined once: samples in, change samples out, built-in effects fused.
+
+One scriptable call per block (:meth:`ColumnStep.process`): analysis, encoder, the built-in codemap
+effects with their parameters from one table, decoder, synthesis. The engine and the exported module run it.
+"""
+
+from typing import Any, Dict, Final, List, Optional
+
+import torch
+from torch import nn
+
+from spectro_fx.models.export import ModelFile, Prior
+
+from . import builtin
+from .effects import Parameter
+from .params import REGION_PARAMETERS
+from .stream import Ramps, StreamCore
+
+BUILTIN_EFFECTS = ("none", "noise", "inpaint", "dropout", "cross")
+"""Effects the step runs fused, by index (``ColumnStep.chain_codes`` and ``chain_latents`` hold these)."""
+NOISE, INPAINT, DROPOUT, CROSS = 1, 2, 3, 4
+
+STEP_FIXED = ("inpaint.alpha", "inpaint.context")
+"""Built-in parameters that are not per-column values of the step: ``alpha`` re-smooths the prior
+tables (:func:`prior_buffers`), ``context=input`` is what the step runs (``output`` runs the plugin)."""
+
+
+def _parameter_table() -> list[tuple[str, str, Parameter]]:
+    from ..plugins.codemap_effects import Cross, Dropout, Noise
+    from ..plugins.inpaint import Inpaint
+
+    table = [(p.name, p.name, p) for p in REGION_PARAMETERS]
+    for effect in (Noise, Inpaint, Dropout, Cross):
+        for p in effect.parameters:
+            if f"{effect.name}.{p.name}" not in STEP_FIXED:
+                table.append((f"{effect.name}_{p.name}", f"{effect.name}.{p.name}", p))
+    return table
+
+
+PARAMETER_TABLE = _parameter_table()
+"""``(attribute name, engine name, declaration)`` of every parameter of the step: the region's
+(``low_hz`` ...), then the built-in effects' (``noise_amount`` / ``noise.amount`` ...). The engine's
+``set``, MIDI maps, the page, the nn~ accessors and the Neutone knobs all name parameters from it."""
+N_REGION = len(REGION_PARAMETERS)
+INDEX = {engine_name: i for i, (_, engine_name, _) in enumerate(PARAMETER_TABLE)}
+"""Index of each parameter in :data:`PARAMETER_TABLE` by engine name."""
+# the effects' values, as indices into the step's effect ramps
+NOISE_AMOUNT = INDEX["noise.amount"] - N_REGION
+INPAINT_METHOD = INDEX["inpaint.method"] - N_REGION
+INPAINT_TEMPERATURE = INDEX["inpaint.temperature"] - N_REGION
+INPAINT_RADIUS = INDEX["inpaint.radius"] - N_REGION
+INPAINT_AXIS = INDEX["inpaint.axis"] - N_REGION
+DROPOUT_CHANNELS = INDEX["dropout.channels"] - N_REGION
+CROSS_AMOUNT = INDEX["cross.amount"] - N_REGION
+CROSS_MODE = INDEX["cross.mode"] - N_REGION
+LEARNED = 1
+
+
+def step_value(parameter: Parameter, value: Any) -> float:
+    """A checked value as the step holds it: choices as their index, booleans as 0/1."""
+    if parameter.kind == "choice":
+        return float(parameter.choices.index(value))
+    return float(value)
+
+
+def prior_buffers(prior: Optional[Prior], code_log_prior: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The step's inpainting tables of a model file's learned ``prior`` (None: none): its
+    offsets, class log prior, per-value log probabilities ``[P, K + 1, K]`` (float32, as in the
+    file: the default's are 25 MB; gathered rows are summed in float64), and the fallback log
+    prior of cells without a known neighbour (the learned class prior, else the codebook usage)."""
+    k = code_log_prior.shape[0]
+    if prior is None:
+        return {
+            "prior_offsets": torch.zeros(0, 2, dtype=torch.long),
+            "prior_class_log_prior": torch.zeros(k, dtype=torch.float64),
+            "prior_value_log_prob": torch.zeros(0, k + 1, k),
+            "fallback_log_prior": code_log_prior.double().clone(),
+        }
+    return {
+        "prior_offsets": prior.offsets.to(torch.long).reshape(-1, 2).clone(),
+        "prior_class_log_prior": prior.class_log_prior.double().clone(),
+        "prior_value_log_prob": prior.feature_log_prob.float().permute(0, 2, 1).contiguous(),
+        "fallback_log_prior": prior.class_log_prior.double().clone(),
+    }
+
+
+class ColumnStep(nn.Module):
+    """The signal path of ``streams`` audio streams at the model's rate with the built-in
+    effects fused: :meth:`process` takes the next samples (any count) and returns the change
+    samples of the columns they complete, aligned with the input (as :class:`StreamCore`).
+
+    The chain is set with :meth:`set_chain` (indices of :data:`BUILTIN_EFFECTS`: code effects
+    in order, then latent ones), its parameters with :meth:`set_parameter` (indices of
+    :data:`PARAMETER_TABLE`, smoothed per hop as declared). Random draws (noise, sampled
+    inpainting, cross) are keyed by (seed, stream, row, absolute column, purpose), so any
+    blocking gives the same output. A caller that runs Python effects splits the step: the
+    core's ``analyse``, its chain on ``history`` / ``input_history``, :meth:`push_history`,
+    the core's ``synthesise``.
+
+    Parameters
+    ----------
+    model : ModelFile
+    streams, aux_streams : int
+        Audio streams, and second sources (for ``cross``).
+    precision : {"float32", "bfloat16"}
+    history_columns : int > 0
+        Earlier columns kept in ``history`` (the chain's output) and ``input_history`` (the
+        encoder's codes): at least the inpainting's reach.
+    """
+
+    chain_codes: List[int]
+    chain_latents: List[int]
+    # the step's indices, constants of the scripted code (TorchScript reads no global ints)
+    noise: Final[int]
+    inpaint: Final[int]
+    dropout: Final[int]
+    cross: Final[int]
+    noise_amount: Final[int]
+    inpaint_method: Final[int]
+    inpaint_temperature: Final[int]
+    inpaint_radius: Final[int]
+    inpaint_axis: Final[int]
+    dropout_channels: Final[int]
+    cross_amount: Final[int]
+    cross_mode: Final[int]
+    learned: Final[int]
+    n_region: Final[int]
+
+    def __init__(
+        self, model: ModelFile, *, streams: int, aux_streams: int = 0, precision: str = "float32",
+        history_columns: int = 64,
+    ):
+        super().__init__()
+        self.noise = NOISE
+        self.inpaint = INPAINT
+        self.dropout = DROPOUT
+        self.cross = CROSS
+        self.noise_amount = NOISE_AMOUNT
+        self.inpaint_method = INPAINT_METHOD
+        self.inpaint_temperature = INPAINT_TEMPERATURE
+        self.inpaint_radius = INPAINT_RADIUS
+        self.inpaint_axis = INPAINT_AXIS
+        self.dropout_channels = DROPOUT_CHANNELS
+        self.cross_amount = CROSS_AMOUNT
+        self.cross_mode = CROSS_MODE
+        self.learned = LEARNED
+        self.n_region = N_REGION
+        self.core = StreamCore(model, streams=streams, aux_streams=aux_streams, precision=precision)
+        core = self.core
+        module = core.model
+        self.n_rows = core.n_rows
+        self.codebook_size = int(module.codebook_size)
+        self.seed = 0
+        self.chain_codes = []
+        self.chain_latents = []
+        # 0: a second source per stream, or the first for all (the engine's channels); g > 0: one
+        # per group of g streams (the exported module's batch rows)
+        self.aux_group = 0
+        self.effects = Ramps(
+            [p for _, _, p in PARAMETER_TABLE[self.n_region:]], hop_s=core.hop_s,
+            values=[step_value(p, p.default) for _, _, p in PARAMETER_TABLE[self.n_region:]],
+        )
+        prior = model.prior()
+        self.has_prior = prior is not None
+        for name, value in prior_buffers(prior, module.code_log_prior).items():
+            self.register_buffer(name, value)
+        if bool(module.has_prior):
+            # the tables above serve; the core's copy of the file drops its own (25 MB for the default)
+            module.prior_feature_log_prob = torch.zeros(0, self.codebook_size, self.codebook_size + 1)
+        self.history_columns = max(int(history_columns), 1)
+        self.last_columns = 0
+        self.register_buffer("history", torch.zeros(0, self.n_rows, 0, dtype=torch.long))
+        self.register_buffer("input_history", torch.zeros(0, self.n_rows, 0, dtype=torch.long))
+        self.start(streams, aux_streams)
+
+    @torch.jit.export
+    def start(self, streams: int, aux_streams: int) -> None:
+        """Clear the stream state (parameters land on their targets). The stream starts after
+        silence (the STFT is primed with zeros): the histories hold the codes of silence."""
+        self.core.start(streams, aux_streams)
+        self.effects.snap()
+        self.history = self.core.silence_column.expand(streams, self.n_rows, self.history_columns).clone()
+        self.input_history = self.history.clone()
+        self.last_columns = 0
+
+    @torch.jit.export
+    def set_chain(self, codes: List[int], latents: List[int]) -> None:
+        """The fused chain: code effects, then latent effects, each in order (:data:`BUILTIN_EFFECTS` indices)."""
+        self.chain_codes = codes
+        self.chain_latents = latents
+
+    @torch.jit.export
+    def set_seed(self, seed: int) -> None:
+        self.seed = seed
+
+    @torch.jit.export
+    def set_parameter(self, index: int, value: float, immediate: bool) -> int:
+        """Parameter ``index`` of :data:`PARAMETER_TABLE` ramps to ``value`` (clamped; jumps with
+        ``immediate`` or before the first frame); 1 (nothing set) for NaN."""
+        immediate = immediate or self.core.analysis.frames_done == 0
+        if index < self.n_region:
+            return self.core.region.set_value(index, value, immediate)
+        return self.effects.set_value(index - self.n_region, value, immediate)
+
+    @torch.jit.export
+    def target(self, index: int) -> float:
+        """The value parameter ``index`` is set to (where its ramp goes)."""
+        if index < self.n_region:
+            return self.core.region.target[index]
+        return self.effects.target[index - self.n_region]
+
+    @torch.jit.export
+    def effect_values(self, n_new: int) -> List[torch.Tensor]:
+        """The effects' parameters for the next ``n_new`` columns, float64 ``[n_new]`` each (in
+        :data:`PARAMETER_TABLE` order from ``self.n_region``): a column takes its last hop's value."""
+        ts = self.core.time_stride
+        return [self.effects.advance(i, n_new * ts)[ts - 1 :: ts] for i in range(len(self.effects.value))]
+
+    @torch.jit.export
+    def push_history(self, outputs: torch.Tensor, inputs: torch.Tensor) -> None:
+        """Columns ``[streams, n_rows, k]`` the chain output, and the encoder's codes of them."""
+        keep = self.history_columns
+        self.history = torch.cat([self.history, outputs], dim=2)[:, :, -keep:]
+        self.input_history = torch.cat([self.input_history, inputs], dim=2)[:, :, -keep:]
+
+    @torch.jit.export
+    def process(self, x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """The next samples ``x`` [streams, n] and ``aux`` [aux_streams, n] (float64) -> the
+        change samples ``[streams, m]`` float64 of the columns they complete (``last_columns``
+        of them), through the fused chain."""
+        inputs, cells, aux_codes = self.core.analyse(x, aux)
+        n_new = inputs.shape[2]
+        self.last_columns = n_new
+        if n_new == 0:
+            return torch.zeros(x.shape[0], 0, dtype=torch.float64)
+        values = self.effect_values(n_new)
+        region = cells.t()  # [n_rows, n_new]
+        codes = inputs
+        if bool(region.any()):
+            if aux_codes.shape[2] > 0:
+                aux_codes = self._aux_for_streams(aux_codes, inputs.shape[0])
+            codes = self._codes_effects(inputs, region, aux_codes, values)
+            self.push_history(codes, inputs)
+            latent = self._latent_effects(self.core.embed(codes), region, aux_codes, values)
+        else:  # every effect is a no-op outside the region
+            self.push_history(codes, inputs)
+            latent = self.core.embed(codes)
+        return self.core.synthesise(latent)
+
+    def _aux_for_streams(self, aux_codes: torch.Tensor, streams: int) -> torch.Tensor:
+        if self.aux_group > 0:
+            return aux_codes.repeat_interleave(self.aux_group, dim=0)[:streams]
+        if aux_codes.shape[0] == streams:
+            return aux_codes
+        return aux_codes[:1].expand(streams, -1, -1)
+
+    def _codes_effects(self, inputs: torch.Tensor, region: torch.Tensor, aux_codes: torch.Tensor, values: List[torch.Tensor]) -> torch.Tensor:
+        codes = inputs
+        first = self.core.first_column
+        for effect in self.chain_codes:
+            if effect == self.noise:
+                codes = builtin.noise_codes(codes, region, values[self.noise_amount], first_column=first, seed=self.seed,
+                                            codebook_size=self.codebook_size)
+            elif effect == self.inpaint:
+                codes = self._inpaint(inputs, codes, region, values)
+            elif effect == self.cross and aux_codes.shape[2] > 0 and int(self.effects.value[self.cross_mode]) == 0:
+                codes = builtin.cross_codes(codes, aux_codes, region, values[self.cross_amount], first_column=first, seed=self.seed)
+        return codes
+
+    def _latent_effects(self, latent: torch.Tensor, region: torch.Tensor, aux_codes: torch.Tensor, values: List[torch.Tensor]) -> torch.Tensor:
+        for effect in self.chain_latents:
+            if effect == self.dropout:
+                latent = builtin.dropout_latent(latent, region, values[self.dropout_channels])
+            elif effect == self.cross and aux_codes.shape[2] > 0 and int(self.effects.value[self.cross_mode]) == 1:
+                latent = builtin.cross_latent(latent, self.core.embed(aux_codes), region, values[self.cross_amount])
+        return latent
+
+    def _inpaint(self, inputs: torch.Tensor, codes: torch.Tensor, region: torch.Tensor, values: List[torch.Tensor]) -> torch.Tensor:
+        """``context=input``: the region's cells redrawn from the input's codes around them."""
+        learned = int(self.effects.value[self.inpaint_method]) == self.learned and self.has_prior
+        if learned:
+            offsets = self.prior_offsets
+        else:
+            offsets = builtin.spatial_offsets(int(self.effects.value[self.inpaint_radius]), int(self.effects.value[self.inpaint_axis]))
+        reach = int(-offsets[:, 0].min()) if offsets.shape[0] > 0 else 0
+        history = self.input_history[:, :, self.input_history.shape[2] - min(reach, self.input_history.shape[2]) :]
+        return builtin.inpaint_redraw(
+            inputs, codes, region, history, offsets, values[self.inpaint_temperature], learned=learned,
+            first_column=self.core.first_column, seed=self.seed, class_log_prior=self.prior_class_log_prior,
+            value_log_prob=self.prior_value_log_prob, fallback_log_prior=self.fallback_log_prior,
+        )
