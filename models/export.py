@@ -19,12 +19,18 @@ import torch.nn.functional as F
 from .atomic import atomic_path
 from .config import VQVAEConfig
 from .errors import ModelFileError, ParameterError
+from .neural_prior import NeuralPrior
 from .quantizer import quantize_latent
 from .vqvae import CausalConv2d, Decoder, Encoder, Normalizer, VQVAE, decoder_receptive_field_columns, receptive_field_frames
 
-FORMAT_VERSION = 2
-"""2: streaming methods (``stream_encode``, ``stream_decode_latent``, ``reset_stream``); files of
-version 1 (no streaming methods) are rebuilt from their weights when loaded."""
+FORMAT_VERSION = 3
+"""3: a neural inpainting prior may travel in the file (``has_neural_prior``, submodule
+``neural_prior``: :class:`~spectro_fx.models.neural_prior.NeuralPrior`, a placeholder of a few
+hundred weights when the file has none). 2: streaming methods (``stream_encode``,
+``stream_decode_latent``, ``reset_stream``). Files of version 2 load as they are (no neural
+prior; inpainting keeps naive Bayes); files of version 1 (no streaming methods) are rebuilt
+from their weights when loaded."""
+READABLE_VERSIONS = (1, 2, FORMAT_VERSION)
 
 REQUIRED_ATTRIBUTES = (
     "format_version",
@@ -102,9 +108,13 @@ class ExportedVQVAE(nn.Module):
     data_description: str
     has_prior: bool
     prior_alpha: float
+    has_neural_prior: bool
     network_dtype: torch.dtype
 
-    def __init__(self, model: VQVAE, *, data_description: str = "", prior: Optional[Prior] = None):
+    def __init__(
+        self, model: VQVAE, *, data_description: str = "", prior: Optional[Prior] = None,
+        neural_prior: Optional[NeuralPrior] = None,
+    ):
         super().__init__()
         cfg = model.cfg
         self.format_version = FORMAT_VERSION
@@ -149,6 +159,18 @@ class ExportedVQVAE(nn.Module):
         self.register_buffer("prior_offsets", prior.offsets.to(torch.long).clone())
         self.register_buffer("prior_class_log_prior", prior.class_log_prior.float().clone())
         self.register_buffer("prior_feature_log_prob", prior.feature_log_prob.float().clone())
+        # always a submodule, so scripted code can call it; without a trained one, a placeholder
+        # of one unit per layer that nothing calls (has_neural_prior is False)
+        self.has_neural_prior = neural_prior is not None
+        if neural_prior is None:
+            neural_prior = NeuralPrior(n_rows=cfg.n_rows, codebook_size=cfg.codebook_size, context_columns=1,
+                                       embed_dim=1, hidden=1, dilations=[1])
+        elif (neural_prior.n_rows, neural_prior.codebook_size) != (cfg.n_rows, cfg.codebook_size):
+            raise ParameterError(
+                f"the neural prior predicts {neural_prior.n_rows} rows of {neural_prior.codebook_size} codes; "
+                f"the model has {cfg.n_rows} rows of {cfg.codebook_size}"
+            )
+        self.neural_prior = neural_prior
         self.eval()
 
     def use_precision(self, dtype: torch.dtype) -> None:
@@ -260,16 +282,27 @@ def export_model(
     *,
     data_description: str = "",
     prior: Optional[Prior] = None,
+    neural_prior: Optional[NeuralPrior] = None,
     metadata: Optional[dict[str, Any]] = None,
 ) -> Path:
     """Script ``model`` and write it atomically to ``path`` with its config in ``config.json``."""
     path = Path(path)
+    exported = ExportedVQVAE(model, data_description=data_description, prior=prior, neural_prior=neural_prior)
+    return save_module(exported, model.cfg, path, metadata=metadata)
+
+
+def save_module(
+    exported: "ExportedVQVAE", config: VQVAEConfig, path: Union[str, os.PathLike], *,
+    metadata: Optional[dict[str, Any]] = None,
+) -> Path:
+    """Script an :class:`ExportedVQVAE` and write it atomically as a model file."""
+    path = Path(path)
     with warnings.catch_warnings():
         # torch 2.13 deprecates TorchScript in favour of torch.export; the file format stays loadable
         warnings.simplefilter("ignore", DeprecationWarning)
-        module = torch.jit.script(ExportedVQVAE(model, data_description=data_description, prior=prior))
+        module = torch.jit.script(exported)
     extra = {
-        "config.json": model.cfg.to_json(),
+        "config.json": config.to_json(),
         "metadata.json": json.dumps({"format_version": FORMAT_VERSION, **(metadata or {})}, indent=2),
     }
     with atomic_path(path, suffix=".tmp") as tmp, warnings.catch_warnings():
@@ -300,6 +333,12 @@ class ModelFile:
             feature_log_prob=self.module.prior_feature_log_prob,
             alpha=float(self.module.prior_alpha),
         )
+
+    def neural_prior(self) -> Optional[torch.jit.ScriptModule]:
+        """The file's neural inpainting prior (scripted), or None (files before format 3 have none)."""
+        if not bool(getattr(self.module, "has_neural_prior", False)):
+            return None
+        return self.module.neural_prior
 
 
 def load_model(path: Union[str, os.PathLike]) -> ModelFile:
@@ -342,12 +381,13 @@ def load_model(path: Union[str, os.PathLike]) -> ModelFile:
         raise ModelFileError(f"{path} is not a loadable TorchScript file: {str(exc).splitlines()[0]}") from None
     missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(module, a)]
     version = FORMAT_VERSION if "format_version" in missing else int(module.format_version)
-    if version not in (1, FORMAT_VERSION):
+    if version not in READABLE_VERSIONS:
         raise ModelFileError(
-            f"{path} has format_version={version}; this spectro-fx reads format_version 1 and "
-            f"{FORMAT_VERSION}; re-export it with this version's `spectro-fx-train export`"
+            f"{path} has format_version={version}; this spectro-fx reads format_version "
+            f"{', '.join(map(str, READABLE_VERSIONS[:-1]))} and {FORMAT_VERSION}; re-export it with this "
+            "version's `spectro-fx-train export`"
         )
-    wanted = REQUIRED_METHODS if version == FORMAT_VERSION else tuple(m for m in REQUIRED_METHODS if m not in STREAM_METHODS)
+    wanted = REQUIRED_METHODS if version >= 2 else tuple(m for m in REQUIRED_METHODS if m not in STREAM_METHODS)
     missing += [f"{m}()" for m in wanted if not hasattr(module, m)]
     if missing:
         raise ModelFileError(f"{path} is not a spectro-fx model file: missing {', '.join(missing)}")
@@ -365,6 +405,24 @@ def load_model(path: Union[str, os.PathLike]) -> ModelFile:
     return ModelFile(path=path, module=module, config=config, metadata=metadata)
 
 
+def with_neural_prior(model: ModelFile, neural_prior: NeuralPrior, path: Union[str, os.PathLike], *,
+                      description: str = "") -> Path:
+    """Write ``model`` again to ``path`` with ``neural_prior`` in it: its weights, codebook, code
+    usage, naive Bayes prior and config as they were (this version's code), its metadata with
+    the format version and ``neural_prior`` (``description``) updated."""
+    exported = rebuild_module(model.module, model.config)
+    if (neural_prior.n_rows, neural_prior.codebook_size) != (exported.n_rows, exported.codebook_size):
+        raise ParameterError(
+            f"the neural prior predicts {neural_prior.n_rows} rows of {neural_prior.codebook_size} codes; "
+            f"{model.path} has {exported.n_rows} rows of {exported.codebook_size}"
+        )
+    exported.neural_prior = neural_prior.eval()
+    exported.has_neural_prior = True
+    metadata = {k: v for k, v in model.metadata.items() if k != "format_version"}
+    metadata.update({"has_neural_prior": True, "neural_prior": description})
+    return save_module(exported, model.config, path, metadata=metadata)
+
+
 def _upgrade_v1(module: torch.jit.ScriptModule, config: VQVAEConfig) -> torch.jit.ScriptModule:
     """A format-1 file (same weights and buffers, no streaming methods) rebuilt as this
     version's module; ``spectro-fx-train export`` or :func:`export_model` can save it anew."""
@@ -374,7 +432,7 @@ def _upgrade_v1(module: torch.jit.ScriptModule, config: VQVAEConfig) -> torch.ji
 
 
 def rebuild_module(module: torch.jit.ScriptModule, config: VQVAEConfig) -> ExportedVQVAE:
-    """A model file's weights, codebook, code usage and prior in this version's module
+    """A model file's weights, codebook, code usage and priors in this version's module
     (unscripted): the file's config says how to build it, whatever code the file holds."""
     state = module.state_dict()
     net = VQVAE(config)
@@ -389,6 +447,11 @@ def rebuild_module(module: torch.jit.ScriptModule, config: VQVAEConfig) -> Expor
             offsets=state["prior_offsets"], class_log_prior=state["prior_class_log_prior"],
             feature_log_prob=state["prior_feature_log_prob"], alpha=float(module.prior_alpha),
         )
-    rebuilt = ExportedVQVAE(net, data_description=str(module.data_description), prior=prior)
+    neural_prior = None
+    if bool(getattr(module, "has_neural_prior", False)):
+        neural_prior = NeuralPrior.from_config(str(module.neural_prior.config_json))
+        neural_prior.load_state_dict({key: state[f"neural_prior.{key}"] for key in neural_prior.state_dict()})
+        neural_prior.eval()
+    rebuilt = ExportedVQVAE(net, data_description=str(module.data_description), prior=prior, neural_prior=neural_prior)
     rebuilt.code_log_prior.copy_(state["code_log_prior"])
     return rebuilt

@@ -1,6 +1,6 @@
 """`spectro-fx-train export`: turn a training run folder into the model file the effect plays.
 
-Includes the run's learned inpainting prior (``RUN/prior.pt``, from `spectro-fx-train prior`) when present.
+Includes the run's learned inpainting priors (``RUN/prior.pt`` and ``RUN/neural_prior.pt``, from `spectro-fx-train prior`) when present.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Optional
 
 from spectro_fx.models.errors import ParameterError
 
-from .prior import PRIOR_NAME, load_prior
+from .prior import NEURAL_PRIOR_NAME, PRIOR_NAME, load_neural_prior, load_prior
 
 
 def export_run(run_dir: str | Path, output: Optional[str | Path] = None, *, include_prior: bool = True) -> Path:
@@ -37,6 +37,9 @@ def export_run(run_dir: str | Path, output: Optional[str | Path] = None, *, incl
                 f"prior file {str(prior_path)!r} was fitted for another codebook size "
                 f"(class_log_prior {tuple(prior.class_log_prior.shape)}, model K={k}); refit it with `spectro-fx-train prior`"
             )
+    neural_prior = None
+    if include_prior and (run_dir / NEURAL_PRIOR_NAME).is_file():
+        neural_prior = load_neural_prior(run_dir / NEURAL_PRIOR_NAME)
     output = Path(output) if output is not None else run_dir / "model.pt"
     description = f"{state.get('data_description', '')}; trained {int(state['step'])} steps"
     train_config = json.loads(state["config"]) if "config" in state else {}
@@ -49,8 +52,10 @@ def export_run(run_dir: str | Path, output: Optional[str | Path] = None, *, incl
         "step": int(state["step"]),
         "train_config": train_config,
         "has_prior": prior is not None,
+        "has_neural_prior": neural_prior is not None,
     }
-    return export_model(model, output, data_description=description, prior=prior, metadata=metadata)
+    return export_model(model, output, data_description=description, prior=prior, neural_prior=neural_prior,
+                        metadata=metadata)
 
 
 def add_parser(subparsers) -> None:
@@ -59,12 +64,12 @@ def add_parser(subparsers) -> None:
         help="write the model file of a training run (what `spectro-fx --model` loads)",
         description=(
             "Write RUN's latest checkpoint as a TorchScript model file, with the learned "
-            "inpainting prior RUN/prior.pt when `spectro-fx-train prior RUN` made one."
+            "inpainting priors RUN/prior.pt and RUN/neural_prior.pt when `spectro-fx-train prior RUN` made them."
         ),
     )
     p.add_argument("run_dir", metavar="RUN", help="run folder made by `spectro-fx-train fit`")
     p.add_argument("--output", "-o", default=None, help="model file to write (default RUN/model.pt)")
-    p.add_argument("--no-prior", action="store_true", help="leave RUN/prior.pt out")
+    p.add_argument("--no-prior", action="store_true", help="leave RUN/prior.pt and RUN/neural_prior.pt out")
     p.set_defaults(run=run)
 
 

@@ -421,6 +421,33 @@ def engine_check(model, audio: np.ndarray, meter: Meter, methods: dict, work: Pa
           f"{between['mel'][0]:.2f} dB; level {codemap_level['level'][0]:+.1f} / {engine_level['level'][0]:+.1f} dB")
 
 
+def neural_cost(module, neural, *, rounds: int = 400) -> str:
+    """CPU time of one column of the neural prior (B=1, one thread, scripted, as a column step
+    calls it) per audio second, for a 2 kHz band (3 rows) and for the whole column."""
+    n_rows, k = int(module.n_rows), int(module.codebook_size)
+    rate = int(module.sample_rate) / (int(module.hop_length) * int(module.time_stride))
+    net = neural if isinstance(neural, torch.jit.ScriptModule) else torch.jit.script(neural)
+    rng = np.random.default_rng(0)
+    context = torch.from_numpy(rng.integers(0, k, size=(1, n_rows, int(net.context_columns))))
+    column = torch.from_numpy(rng.integers(0, k, size=(1, n_rows)))
+    parts = []
+    for label, rows in (("a 3-row band", slice(4, 7)), ("the whole column", slice(0, n_rows))):
+        known = torch.ones(1, n_rows, dtype=torch.bool)
+        known[0, rows] = False
+        with torch.no_grad():
+            for _ in range(50):
+                net(context, column, known)
+            times = []
+            for _ in range(rounds):
+                start = time.process_time()
+                net(context, column, known)
+                times.append(time.process_time() - start)
+        median = float(np.median(times))
+        parts.append(f"{label} {1e3 * median:.3f} ms a column = {median * rate:.3f} CPU s per audio s")
+    weights = sum(p.numel() for p in net.parameters())
+    return f"neural prior: {weights:,} weights, {rate:g} columns/s; {'; '.join(parts)} (median of {rounds}, 1 thread)"
+
+
 def machine_line() -> str:
     flags = set()
     try:
@@ -460,6 +487,8 @@ def main(argv: list[str] | None = None) -> None:
         neural = module.neural_prior
     sr = int(module.sample_rate)
     meter = Meter(module)
+    if neural is not None:
+        print(neural_cost(module, neural))
     methods = method_table(module, neural)
     seeds = (1, 2, 3) if args.full else (1, 2)
     region_list = regions(args.full)

@@ -435,3 +435,124 @@ def test_engine_inpaint_channels_do_not_read_each_other(method):
     for ch in range(2):
         alone = Engine(model, sr=sr, channels=1, chain="inpaint", values=values).process(stereo[:, ch : ch + 1])
         np.testing.assert_allclose(both[:, ch], alone[:, 0], atol=1e-5, err_msg=f"channel {ch}")
+
+
+# --- method=neural ---------------------------------------------------------------------------
+
+
+def _neural_net(n_rows, k, seed=0):
+    from spectro_fx.models.neural_prior import NeuralPrior
+
+    torch.manual_seed(seed)
+    net = NeuralPrior(n_rows=n_rows, codebook_size=k, context_columns=3, embed_dim=4, hidden=8, dilations=[1, 2])
+    with torch.no_grad():  # far from zero: codes differ between cells and draws
+        for p in net.parameters():
+            p.normal_(0.0, 0.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def neural_file(model_files, tmp_path_factory):
+    from spectro_fx.models.export import with_neural_prior
+
+    with_prior = model_files[0]
+    net = _neural_net(int(with_prior.module.n_rows), int(with_prior.module.codebook_size))
+    return load_model(with_neural_prior(with_prior, net, tmp_path_factory.mktemp("neural") / "neural.pt")), net
+
+
+def stream_keyed(effect, model_file, codemap, mask, *, context, block=1, seed=5):
+    """The engine's way, ``block`` columns a call: history = chain output, input_history = the
+    input's codes, first_column = the stream's column index (keyed draws)."""
+    history = torch.zeros(1, codemap.shape[0], 0, dtype=torch.long)
+    source = torch.from_numpy(codemap[None].copy())
+    for c in range(0, codemap.shape[1], block):
+        columns = source[:, :, c : c + block]
+        region = torch.from_numpy(mask[:, c : c + block].copy())
+        ctx = CodemapContext(model=model_file.module, history=history, rng=np.random.default_rng(0),
+                             input_history=source[:, :, :c] if context == "input" else None)
+        ctx.first_column, ctx.seed = c, seed
+        columns = effect.process_codes(columns, region, ctx)
+        history = torch.cat([history, columns], dim=2)
+    return history[0].numpy()
+
+
+@pytest.mark.parametrize("context", ["output", "input"])
+def test_neural_streaming_equals_the_whole_pass_and_keeps_the_rest(context, neural_file, trained):
+    model_file, net = neural_file
+    codemap = trained[1][0]
+    mask = np.zeros(codemap.shape, dtype=bool)
+    mask[2:7, 3:] = True
+    mask[:, 9:11] = True  # the whole column too
+    effect = Inpaint(method="neural", temperature=1.0, context=context)
+    one_by_one = stream_keyed(effect, model_file, codemap, mask, context=context)
+    for block in (2, 5, codemap.shape[1]):
+        np.testing.assert_array_equal(stream_keyed(effect, model_file, codemap, mask, context=context, block=block),
+                                      one_by_one, err_msg=f"block {block}")
+    np.testing.assert_array_equal(one_by_one[~mask], codemap[~mask])
+    assert (one_by_one[mask] != codemap[mask]).any()
+    # at temperature 0 it is the codemap-level reference of the benchmark
+    greedy = stream_keyed(Inpaint(method="neural", temperature=0.0, context=context), model_file, codemap, mask,
+                          context=context)
+    from spectro_fx.models.neural_prior import neural_inpaint
+
+    np.testing.assert_array_equal(greedy, neural_inpaint(net, codemap, mask, temperature=0.0, context=context))
+
+
+def test_neural_is_the_default_and_falls_back_to_spatial_without_a_prior(neural_file, model_files, trained, recwarn):
+    codemap = trained[1][1]
+    mask = np.zeros(codemap.shape, dtype=bool)
+    mask[:, 5:] = True
+    assert Inpaint().values["method"] == "neural"
+    plain = model_files[1]
+    # a file without a neural prior: the default quietly plays spatial
+    np.testing.assert_array_equal(stream(Inpaint(temperature=0.0, context="output"), plain, codemap, mask),
+                                  stream(Inpaint(method="spatial", temperature=0.0, context="output"), plain, codemap, mask))
+    assert not [w for w in recwarn if "neural" in str(w.message)]
+    with pytest.warns(UserWarning, match="no neural prior; using method=spatial"):
+        stream(Inpaint(method="neural", context="output"), plain, codemap, mask)
+
+
+def test_neural_empty_region_is_bit_exact(neural_file, rng):
+    model_file = neural_file[0]
+    codes = torch.from_numpy(rng.integers(0, 16, size=(2, model_file.module.n_rows, 3)))
+    region = torch.zeros(codes.shape[1:], dtype=torch.bool)
+    for context in ("output", "input"):
+        ctx = ctx_for(model_file, codes, input_history=codes)
+        assert Inpaint(method="neural", context=context).process_codes(codes, region, ctx) is codes
+
+
+@pytest.fixture(scope="module")
+def neural_engine_model(tmp_path_factory):
+    """The effect tests' tiny 48 kHz model file with a neural prior."""
+    from tests.effect.conftest import _build, _tiny_48k_config
+    from spectro_fx.models.export import with_neural_prior
+
+    folder = tmp_path_factory.mktemp("neural48k")
+    plain = load_model(_build(folder / "tiny.pt", _tiny_48k_config()))
+    net = _neural_net(int(plain.module.n_rows), int(plain.module.codebook_size), seed=1)
+    return load_model(with_neural_prior(plain, net, folder / "tiny_neural.pt"))
+
+
+@pytest.mark.parametrize("context", ["output", "input"])
+def test_engine_with_neural_nulls_and_streams(neural_engine_model, rng, context):
+    from spectro_fx.effect.core.engine import Engine
+
+    sr = 48000
+    x = (0.1 * rng.standard_normal((sr // 2, 2))).astype(np.float32)
+
+    def run(values, block):
+        engine = Engine(neural_engine_model, sr=sr, channels=2, chain="inpaint", seed=3,
+                        values={"inpaint.method": "neural", "inpaint.context": context, **values})
+        padded = np.concatenate([x, np.zeros((engine.latency_samples, 2), np.float32)])
+        out = np.concatenate([engine.process(padded[i : i + block]) for i in range(0, len(padded), block)])
+        return out[engine.latency_samples :]
+
+    # null: an empty band, or wet 0, leaves the input as it was
+    for values in ({"low_hz": 3000.0, "high_hz": 1000.0}, {"wet": 0.0}):
+        assert np.max(np.abs(run(values, 256) - x)) <= 1e-6
+    # streaming: any blocking gives the one-pass output (sampled, gated, the whole band)
+    values = {"low_hz": 20.0, "high_hz": 24000.0, "period_s": 0.1, "duty": 0.5, "inpaint.temperature": 1.0}
+    whole = run(values, len(x) + 10000)
+    assert np.max(np.abs(whole - x)) > 0.01
+    for block in (64, 65, 1000):
+        np.testing.assert_allclose(run(values, block), whole, atol=1e-5, err_msg=f"block {block}")

@@ -96,3 +96,70 @@ def test_cli_writes_the_prior_and_export_carries_it(model, tmp_path, capsys):
 
     assert main(["prior", str(run), "--alpha", "0"]) == 2
     assert "alpha=0.0 must be > 0" in capsys.readouterr().err
+
+
+def _run_folder(model, tmp_path):
+    from spectro_fx.training.fit import CHECKPOINT_NAME, CONFIG_NAME, DataConfig, RunConfig, TrainConfig, save_checkpoint
+
+    sr = model.cfg.stft.sr
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    for i, clip in enumerate(chirps(sr, seconds=1.0)):
+        sf.write(audio_dir / f"note{i}.wav", clip, sr, subtype="FLOAT")
+    run = tmp_path / "run"
+    run.mkdir()
+    config = RunConfig(model=model.cfg, train=TrainConfig(), data=DataConfig(path=str(audio_dir)))
+    (run / CONFIG_NAME).write_text(json.dumps(config.to_dict()))
+    save_checkpoint({"step": 3, "model": model.state_dict(), "config": json.dumps(config.to_dict()),
+                     "data_description": "chirps"}, run / CHECKPOINT_NAME)
+    return run, audio_dir
+
+
+def test_neural_prior_learns_codemaps_and_round_trips(model, tmp_path):
+    from spectro_fx.models.neural_prior import neural_inpaint
+    from spectro_fx.training.prior import NeuralPriorTraining, fit_neural_prior, load_neural_prior, save_neural_prior
+
+    # codes that repeat along time: a prior that has learned anything recovers them
+    rng = np.random.default_rng(0)
+    maps = [np.repeat(rng.integers(0, 16, size=(model.cfg.n_rows, 1)), 40, axis=1) for _ in range(8)]
+    settings = NeuralPriorTraining(steps=150, windows=8, columns=4, seed=1)
+    logged = []
+    net = fit_neural_prior(maps, n_codes=16, settings=settings, config={"hidden": 16, "embed_dim": 4},
+                           log=lambda *a: logged.append(a))
+    assert len(logged) == 1 and logged[0][0] == 100
+    mask = np.zeros(maps[0].shape, dtype=bool)
+    mask[1:3, 10:] = True
+    filled = neural_inpaint(net, maps[0], mask, context="output")
+    assert (filled[mask] == maps[0][mask]).mean() > 0.9
+    path = save_neural_prior(net, tmp_path / "neural_prior.pt")
+    again = load_neural_prior(path)
+    assert again.config_json == net.config_json
+    np.testing.assert_array_equal(neural_inpaint(again, maps[0], mask, context="output"), filled)
+    with pytest.raises(ParameterError, match="narrower than a training window"):
+        fit_neural_prior([maps[0][:, :3]], n_codes=16, settings=settings)
+    with pytest.raises(ParameterError, match="true_history=2"):
+        NeuralPriorTraining(true_history=2)
+
+
+def test_cli_trains_the_neural_prior_and_export_carries_it(model, tmp_path, capsys):
+    from spectro_fx.models.export import export_model, load_model
+    from spectro_fx.training.cli import main
+    from spectro_fx.training.export_cmd import export_run
+    from spectro_fx.training.prior import NEURAL_PRIOR_NAME
+
+    run, audio_dir = _run_folder(model, tmp_path)
+    assert main(["prior", str(run), "--method", "neural", "--steps", "3"]) == 0
+    assert "neural prior of" in capsys.readouterr().out
+    assert (run / NEURAL_PRIOR_NAME).is_file() and not (run / PRIOR_NAME).exists()
+    exported = load_model(export_run(run))
+    assert exported.neural_prior() is not None and exported.prior() is None
+    assert exported.metadata["has_neural_prior"] is True
+
+    # for an existing model file: written anew with it, the rest as it was
+    plain = export_model(model, tmp_path / "plain.pt")
+    out = tmp_path / "with_neural.pt"
+    assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output", str(out),
+                 "--steps", "2"]) == 0
+    assert load_model(out).neural_prior() is not None
+    assert main(["prior", "--method", "neural", "--model", str(plain)]) == 2
+    assert "--model needs --data" in capsys.readouterr().err
