@@ -171,7 +171,8 @@ def spatial_pick(
     jll = jll - 0.5 * (torch.log(two_pi * var_x) + torch.log(two_pi * var_y))
     jll = jll - 0.5 * ((mean_x ** 2) / var_x + (mean_y ** 2) / var_y)
     # one slot per class: the first neighbour holding the code; classes in ascending code order
-    earlier = torch.tril(torch.ones(m, m, dtype=torch.bool), diagonal=-1)
+    slots = torch.arange(m)
+    earlier = slots[:, None] > slots[None, :]  # (torch.tril of a bool matrix is slow on CPU)
     first = known & ~((same > 0) & earlier[None]).any(dim=2)
     n_classes = first.sum(1)
     jll = torch.where(n_classes[:, None] == 1, torch.zeros_like(jll), jll)
@@ -181,8 +182,13 @@ def spatial_pick(
     jll = jll.gather(1, slot)
     jll = torch.where(key < k, jll, torch.full_like(jll, -math.inf))
     picked = key.gather(1, pick(jll, draws, temperature)[:, None])[:, 0]
-    lonely = pick(fallback_log_prior[None, :].expand(n, k), draws, temperature)
-    return torch.where(has, picked, lonely)
+    if bool(has.all()):
+        return picked
+    # cells without a known neighbour (rare: a whole neighbourhood inside the region)
+    lonely = torch.nonzero(~has).flatten()
+    table = fallback_log_prior[None, :].repeat(lonely.shape[0], 1)  # not an expanded view: max on stride 0 is slow
+    picked[lonely] = pick(table, draws[lonely], temperature[lonely])
+    return picked
 
 
 def inpaint_redraw(

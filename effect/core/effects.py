@@ -116,6 +116,11 @@ class CodemapContext:
     input_history : torch.Tensor [channels, n_rows, n_history] int64 or None
         Codes of the same earlier columns as the encoder gave them, before any effect (None:
         the caller keeps none; effects then use ``history``).
+    first_column : int
+        The stream's index of the first column of the codes an effect is given: the built-in
+        effects key their random draws by it (with ``seed``), as the fused column step does.
+    seed : int
+        The engine's seed.
     """
 
     model: Any
@@ -123,6 +128,8 @@ class CodemapContext:
     rng: np.random.Generator
     aux_codes: torch.Tensor | None = None
     input_history: torch.Tensor | None = None
+    first_column: int = 0
+    seed: int = 0
 
 
 class Effect:

@@ -23,36 +23,43 @@ from spectro_fx.models.export import ModelFile
 
 from .effects import CodemapContext, Effect, Parameter, make_chain, order_note, stages
 from .params import ParameterBank
-from .stream import REGION_INDEX, Ramps, StreamCore
+from .step import BUILTIN_EFFECTS, INDEX, ColumnStep, is_builtin, prior_buffers, step_value
+from .stream import REGION_INDEX, Ramps
 
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 _TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32; below it (not 0) is subnormal
 _LARGEST = np.float32(np.finfo(np.float32).max)
 
 
-_CORES: "OrderedDict[tuple[int, int, int, str], tuple[torch.nn.Module, torch.jit.ScriptModule]]" = OrderedDict()
-_CORES_LOCK = threading.Lock()
+_STEPS: "OrderedDict[tuple[int, int, int, str], tuple[torch.nn.Module, torch.jit.ScriptModule]]" = OrderedDict()
+_STEPS_LOCK = threading.Lock()
 
 
-def _scripted_core(model: ModelFile, *, streams: int, aux_streams: int, precision: str) -> torch.jit.ScriptModule:
-    """A fresh, scripted :class:`StreamCore` of ``model``. Scripted, a column costs ~20 % less
+def _scripted_step(model: ModelFile, *, streams: int, aux_streams: int, precision: str, history_columns: int) -> torch.jit.ScriptModule:
+    """A fresh, scripted :class:`ColumnStep` of ``model``. Scripted, a column costs ~20 % less
     CPU than run eagerly (fewer Python calls per small op, the live path's overhead); scripting
-    takes 0.1-0.2 s, so it is done once per model and stream count and copied (~10 ms) after."""
-    key = (id(model.module), streams, aux_streams, precision)
-    with _CORES_LOCK:
-        entry = _CORES.get(key)
+    takes about a second, so it is done once per model and stream count and copied (~10 ms) after."""
+    key = (id(model.module), streams, aux_streams, precision, history_columns)
+    with _STEPS_LOCK:
+        entry = _STEPS.get(key)
         if entry is None or entry[0] is not model.module:  # an id reused by another model
             with warnings.catch_warnings():  # torch 2.10+ calls TorchScript deprecated; it is what nn~ loads
                 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
                 scripted = torch.jit.script(
-                    StreamCore(model, streams=streams, aux_streams=aux_streams, precision=precision)
+                    ColumnStep(model, streams=streams, aux_streams=aux_streams, precision=precision,
+                               history_columns=history_columns)
                 )
             entry = (model.module, scripted)
-            _CORES[key] = entry
-            if len(_CORES) > 8:
-                _CORES.popitem(last=False)
-        _CORES.move_to_end(key)
+            _STEPS[key] = entry
+            if len(_STEPS) > 8:
+                _STEPS.popitem(last=False)
+        _STEPS.move_to_end(key)
         return copy.deepcopy(entry[1])
+
+
+def _builtin_index(effect: Effect) -> int | None:
+    """The column step's index of a built-in effect (0 for ``none``), None for any other."""
+    return BUILTIN_EFFECTS.index(effect.name) if is_builtin(effect) else None
 
 
 @functools.lru_cache(maxsize=32)
@@ -119,6 +126,10 @@ class Engine:
         ``False``: on its large blocks the optimised graph is no faster, and its profiling runs on
         a process's first calls render the first 6-12 s of audio at a third to half the speed
         (``tests/bench/bench_file_render.py``).
+    fuse : bool
+        Run a chain of built-in effects fused in the column step (:attr:`fused`), one scripted
+        call per block. ``False`` runs them through their Python plugins between the step's
+        halves, as a chain with a third-party effect runs (the same output; slower).
 
     Notes
     -----
@@ -150,6 +161,7 @@ class Engine:
         aux_channels: int = 0,
         precision: str = "float32",
         jit_optimize: bool = True,
+        fuse: bool = True,
     ):
         positive_int("sr", sr, unit="Hz")
         positive_int("channels", channels)
@@ -167,10 +179,14 @@ class Engine:
         self.resample_quality = resample_quality
         self.stft_config = model.config.stft
         self.precision = precision  # checked by the StreamCore
-        self._core = _scripted_core(model, streams=self.channels, aux_streams=int(aux_channels), precision=precision)
+        # the signal path with the built-in effects fused: one scripted call per block
+        self._step = _scripted_step(model, streams=self.channels, aux_streams=int(aux_channels), precision=precision,
+                                    history_columns=self.HISTORY_COLUMNS)
+        self._step.set_seed(self.seed)
         self._jit_optimize = bool(jit_optimize)
-        core = self._core
-        self._model_module = core.model  # for the effects' context (each access from Python costs)
+        core = self._core = self._step.core
+        # the effects' context: the file's module (the step's copy leaves the prior tables to the step)
+        self._model_module = model.module
         self._codebook = core.codebook
         self.model_sr = core.sr
         self.hop = core.hop
@@ -188,17 +204,42 @@ class Engine:
         self._bank = ParameterBank(self.chain)
         self._apply_lock = threading.Lock()
         self._hop_s = self.hop / self.model_sr
-        # the effects' float parameters declared with a smoothing time ramp per hop (the region's
-        # ramp in the core); effects see one value per column
         parameters = self._bank.parameters()
+        # a chain of built-in effects runs fused in the step; with any other effect in it, the
+        # engine splits the step around the chain (:meth:`fused` says which)
+        self._builtin = bool(fuse) and all(_builtin_index(e) is not None for e in self.chain)
+        codes_effects, latent_effects = stages(self.chain)
+        if self._builtin:
+            self._step.set_chain([_builtin_index(e) for e in codes_effects], [_builtin_index(e) for e in latent_effects])
+        self._inpaint = next((e for e in self.chain if _builtin_index(e) == BUILTIN_EFFECTS.index("inpaint")), None)
+        prior = model.prior()
+        self._prior_reads_later = prior is not None and bool((prior.offsets[:, 0] > 0).any())
+        self._prior_alpha = None if prior is None else float(prior.alpha)
+        self._said_once: set[str] = set()
+        # parameters the step holds (the region's and the built-in effects'), by full name
+        self._in_step = {
+            key: INDEX[key] for key in parameters
+            if key in INDEX and (self._bank.owner(key) is None or _builtin_index(self._bank.owner(key)) is not None)
+        }
+        # the step's smoothed effect parameters, which a split step hands its effects column by column
+        self._step_ramped = [
+            (key, INDEX[key] - len(REGION_INDEX)) for key in self._in_step
+            if self._bank.owner(key) is not None and parameters[key].kind == "float" and parameters[key].smoothing_s > 0
+        ]
+        # other effects' float parameters declared with a smoothing time ramp per hop here
         self._effect_ramps = [
             key for key, p in parameters.items()
-            if self._bank.owner(key) is not None and p.kind == "float" and p.smoothing_s > 0
+            if key not in self._in_step and self._bank.owner(key) is not None and p.kind == "float" and p.smoothing_s > 0
         ]
         self._ramps = Ramps(
             [parameters[key] for key in self._effect_ramps], hop_s=self._hop_s,
             values=[float(self._bank.values()[key]) for key in self._effect_ramps],
         )
+        for key, value in self._bank.values().items():
+            if key in self._in_step:
+                self._step.set_parameter(self._in_step[key], step_value(parameters[key], value), True)
+        if any(e.needs_aux for e in self.chain) and not aux_channels and self._builtin:
+            warnings.warn("cross: no second source (aux codes) was given; passing the codes through", stacklevel=2)
         self.column_period_s = self.time_stride * self._hop_s
         self.resampling = self.sr != self.model_sr
         # nothing above the I/O rate's Nyquist is heard: regenerating it only feeds the resampler
@@ -259,14 +300,55 @@ class Engine:
         with self._apply_lock:
             for key, value in self._bank.take_pending().items():
                 owner = self._bank.owner(key)
-                if key in REGION_INDEX:
-                    self._core.region.set_value(REGION_INDEX[key], float(value), immediate)
+                name = key.split(".", 1)[1] if owner is not None else key
+                if key in self._in_step:
+                    self._step.set_parameter(self._in_step[key], step_value(self._bank.parameters()[key], value), immediate)
+                    if owner is not None and (immediate or not any(k == key for k, _ in self._step_ramped)):
+                        owner.set(name, value)
                 elif key in self._effect_ramps:
                     self._ramps.set_value(self._effect_ramps.index(key), float(value), immediate)
                     if immediate:
-                        owner.set(key.split(".", 1)[1], value)
+                        owner.set(name, value)
                 else:
-                    owner.set(key.split(".", 1)[1], value)
+                    owner.set(name, value)
+                if key == "inpaint.alpha" and owner is self._inpaint:
+                    self._load_prior(float(value))
+
+    def _load_prior(self, alpha: float) -> None:
+        """The step's inpainting tables for the prior's smoothing ``alpha`` (0: as fitted)."""
+        from spectro_fx.models.naive_bayes import resmooth_prior
+
+        prior = self.model.prior()
+        if prior is None:
+            return
+        if alpha > 0.0 and alpha != prior.alpha:
+            prior = resmooth_prior(prior, alpha=alpha)
+        for name, table in prior_buffers(prior, self._model_module.code_log_prior).items():
+            setattr(self._step, name, table)
+
+    @property
+    def fused(self) -> bool:
+        """Whether the chain runs fused in the column step now: every effect built in, and
+        ``inpaint`` (if any) with ``context=input`` (``output`` reads its own earlier output
+        through the naive Bayes plugin, column by column)."""
+        if not self._builtin:
+            return False
+        inpaint = self._inpaint
+        if inpaint is None:
+            return True
+        if inpaint.values["method"] == "learned":
+            if self._prior_alpha is None:
+                self._say_once(
+                    "no prior", "inpaint: the model file has no learned prior; using method=spatial"
+                )
+            elif self._prior_reads_later:
+                return False
+        return inpaint.values["context"] == "input"
+
+    def _say_once(self, what: str, message: str) -> None:
+        if what not in self._said_once:
+            self._said_once.add(what)
+            warnings.warn(message, stacklevel=4)
 
     # ------------------------------------------------------------------ stream state
     def reset(self) -> None:
@@ -278,7 +360,10 @@ class Engine:
         self._ramps.snap()
         for key, value in zip(self._effect_ramps, self._ramps.value):
             self._bank.owner(key).values[key.split(".", 1)[1]] = value
-        self._core.start(c, self.aux_channels)
+        values = self._bank.values()
+        for key, _ in self._step_ramped:
+            self._bank.owner(key).values[key.split(".", 1)[1]] = values[key]
+        self._step.start(c, self.aux_channels)
         if self.resampling:
             self._rs_in = soxr.ResampleStream(self.sr, self.model_sr, c, dtype="float64", quality=self.resample_quality)
             self._rs_out = soxr.ResampleStream(self.model_sr, self.sr, c, dtype="float64", quality=self.resample_quality)
@@ -290,9 +375,6 @@ class Engine:
         self._delta = np.zeros((0, c))
         self._delta_start = 0
         self._samples_in = 0
-        # the stream starts after silence (the STFT is primed with zeros): earlier columns are its codes
-        self._history = self._core.silence_column.expand(c, -1, self.HISTORY_COLUMNS).clone()
-        self._input_history = self._history.clone()
         self._rng = np.random.default_rng(self.seed)
         self.nonfinite_samples = 0
         self.subnormal_samples = 0
@@ -424,20 +506,16 @@ class Engine:
         -> released change samples ``[channels, m]``, aligned with the input."""
         core = self._core
         started = time.perf_counter()
+        x, aux_t = torch.from_numpy(xm), torch.from_numpy(np.ascontiguousarray(aux.T))
         with torch.no_grad(), torch.jit.optimized_execution(self._jit_optimize):
-            codes, cells, aux_codes = core.analyse(torch.from_numpy(xm), torch.from_numpy(np.ascontiguousarray(aux.T)))
-            n_new = codes.shape[2]
-            if n_new == 0:
-                return np.zeros((self.channels, 0))
-            ts = self.time_stride
-            # an effect acts on whole columns: each takes the value of its column's last hop
-            ramps = {
-                key: self._ramps.advance(i, n_new * ts).numpy()[ts - 1 :: ts] for i, key in enumerate(self._effect_ramps)
-            }
-            latent = self._chain(codes, cells.numpy(), ramps, aux_codes if self.aux_channels else None)
-            out = core.synthesise(latent).numpy()
-        per_column = (time.perf_counter() - started) / n_new
-        self.column_times.extend([per_column] * n_new)
+            if self.fused:
+                out = self._step.process(x, aux_t).numpy()
+                n_new = self._step.last_columns
+            else:
+                out, n_new = self._split(x, aux_t)
+        if n_new:
+            per_column = (time.perf_counter() - started) / n_new
+            self.column_times.extend([per_column] * n_new)
         if core.nonfinite_values > self._model_nonfinite_seen:
             count = core.nonfinite_values - self._model_nonfinite_seen
             self._model_nonfinite_seen = core.nonfinite_values
@@ -449,10 +527,33 @@ class Engine:
             )
         return out
 
+    def _split(self, x: torch.Tensor, aux: torch.Tensor) -> tuple[np.ndarray, int]:
+        """The step split around a chain in Python: the core's analysis, the chain, its synthesis."""
+        core = self._core
+        codes, cells, aux_codes = core.analyse(x, aux)
+        n_new = codes.shape[2]
+        if n_new == 0:
+            return np.zeros((self.channels, 0)), 0
+        ts = self.time_stride
+        # an effect acts on whole columns: each takes the value of its column's last hop
+        ramps = {
+            key: self._ramps.advance(i, n_new * ts).numpy()[ts - 1 :: ts] for i, key in enumerate(self._effect_ramps)
+        }
+        step_values = self._step.effect_values(n_new)
+        for key, index in self._step_ramped:
+            ramps[key] = step_values[index].numpy()
+        latent = self._chain(codes, cells.numpy(), ramps, aux_codes if self.aux_channels else None)
+        return core.synthesise(latent).numpy(), n_new
+
     def _ramp_effects(self, ramps: dict[str, np.ndarray], j: int) -> None:
         """Smoothed effect parameters take their value of column ``j``."""
         for key, ramp in ramps.items():
             self._bank.owner(key).values[key.split(".", 1)[1]] = float(ramp[j])
+
+    def _context(self, first_column: int, aux_codes: torch.Tensor | None = None) -> CodemapContext:
+        step = self._step
+        return CodemapContext(model=self._model_module, history=step.history, rng=self._rng, aux_codes=aux_codes,
+                              input_history=step.input_history, first_column=first_column, seed=self.seed)
 
     def _chain(
         self, codes: torch.Tensor, wanted: np.ndarray, ramps: dict[str, np.ndarray], aux_codes: torch.Tensor | None
@@ -463,30 +564,28 @@ class Engine:
         ``codes`` [channels, n_rows, n_new] with region cells ``wanted`` [n_new, n_rows], the
         smoothed effect parameters' values per column ``ramps`` {name: [n_new]} and the second
         source's codes ``aux_codes`` [aux_channels, n_rows, n_new] (None without one); returns
-        the latents [channels, D, n_rows, n_new] for the decoder."""
+        the latents [channels, D, n_rows, n_new] for the decoder. The histories live in the step."""
         codes_effects, latent_effects = stages(self.chain)
+        step = self._step
+        first = int(self._core.first_column)
         columns, latents = [], []
         steady = all(ramp[0] == ramp[-1] for ramp in ramps.values())  # ramps are monotonic
         self._ramp_effects(ramps, 0)
         if not codes_effects and not latent_effects:  # no effect changes anything: skip the loop
-            self._history = torch.cat([self._history, codes], dim=2)[:, :, -self.HISTORY_COLUMNS :]
-            self._input_history = self._history
+            step.push_history(codes, codes)
             return self._embed(codes)
         if len(codes_effects) == 1 and not latent_effects and aux_codes is None and codes.shape[2] > 1 and steady:
-            ctx = CodemapContext(model=self._model_module, history=self._history, rng=self._rng,
-                                 input_history=self._input_history)
-            out = codes_effects[0].process_columns(codes, torch.from_numpy(np.ascontiguousarray(wanted.T)), ctx)
+            region = torch.from_numpy(np.ascontiguousarray(wanted.T))
+            out = codes_effects[0].process_columns(codes, region, self._context(first))
             if out is not None:
-                self._history = torch.cat([self._history, out], dim=2)[:, :, -self.HISTORY_COLUMNS :]
-                self._input_history = torch.cat([self._input_history, codes], dim=2)[:, :, -self.HISTORY_COLUMNS :]
+                step.push_history(out, codes)
                 return self._embed(out)
         for j in range(codes.shape[2]):
             self._ramp_effects(ramps, j)
             region = torch.from_numpy(wanted[j][:, None].copy())
             column = codes[:, :, j : j + 1]
             aux_column = None if aux_codes is None else aux_codes[:, :, j : j + 1]
-            ctx = CodemapContext(model=self._model_module, history=self._history, rng=self._rng, aux_codes=aux_column,
-                                 input_history=self._input_history)
+            ctx = self._context(first + j, aux_column)
             for effect in codes_effects:
                 column = effect.process_codes(column, region, ctx)
             if latent_effects:
@@ -494,10 +593,7 @@ class Engine:
                 for effect in latent_effects:
                     latent = effect.process_latent(latent, region, ctx)
                 latents.append(latent)
-            self._history = torch.cat([self._history, column], dim=2)[:, :, -self.HISTORY_COLUMNS :]
-            self._input_history = torch.cat([self._input_history, codes[:, :, j : j + 1]], dim=2)[
-                :, :, -self.HISTORY_COLUMNS :
-            ]
+            step.push_history(column, codes[:, :, j : j + 1])
             columns.append(column)
         return torch.cat(latents, dim=3) if latent_effects else self._embed(torch.cat(columns, dim=2))
 

@@ -4,15 +4,17 @@ One scriptable call per block (:meth:`ColumnStep.process`): analysis, encoder, t
 effects with their parameters from one table, decoder, synthesis. The engine and the exported module run it.
 """
 
+import functools
 from typing import Any, Dict, Final, List, Optional
 
 import torch
 from torch import nn
 
+from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile, Prior
 
 from . import builtin
-from .effects import Parameter
+from .effects import Parameter, available_effects
 from .params import REGION_PARAMETERS
 from .stream import Ramps, StreamCore
 
@@ -25,25 +27,15 @@ STEP_FIXED = ("inpaint.alpha", "inpaint.context")
 tables (:func:`prior_buffers`), ``context=input`` is what the step runs (``output`` runs the plugin)."""
 
 
-def _parameter_table() -> list[tuple[str, str, Parameter]]:
-    from ..plugins.codemap_effects import Cross, Dropout, Noise
-    from ..plugins.inpaint import Inpaint
-
-    table = [(p.name, p.name, p) for p in REGION_PARAMETERS]
-    for effect in (Noise, Inpaint, Dropout, Cross):
-        for p in effect.parameters:
-            if f"{effect.name}.{p.name}" not in STEP_FIXED:
-                table.append((f"{effect.name}_{p.name}", f"{effect.name}.{p.name}", p))
-    return table
-
-
-PARAMETER_TABLE = _parameter_table()
-"""``(attribute name, engine name, declaration)`` of every parameter of the step: the region's
-(``low_hz`` ...), then the built-in effects' (``noise_amount`` / ``noise.amount`` ...). The engine's
-``set``, MIDI maps, the page, the nn~ accessors and the Neutone knobs all name parameters from it."""
+STEP_PARAMETERS = (
+    "noise.amount", "inpaint.method", "inpaint.temperature", "inpaint.radius", "inpaint.axis",
+    "dropout.channels", "cross.amount", "cross.mode",
+)
+"""The built-in effects' parameters the step holds, in its order (after the region's); the nn~
+accessors and Neutone knobs index them so."""
 N_REGION = len(REGION_PARAMETERS)
-INDEX = {engine_name: i for i, (_, engine_name, _) in enumerate(PARAMETER_TABLE)}
-"""Index of each parameter in :data:`PARAMETER_TABLE` by engine name."""
+INDEX = {**{p.name: i for i, p in enumerate(REGION_PARAMETERS)}, **{n: N_REGION + i for i, n in enumerate(STEP_PARAMETERS)}}
+"""Index of each parameter of the step by engine name (``low_hz`` 0 ... ``cross.mode``)."""
 # the effects' values, as indices into the step's effect ramps
 NOISE_AMOUNT = INDEX["noise.amount"] - N_REGION
 INPAINT_METHOD = INDEX["inpaint.method"] - N_REGION
@@ -54,6 +46,42 @@ DROPOUT_CHANNELS = INDEX["dropout.channels"] - N_REGION
 CROSS_AMOUNT = INDEX["cross.amount"] - N_REGION
 CROSS_MODE = INDEX["cross.mode"] - N_REGION
 LEARNED = 1
+
+
+def builtin_effects() -> dict[str, type]:
+    """The built-in effect classes by name, from the effect registry (the core imports no
+    plugin; built-ins register as third-party effects do)."""
+    registry = available_effects()
+    found = {}
+    for name in BUILTIN_EFFECTS:
+        cls = registry.get(name)
+        if cls is None or not cls.__module__.startswith("spectro_fx.effect.plugins."):
+            raise ParameterError(f"the built-in effect {name!r} is not registered (entry point group spectro_fx.effects); "
+                                 "reinstall spectro-fx")
+        found[name] = cls
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def parameter_table() -> tuple[tuple[str, str, Parameter], ...]:
+    """``(attribute name, engine name, declaration)`` of every parameter of the step: the region's
+    (``low_hz`` ...), then the built-in effects' (``noise_amount`` / ``noise.amount`` ...), as the
+    effects declare them. The engine's ``set``, MIDI maps, the page, the nn~ accessors and the
+    Neutone knobs all name parameters from it."""
+    effects = builtin_effects()
+    declared = {f"{name}.{p.name}": p for name, cls in effects.items() for p in cls.parameters}
+    missing = sorted(set(declared) - set(STEP_PARAMETERS) - set(STEP_FIXED))
+    if missing:
+        raise ParameterError(f"built-in parameters {missing} have no place in the column step's STEP_PARAMETERS")
+    table = [(p.name, p.name, p) for p in REGION_PARAMETERS]
+    table += [(name.replace(".", "_"), name, declared[name]) for name in STEP_PARAMETERS]
+    return tuple(table)
+
+
+def is_builtin(effect: Any) -> bool:
+    """Whether ``effect`` is one of the built-in effects the step runs fused."""
+    cls = builtin_effects().get(getattr(effect, "name", ""))
+    return cls is not None and type(effect) is cls
 
 
 def step_value(parameter: Parameter, value: Any) -> float:
@@ -91,7 +119,7 @@ class ColumnStep(nn.Module):
 
     The chain is set with :meth:`set_chain` (indices of :data:`BUILTIN_EFFECTS`: code effects
     in order, then latent ones), its parameters with :meth:`set_parameter` (indices of
-    :data:`PARAMETER_TABLE`, smoothed per hop as declared). Random draws (noise, sampled
+    :func:`parameter_table`, smoothed per hop as declared). Random draws (noise, sampled
     inpainting, cross) are keyed by (seed, stream, row, absolute column, purpose), so any
     blocking gives the same output. A caller that runs Python effects splits the step: the
     core's ``analyse``, its chain on ``history`` / ``input_history``, :meth:`push_history`,
@@ -110,6 +138,7 @@ class ColumnStep(nn.Module):
 
     chain_codes: List[int]
     chain_latents: List[int]
+    chain_values: List[int]
     # the step's indices, constants of the scripted code (TorchScript reads no global ints)
     noise: Final[int]
     inpaint: Final[int]
@@ -153,13 +182,12 @@ class ColumnStep(nn.Module):
         self.seed = 0
         self.chain_codes = []
         self.chain_latents = []
+        self.chain_values = []  # the effect ramps the chain reads, per column
         # 0: a second source per stream, or the first for all (the engine's channels); g > 0: one
         # per group of g streams (the exported module's batch rows)
         self.aux_group = 0
-        self.effects = Ramps(
-            [p for _, _, p in PARAMETER_TABLE[self.n_region:]], hop_s=core.hop_s,
-            values=[step_value(p, p.default) for _, _, p in PARAMETER_TABLE[self.n_region:]],
-        )
+        declared = [p for _, _, p in parameter_table()[N_REGION:]]
+        self.effects = Ramps(declared, hop_s=core.hop_s, values=[step_value(p, p.default) for p in declared])
         prior = model.prior()
         self.has_prior = prior is not None
         for name, value in prior_buffers(prior, module.code_log_prior).items():
@@ -167,6 +195,11 @@ class ColumnStep(nn.Module):
         if bool(module.has_prior):
             # the tables above serve; the core's copy of the file drops its own (25 MB for the default)
             module.prior_feature_log_prob = torch.zeros(0, self.codebook_size, self.codebook_size + 1)
+        # the spatial method's neighbour offsets for (radius, axis), made when they change
+        self.spatial_key = [-1, -1]
+        self.spatial_reach = 0
+        self.register_buffer("spatial_offsets", torch.zeros(0, 2, dtype=torch.long))
+        self.prior_reach = int(-prior.offsets[:, 0].min()) if prior is not None and len(prior.offsets) else 0
         self.history_columns = max(int(history_columns), 1)
         self.last_columns = 0
         self.register_buffer("history", torch.zeros(0, self.n_rows, 0, dtype=torch.long))
@@ -188,6 +221,13 @@ class ColumnStep(nn.Module):
         """The fused chain: code effects, then latent effects, each in order (:data:`BUILTIN_EFFECTS` indices)."""
         self.chain_codes = codes
         self.chain_latents = latents
+        per_column = {self.noise: self.noise_amount, self.inpaint: self.inpaint_temperature,
+                      self.dropout: self.dropout_channels, self.cross: self.cross_amount}
+        used: List[int] = []
+        for effect in codes + latents:
+            if effect in per_column and per_column[effect] not in used:
+                used.append(per_column[effect])
+        self.chain_values = used
 
     @torch.jit.export
     def set_seed(self, seed: int) -> None:
@@ -195,7 +235,7 @@ class ColumnStep(nn.Module):
 
     @torch.jit.export
     def set_parameter(self, index: int, value: float, immediate: bool) -> int:
-        """Parameter ``index`` of :data:`PARAMETER_TABLE` ramps to ``value`` (clamped; jumps with
+        """Parameter ``index`` of :func:`parameter_table` ramps to ``value`` (clamped; jumps with
         ``immediate`` or before the first frame); 1 (nothing set) for NaN."""
         immediate = immediate or self.core.analysis.frames_done == 0
         if index < self.n_region:
@@ -212,9 +252,17 @@ class ColumnStep(nn.Module):
     @torch.jit.export
     def effect_values(self, n_new: int) -> List[torch.Tensor]:
         """The effects' parameters for the next ``n_new`` columns, float64 ``[n_new]`` each (in
-        :data:`PARAMETER_TABLE` order from ``self.n_region``): a column takes its last hop's value."""
+        :func:`parameter_table` order after the region's): a column takes its last hop's value."""
         ts = self.core.time_stride
         return [self.effects.advance(i, n_new * ts)[ts - 1 :: ts] for i in range(len(self.effects.value))]
+
+    def _column_values(self, index: int, n_new: int) -> torch.Tensor:
+        """Effect parameter ``index``'s value for each of the next ``n_new`` columns (advancing
+        its ramp); only the parameters of the chain's effects are advanced."""
+        if self.effects.left[index] == 0:  # settled: no ramp to walk
+            return torch.full([n_new], self.effects.value[index], dtype=torch.float64)
+        ts = self.core.time_stride
+        return self.effects.advance(index, n_new * ts)[ts - 1 :: ts]
 
     @torch.jit.export
     def push_history(self, outputs: torch.Tensor, inputs: torch.Tensor) -> None:
@@ -233,7 +281,10 @@ class ColumnStep(nn.Module):
         self.last_columns = n_new
         if n_new == 0:
             return torch.zeros(x.shape[0], 0, dtype=torch.float64)
-        values = self.effect_values(n_new)
+        # the chain's parameters walk their ramps whether or not the region holds a cell
+        values: Dict[int, torch.Tensor] = {}
+        for index in self.chain_values:
+            values[index] = self._column_values(index, n_new)
         region = cells.t()  # [n_rows, n_new]
         codes = inputs
         if bool(region.any()):
@@ -254,7 +305,7 @@ class ColumnStep(nn.Module):
             return aux_codes
         return aux_codes[:1].expand(streams, -1, -1)
 
-    def _codes_effects(self, inputs: torch.Tensor, region: torch.Tensor, aux_codes: torch.Tensor, values: List[torch.Tensor]) -> torch.Tensor:
+    def _codes_effects(self, inputs: torch.Tensor, region: torch.Tensor, aux_codes: torch.Tensor, values: Dict[int, torch.Tensor]) -> torch.Tensor:
         codes = inputs
         first = self.core.first_column
         for effect in self.chain_codes:
@@ -262,12 +313,13 @@ class ColumnStep(nn.Module):
                 codes = builtin.noise_codes(codes, region, values[self.noise_amount], first_column=first, seed=self.seed,
                                             codebook_size=self.codebook_size)
             elif effect == self.inpaint:
-                codes = self._inpaint(inputs, codes, region, values)
+                codes = self._inpaint(inputs, codes, region, values[self.inpaint_temperature])
             elif effect == self.cross and aux_codes.shape[2] > 0 and int(self.effects.value[self.cross_mode]) == 0:
-                codes = builtin.cross_codes(codes, aux_codes, region, values[self.cross_amount], first_column=first, seed=self.seed)
+                codes = builtin.cross_codes(codes, aux_codes, region, values[self.cross_amount],
+                                            first_column=first, seed=self.seed)
         return codes
 
-    def _latent_effects(self, latent: torch.Tensor, region: torch.Tensor, aux_codes: torch.Tensor, values: List[torch.Tensor]) -> torch.Tensor:
+    def _latent_effects(self, latent: torch.Tensor, region: torch.Tensor, aux_codes: torch.Tensor, values: Dict[int, torch.Tensor]) -> torch.Tensor:
         for effect in self.chain_latents:
             if effect == self.dropout:
                 latent = builtin.dropout_latent(latent, region, values[self.dropout_channels])
@@ -275,17 +327,23 @@ class ColumnStep(nn.Module):
                 latent = builtin.cross_latent(latent, self.core.embed(aux_codes), region, values[self.cross_amount])
         return latent
 
-    def _inpaint(self, inputs: torch.Tensor, codes: torch.Tensor, region: torch.Tensor, values: List[torch.Tensor]) -> torch.Tensor:
+    def _inpaint(self, inputs: torch.Tensor, codes: torch.Tensor, region: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         """``context=input``: the region's cells redrawn from the input's codes around them."""
         learned = int(self.effects.value[self.inpaint_method]) == self.learned and self.has_prior
         if learned:
             offsets = self.prior_offsets
+            reach = self.prior_reach
         else:
-            offsets = builtin.spatial_offsets(int(self.effects.value[self.inpaint_radius]), int(self.effects.value[self.inpaint_axis]))
-        reach = int(-offsets[:, 0].min()) if offsets.shape[0] > 0 else 0
+            radius, axis = int(self.effects.value[self.inpaint_radius]), int(self.effects.value[self.inpaint_axis])
+            if self.spatial_key[0] != radius or self.spatial_key[1] != axis:
+                self.spatial_offsets = builtin.spatial_offsets(radius, axis)
+                self.spatial_key = [radius, axis]
+                self.spatial_reach = radius if axis != 1 else 0
+            offsets = self.spatial_offsets
+            reach = self.spatial_reach
         history = self.input_history[:, :, self.input_history.shape[2] - min(reach, self.input_history.shape[2]) :]
         return builtin.inpaint_redraw(
-            inputs, codes, region, history, offsets, values[self.inpaint_temperature], learned=learned,
+            inputs, codes, region, history, offsets, temperature, learned=learned,
             first_column=self.core.first_column, seed=self.seed, class_log_prior=self.prior_class_log_prior,
             value_log_prob=self.prior_value_log_prob, fallback_log_prior=self.fallback_log_prior,
         )

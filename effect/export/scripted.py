@@ -12,13 +12,15 @@ from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile
 from spectro_fx.models.naive_bayes import resmooth_prior
 
-from ..core.step import BUILTIN_EFFECTS, INDEX, PARAMETER_TABLE, ColumnStep, prior_buffers, step_value
+from ..core.step import BUILTIN_EFFECTS, INDEX, ColumnStep, parameter_table, prior_buffers, step_value
 from ..plugins.inpaint import Inpaint
 
 CHAIN_EFFECTS = BUILTIN_EFFECTS
 """Effects the scripted module carries (the column step's); ``inpaint`` with ``context=input`` only;
 with ``cross`` the last input channel is the second source."""
 
+PARAMETER_TABLE = parameter_table()
+"""The column step's parameters (:func:`~spectro_fx.effect.core.step.parameter_table`)."""
 ATTRIBUTES = [name for name, _, _ in PARAMETER_TABLE]
 """Attribute names of the module's parameters (``low_hz``, ..., ``cross_mode``)."""
 

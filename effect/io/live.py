@@ -127,6 +127,10 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
     else:
         engine = make_engine(sr=sr, channels=plan.in_channels, block_hint=plan.blocksize)
     call_s, wake_s = _warm_up(engine, plan.blocksize, plan.in_channels, sr)
+    speed = speed_note(call_s, blocksize=plan.blocksize, sr=sr, model=getattr(args, "model", None),
+                       lighter=lambda name: _lighter_load(args, name, plan, sr))
+    if speed is not None:
+        print(speed, file=sys.stderr, flush=True)
     if args.safety_ms is not None:
         safety_s = args.safety_ms / 1000
     else:
@@ -146,7 +150,7 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
 WARM_UP_VALUES = (("wet", 1.0), ("low_hz", 20.0), ("high_hz", 24000.0), ("period_s", 0.0))
 
 
-def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> tuple[np.ndarray, np.ndarray]:
+def _warm_up(engine: Any, blocksize: int, channels: int, sr: int, *, seconds: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
     """Run the engine on noise first: TorchScript optimises on its first calls, which would
     otherwise make the first blocks late. It runs with the whole band regenerated, the most
     work a knob can ask for (the engine skips work for silence and empty regions), then the
@@ -170,7 +174,7 @@ def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> tuple[np.nd
     noise = (0.1 * np.random.default_rng(0).standard_normal((blocksize, channels))).astype(np.float32)
     pause = blocksize / sr / 4
     times, late = [], []
-    for _ in range(max(int(0.6 * sr) // blocksize, 16)):
+    for _ in range(max(int(seconds * sr) // blocksize, 16)):
         started = time.perf_counter()
         engine.process(noise)
         slept = time.perf_counter()
@@ -181,6 +185,51 @@ def _warm_up(engine: Any, blocksize: int, channels: int, sr: int) -> tuple[np.nd
         engine.set(name, saved[name])
     engine.reset()
     return np.array(times[len(times) // 3 :]), np.array(late[len(late) // 3 :])
+
+
+KEEPS_UP = 0.9
+"""Largest engine load (CPU time per block over the block's duration, measured at start) said to keep up."""
+
+
+def engine_load(call_s: np.ndarray, *, blocksize: int, sr: int) -> float:
+    """The engine's mean time per call over the block's duration: above 1 it cannot keep up."""
+    return float(np.mean(call_s)) * sr / blocksize
+
+
+def speed_note(
+    call_s: np.ndarray, *, blocksize: int, sr: int, model: str | None, lighter: Callable[[str], float | None]
+) -> str | None:
+    """One line for a machine that cannot keep up (None when it can): the engine's measured load
+    against the block period, and what would keep up here, measured (``lighter(name)`` gives a
+    lighter bundled model's load, or None). A larger block does not help: the work is per column
+    of the codemap, whatever the blocking."""
+    load = engine_load(call_s, blocksize=blocksize, sr=sr)
+    if load <= KEEPS_UP:
+        return None
+    text = (f"spectro-fx: this machine cannot keep up: the engine needs {load:.0%} of each {blocksize}-frame "
+            f"block's {1000.0 * blocksize / sr:.2f} ms (measured at start, whole band), so blocks will play dry")
+    current = model or "default"
+    for name in ("low-delay", "classic"):
+        if name == current:
+            continue
+        other = lighter(name)
+        if other is not None and other <= KEEPS_UP:
+            return text + f"; --model {name} keeps up here ({other:.0%} of a block)"
+    return text + "; no bundled model keeps up here (a larger block does not help: the work is per codemap column)"
+
+
+def _lighter_load(args: argparse.Namespace, name: str, plan: Any, sr: int) -> float | None:
+    """A bundled model's engine load at this block size, measured as the warm-up measures."""
+    from copy import copy
+
+    other = copy(args)
+    other.model = name
+    try:
+        engine = default_engine_factory(other)(sr=sr, channels=plan.in_channels, block_hint=plan.blocksize)
+    except ParameterError:  # its settings do not apply to that model
+        return None
+    call_s, _ = _warm_up(engine, plan.blocksize, plan.in_channels, sr, seconds=0.3)
+    return engine_load(call_s, blocksize=plan.blocksize, sr=sr)
 
 
 def auto_safety_s(call_s: np.ndarray, wake_s: np.ndarray) -> float:

@@ -10,7 +10,13 @@ from typing import Any
 
 import torch
 
+from ..core import builtin
 from ..core.effects import CodemapContext, Effect, Parameter
+
+
+def _per_column(value: float, codes: torch.Tensor) -> torch.Tensor:
+    """A parameter's value for each column of ``codes`` (the engine sets it column by column)."""
+    return torch.full([codes.shape[-1]], float(value), dtype=torch.float64)
 
 
 class Passthrough(Effect):
@@ -29,10 +35,8 @@ class Noise(Effect):
         amount = float(self.values["amount"])
         if amount <= 0.0 or not bool(region.any()):
             return codes
-        shape = tuple(codes.shape)
-        hit = torch.from_numpy(ctx.rng.random(shape) < amount) & region[None]
-        random_codes = torch.from_numpy(ctx.rng.integers(0, int(ctx.model.codebook_size), size=shape))
-        return torch.where(hit, random_codes, codes)
+        return builtin.noise_codes(codes, region, _per_column(amount, codes), first_column=ctx.first_column,
+                                   seed=ctx.seed, codebook_size=int(ctx.model.codebook_size))
 
 
 class Dropout(Effect):
@@ -50,11 +54,7 @@ class Dropout(Effect):
         keep = int(self.values["channels"])
         if keep >= latent.shape[1] or not bool(region.any()):
             return latent
-        drop = torch.zeros(latent.shape[1], dtype=torch.bool, device=latent.device)
-        drop[keep:] = True
-        # [code_dim, 1, 1] x [n_rows, n_new] -> [code_dim, n_rows, n_new]
-        zero = drop[:, None, None] & region[None].to(latent.device)
-        return latent.masked_fill(zero[None], 0.0)
+        return builtin.dropout_latent(latent, region, _per_column(keep, latent))
 
 
 class Cross(Effect):
@@ -105,14 +105,12 @@ class Cross(Effect):
         aux = self._source("codes", region, ctx)
         if aux is None:
             return codes
-        aux = self._like(aux.to(codes.device), codes)
-        hit = torch.from_numpy(ctx.rng.random(tuple(codes.shape)) < float(self.values["amount"])).to(codes.device) & region[None]
-        return torch.where(hit, aux, codes)
+        return builtin.cross_codes(codes, self._like(aux, codes), region, _per_column(self.values["amount"], codes),
+                                   first_column=ctx.first_column, seed=ctx.seed)
 
     def process_latent(self, latent: torch.Tensor, region: torch.Tensor, ctx: CodemapContext) -> torch.Tensor:
         aux = self._source("latent", region, ctx)
         if aux is None:
             return latent
-        aux = self._like(ctx.model.embed(aux).to(latent.device, latent.dtype), latent)
-        blended = latent + float(self.values["amount"]) * (aux - latent)
-        return torch.where(region[None, None].to(latent.device), blended, latent)
+        aux = self._like(ctx.model.embed(aux).to(latent.dtype), latent)
+        return builtin.cross_latent(latent, aux, region, _per_column(self.values["amount"], latent))

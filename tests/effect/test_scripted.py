@@ -13,30 +13,6 @@ from spectro_fx.models.errors import ParameterError
 
 
 @pytest.fixture(scope="module")
-def prior_model(tmp_path_factory):
-    """A tiny 48 kHz model file with a learned prior (random tables at the default offsets)."""
-    from spectro_fx.models.export import Prior, export_model, load_model
-    from spectro_fx.models.naive_bayes import DEFAULT_PRIOR_OFFSETS
-    from spectro_fx.models.vqvae import VQVAE
-
-    from .conftest import _tiny_48k_config
-
-    cfg = _tiny_48k_config()
-    torch.manual_seed(3)
-    model = VQVAE(cfg).train()
-    with torch.no_grad():
-        for _ in range(4):
-            model(torch.rand(4, cfg.stft.n_bins, 32) * 3)
-        # codewords far apart, so that another code is heard (a few EMA steps leave them close)
-        model.quantizer.codebook.copy_(torch.randn_like(model.quantizer.codebook))
-    k = cfg.codebook_size
-    offsets = torch.tensor(DEFAULT_PRIOR_OFFSETS)
-    prior = Prior(offsets=offsets, class_log_prior=torch.log_softmax(torch.randn(k), 0),
-                  feature_log_prob=torch.log_softmax(3 * torch.randn(len(offsets), k, k + 1), -1), alpha=0.5)
-    return load_model(export_model(model.eval(), tmp_path_factory.mktemp("scripted") / "prior.pt", prior=prior))
-
-
-@pytest.fixture(scope="module")
 def default_model():
     """The bundled default model: tiny random models give one code everywhere, so a second
     source would change nothing."""
