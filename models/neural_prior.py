@@ -5,7 +5,7 @@ One call per codemap column: earlier columns and the current column's rows outsi
 
 
 import json
-from typing import Any
+from typing import Any, Tuple
 
 import torch
 from torch import nn
@@ -104,18 +104,15 @@ class NeuralPrior(nn.Module):
             raise ParameterError(f"neural prior config has unknown keys {', '.join(unknown)}")
         return cls(**config)
 
-    def features(self, context: torch.Tensor, column: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        """Hidden state ``[B, R, hidden]`` of every row, before the head (arguments as :meth:`forward`)."""
+    def features(self, context: torch.Tensor, column: torch.Tensor, known: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Hidden state ``[B, R, hidden]`` of every row, before the head, and the context with
+        every unknown code as K (arguments as :meth:`forward`)."""
         k = self.codebook_size
-        unknown_code = torch.full_like(column, k)
-        context = torch.where((context >= 0) & (context < k), context, unknown_code[:, :, None])
-        column = torch.where(known & (column >= 0) & (column < k), column, unknown_code)
         b, r = column.shape[0], column.shape[1]
-        x = torch.cat([
-            self.embed(context).reshape(b, r, -1),
-            self.embed(column),
-            known.to(torch.float32)[:, :, None],
-        ], dim=2)  # [B, R, (C + 1) * E + 1]
+        # one embedding lookup for the context and the column; unknown (< 0, or not known) is K
+        codes = torch.cat([context, torch.where(known, column, -1)[:, :, None]], dim=2)
+        codes = torch.where(codes < 0, k, codes)
+        x = torch.cat([self.embed(codes).reshape(b, r, -1), known.to(torch.float32)[:, :, None]], dim=2)
         h = self.row_in(x) + self.row_bias
         i = 0
         for block in self.blocks:
@@ -123,7 +120,7 @@ class NeuralPrior(nn.Module):
             i += 1
             g = F.pad(F.relu(h), (0, 0, d, d))
             h = h + block(torch.cat([g[:, : r], g[:, d : d + r], g[:, 2 * d : 2 * d + r]], dim=2))
-        return F.relu(h)
+        return F.relu(h), codes[:, :, : self.context_columns]
 
     def forward(self, context: torch.Tensor, column: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """Logits of the unknown rows' codes.
@@ -131,8 +128,8 @@ class NeuralPrior(nn.Module):
         Parameters
         ----------
         context : torch.Tensor [B, R, C] int64
-            Codes of the ``C = context_columns`` previous columns, oldest first; a value outside
-            ``[0, K)`` (e.g. -1 before a stream's start) means unknown.
+            Codes of the ``C = context_columns`` previous columns, oldest first; a negative
+            value (e.g. -1 before a stream's start) or K means unknown.
         column : torch.Tensor [B, R] int64
             This column's codes; read only where ``known``.
         known : torch.Tensor [B, R] bool
@@ -144,7 +141,7 @@ class NeuralPrior(nn.Module):
             Unnormalised log probabilities on the unknown rows; 0 on known rows (the head runs
             on the unknown rows only: a 4-row band costs an eighth of a whole column).
         """
-        h = self.features(context, column, known)
+        h, context = self.features(context, column, known)
         cells = torch.nonzero(known.logical_not())
         logits = h.new_zeros(h.shape[0], h.shape[1], self.codebook_size)
         if cells.shape[0] > 0:
@@ -154,11 +151,10 @@ class NeuralPrior(nn.Module):
 
     def cell_logits(self, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, K]`` of cells with hidden state ``h`` [N, hidden] and earlier codes in
-        their row ``context`` [N, C]: the head, plus each earlier code's learned copy weight."""
-        logits = self.head(h)
-        valid = (context >= 0) & (context < self.codebook_size)
-        weights = torch.where(valid, self.copy(h), torch.zeros_like(h[:, :1]))
-        return logits.scatter_add(1, torch.where(valid, context, torch.zeros_like(context)), weights)
+        their row ``context`` [N, C] (K: unknown, as :meth:`features` gives them): the head,
+        plus each earlier code's learned copy weight (unknown ones land on a dropped K-th)."""
+        logits = F.pad(self.head(h), (0, 1))
+        return logits.scatter_add(1, context, self.copy(h))[:, : self.codebook_size]
 
 
 def sample_codes(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -444,8 +444,21 @@ def neural_cost(module, neural, *, rounds: int = 400) -> str:
                 times.append(time.process_time() - start)
         median = float(np.median(times))
         parts.append(f"{label} {1e3 * median:.3f} ms a column = {median * rate:.3f} CPU s per audio s")
+    # this VM's speed drifts with its host's load: a trivial scripted op, timed alike, says how busy it is
+    trivial = torch.jit.script(_add_one)
+    x = torch.zeros(4)
+    times = []
+    for _ in range(2000):
+        start = time.process_time()
+        trivial(x)
+        times.append(time.process_time() - start)
     weights = sum(p.numel() for p in net.parameters())
-    return f"neural prior: {weights:,} weights, {rate:g} columns/s; {'; '.join(parts)} (median of {rounds}, 1 thread)"
+    return (f"neural prior: {weights:,} weights, {rate:g} columns/s; {'; '.join(parts)} (median of {rounds}, 1 thread; "
+            f"a trivial scripted op took {1e6 * float(np.median(times)):.1f} us meanwhile)")
+
+
+def _add_one(x: torch.Tensor) -> torch.Tensor:
+    return x + 1
 
 
 def machine_line() -> str:
