@@ -5,7 +5,7 @@ when a chain holds a third-party effect. Scriptable; random draws are keyed, nev
 """
 
 import math
-from typing import List
+from typing import List, Tuple
 
 import torch
 
@@ -197,16 +197,20 @@ def inpaint_redraw(
     class_log_prior: torch.Tensor, value_log_prob: torch.Tensor, fallback_log_prior: torch.Tensor,
 ) -> torch.Tensor:
     """``inpaint`` with ``context=input``: every cell of ``codes`` [streams, rows, n] inside
-    ``region`` [rows, n] redrawn from the input's codes around it (``input_history`` [streams,
-    rows, h] and ``inputs``, never the cell itself), all cells at once, with the neighbours at
+    ``region`` [rows, n] redrawn from the codes around it (earlier columns from ``input_history``
+    [streams, rows, h] and ``inputs``, its own column from ``codes``; never the cell itself), all cells at once, with the neighbours at
     ``offsets`` [M, 2] (``d_column <= 0``): the learned categorical NB (``learned``) or the
     paper's spatial Gaussian NB, at ``temperature`` [n] per column."""
     streams = codes.shape[0]
     cells = torch.nonzero(region[None].expand(streams, -1, -1))  # [N, 3]: stream, row, column
     if cells.shape[0] == 0:
         return codes
-    full = torch.cat([input_history, inputs], dim=2)
-    values = neighbour_values(full, cells, offsets, input_history.shape[2])
+    # earlier columns as the encoder gave them; the cell's own column as the chain has it so far
+    # (an effect before inpainting may have changed it), as a column-by-column stream sees them
+    h = input_history.shape[2]
+    values = neighbour_values(torch.cat([input_history, inputs], dim=2), cells, offsets, h)
+    same_column = neighbour_values(torch.cat([input_history, codes], dim=2), cells, offsets, h)
+    values = torch.where((offsets[:, 0] == 0)[None, :], same_column, values)
     keys = cell_keys(cells[:, 0], cells[:, 1], first_column + cells[:, 2], n_streams=streams,
                      n_rows=codes.shape[1], purpose=2)
     draws = uniforms(keys, seed)
@@ -218,3 +222,40 @@ def inpaint_redraw(
     out = codes.clone()
     out[cells[:, 0], cells[:, 1], cells[:, 2]] = picked
     return out
+
+
+def neural_batch(
+    inputs: torch.Tensor, codes: torch.Tensor, region: torch.Tensor, input_history: torch.Tensor, context_columns: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the neural prior reads for ``inpaint`` with ``context=input``, every column of a block
+    as one batch of ``n * streams`` rows: the ``context_columns`` earlier columns of the input
+    (``input_history`` then ``inputs``; -1, unknown, before the stream) ``[n * streams, rows,
+    C]``, each column's codes as the chain has them ``[n * streams, rows]`` (``codes`` [streams,
+    rows, n]) and where ``region`` [rows, n] leaves them unknown ``[n * streams, rows]``."""
+    streams, rows, n = codes.shape[0], codes.shape[1], codes.shape[2]
+    c = context_columns
+    earlier = input_history[:, :, input_history.shape[2] - min(c, input_history.shape[2]) :]
+    if earlier.shape[2] < c:
+        earlier = torch.cat([torch.full([streams, rows, c - earlier.shape[2]], -1, dtype=codes.dtype), earlier], dim=2)
+    full = torch.cat([earlier, inputs], dim=2)
+    context = full.unfold(2, c, 1)[:, :, :n].permute(2, 0, 1, 3).reshape(n * streams, rows, c)
+    columns = codes.permute(2, 0, 1).reshape(n * streams, rows)
+    unknown = region.t()[:, None, :].expand(n, streams, rows).reshape(n * streams, rows)
+    return context, columns, unknown
+
+
+def neural_pick(
+    logits: torch.Tensor, columns: torch.Tensor, unknown: torch.Tensor, temperature: torch.Tensor, *, streams: int,
+    first_column: int, seed: int,
+) -> torch.Tensor:
+    """The unknown cells of :func:`neural_batch`'s ``columns`` drawn from the prior's ``logits``
+    ``[n * streams, rows, K]`` at ``temperature`` [n] (keyed draws, as the other effects') ->
+    codes ``[streams, rows, n]``."""
+    n, rows = columns.shape[0] // streams, columns.shape[1]
+    cells = torch.nonzero(unknown)  # [N, 2]: column * streams + stream, row
+    draws = cell_draws([streams, rows, n], first_column, seed, 2).permute(2, 0, 1).reshape(n * streams, rows)
+    picked = pick(logits[cells[:, 0], cells[:, 1]].double(), draws[cells[:, 0], cells[:, 1]],
+                  temperature[torch.div(cells[:, 0], streams, rounding_mode="floor")])
+    out = columns.clone()
+    out[cells[:, 0], cells[:, 1]] = picked
+    return out.reshape(n, streams, rows).permute(1, 2, 0).contiguous()

@@ -215,6 +215,7 @@ class Engine:
         prior = model.prior()
         self._prior_reads_later = prior is not None and bool((prior.offsets[:, 0] > 0).any())
         self._prior_alpha = None if prior is None else float(prior.alpha)
+        self._has_neural_prior = bool(getattr(model.module, "has_neural_prior", False))
         self._said_once: set[str] = set()
         # parameters the step holds (the region's and the built-in effects'), by full name
         self._in_step = {
@@ -336,6 +337,8 @@ class Engine:
         inpaint = self._inpaint
         if inpaint is None:
             return True
+        if inpaint.values["method"] == "neural" and not self._has_neural_prior and getattr(inpaint, "_neural_asked", False):
+            self._say_once("no neural prior", "inpaint: the model file has no neural prior; using method=spatial")
         if inpaint.values["method"] == "learned":
             if self._prior_alpha is None:
                 self._say_once(

@@ -45,7 +45,8 @@ INPAINT_AXIS = INDEX["inpaint.axis"] - N_REGION
 DROPOUT_CHANNELS = INDEX["dropout.channels"] - N_REGION
 CROSS_AMOUNT = INDEX["cross.amount"] - N_REGION
 CROSS_MODE = INDEX["cross.mode"] - N_REGION
-LEARNED = 1
+LEARNED, NEURAL = 1, 2
+"""``inpaint.method`` indices (its choices: spatial, learned, neural)."""
 
 
 def builtin_effects() -> dict[str, type]:
@@ -153,6 +154,7 @@ class ColumnStep(nn.Module):
     cross_amount: Final[int]
     cross_mode: Final[int]
     learned: Final[int]
+    neural: Final[int]
     n_region: Final[int]
 
     def __init__(
@@ -173,6 +175,7 @@ class ColumnStep(nn.Module):
         self.cross_amount = CROSS_AMOUNT
         self.cross_mode = CROSS_MODE
         self.learned = LEARNED
+        self.neural = NEURAL
         self.n_region = N_REGION
         self.core = StreamCore(model, streams=streams, aux_streams=aux_streams, precision=precision)
         core = self.core
@@ -190,6 +193,7 @@ class ColumnStep(nn.Module):
         self.effects = Ramps(declared, hop_s=core.hop_s, values=[step_value(p, p.default) for p in declared])
         prior = model.prior()
         self.has_prior = prior is not None
+        self.has_neural_prior = bool(module.has_neural_prior)
         for name, value in prior_buffers(prior, module.code_log_prior).items():
             self.register_buffer(name, value)
         if bool(module.has_prior):
@@ -329,7 +333,13 @@ class ColumnStep(nn.Module):
 
     def _inpaint(self, inputs: torch.Tensor, codes: torch.Tensor, region: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         """``context=input``: the region's cells redrawn from the input's codes around them."""
-        learned = int(self.effects.value[self.inpaint_method]) == self.learned and self.has_prior
+        method = int(self.effects.value[self.inpaint_method])
+        if method == self.neural and self.has_neural_prior:
+            prior = self.core.model.neural_prior
+            context, columns, unknown = builtin.neural_batch(inputs, codes, region, self.input_history, prior.context_columns)
+            return builtin.neural_pick(prior(context, columns, unknown.logical_not()), columns, unknown, temperature,
+                                       streams=codes.shape[0], first_column=self.core.first_column, seed=self.seed)
+        learned = method == self.learned and self.has_prior  # the others without their prior: spatial
         if learned:
             offsets = self.prior_offsets
             reach = self.prior_reach

@@ -183,3 +183,39 @@ def test_an_empty_region_still_walks_the_ramps(prior_model, rng):
     engine.set("inpaint.temperature", 3.0)
     _engine_run(engine, x[:12000], 256)
     assert engine._step.effects.value[INDEX["inpaint.temperature"] - 5] == 3.0
+
+
+@pytest.fixture(scope="module")
+def neural_model(prior_model, tmp_path_factory):
+    """The tiny prior model with a random neural prior (weights wide enough to prefer codes)."""
+    from spectro_fx.models.export import load_model, with_neural_prior
+    from spectro_fx.models.neural_prior import NeuralPrior
+
+    torch.manual_seed(5)
+    net = NeuralPrior(n_rows=int(prior_model.module.n_rows), codebook_size=int(prior_model.module.codebook_size),
+                      context_columns=3, embed_dim=4, hidden=8, dilations=[1])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.7)
+    return load_model(with_neural_prior(prior_model, net.eval(), tmp_path_factory.mktemp("step") / "neural.pt"))
+
+
+def test_the_neural_prior_runs_fused_as_its_plugin_and_as_the_exported_module(neural_model, rng):
+    values = {"low_hz": 150.0, "high_hz": 12000.0, "inpaint.method": "neural"}
+    x = _signal(rng, 16000, 2)
+    greedy = {**values, "inpaint.temperature": 0.0}
+    fused = Engine(neural_model, sr=SR, channels=2, chain="noise,inpaint", values={**greedy, "noise.amount": 0.2}, seed=3)
+    split = Engine(neural_model, sr=SR, channels=2, chain="noise,inpaint", values={**greedy, "noise.amount": 0.2}, seed=3,
+                   fuse=False)
+    assert fused.fused
+    out = _engine_run(fused, x, 300)
+    np.testing.assert_allclose(_engine_run(split, x, 300), out, atol=1e-5)
+    spatial = Engine(neural_model, sr=SR, channels=2, chain="noise,inpaint", seed=3,
+                     values={**greedy, "noise.amount": 0.2, "inpaint.method": "spatial"})
+    assert np.max(np.abs(out - _engine_run(spatial, x, 300))) > 1e-4  # the neural prior is what plays
+    sampled = {**values, "inpaint.temperature": 1.0}
+    engine = Engine(neural_model, sr=SR, channels=2, chain="inpaint", values=sampled, seed=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.script(ScriptedEffect(neural_model, chain=["inpaint"], values=sampled, channels=2, seed=8))
+    np.testing.assert_allclose(_module_run(module, x, 512), _engine_run(engine, x, 512), atol=1e-5)
