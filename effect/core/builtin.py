@@ -194,13 +194,14 @@ def spatial_pick(
 def inpaint_redraw(
     inputs: torch.Tensor, codes: torch.Tensor, region: torch.Tensor, input_history: torch.Tensor,
     offsets: torch.Tensor, temperature: torch.Tensor, *, learned: bool, first_column: int, seed: int,
-    class_log_prior: torch.Tensor, value_log_prob: torch.Tensor, fallback_log_prior: torch.Tensor,
+    class_log_prior: torch.Tensor, value_log_prob: torch.Tensor, fallback_log_prior: torch.Tensor, changed: bool,
 ) -> torch.Tensor:
     """``inpaint`` with ``context=input``: every cell of ``codes`` [streams, rows, n] inside
     ``region`` [rows, n] redrawn from the codes around it (earlier columns from ``input_history``
     [streams, rows, h] and ``inputs``, its own column from ``codes``; never the cell itself), all cells at once, with the neighbours at
     ``offsets`` [M, 2] (``d_column <= 0``): the learned categorical NB (``learned``) or the
-    paper's spatial Gaussian NB, at ``temperature`` [n] per column."""
+    paper's spatial Gaussian NB, at ``temperature`` [n] per column. ``changed``: an effect before
+    this one may have changed ``codes`` (else they are ``inputs``, and are read once)."""
     streams = codes.shape[0]
     cells = torch.nonzero(region[None].expand(streams, -1, -1))  # [N, 3]: stream, row, column
     if cells.shape[0] == 0:
@@ -209,8 +210,9 @@ def inpaint_redraw(
     # (an effect before inpainting may have changed it), as a column-by-column stream sees them
     h = input_history.shape[2]
     values = neighbour_values(torch.cat([input_history, inputs], dim=2), cells, offsets, h)
-    same_column = neighbour_values(torch.cat([input_history, codes], dim=2), cells, offsets, h)
-    values = torch.where((offsets[:, 0] == 0)[None, :], same_column, values)
+    if changed:
+        same_column = neighbour_values(torch.cat([input_history, codes], dim=2), cells, offsets, h)
+        values = torch.where((offsets[:, 0] == 0)[None, :], same_column, values)
     keys = cell_keys(cells[:, 0], cells[:, 1], first_column + cells[:, 2], n_streams=streams,
                      n_rows=codes.shape[1], purpose=2)
     draws = uniforms(keys, seed)

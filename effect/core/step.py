@@ -312,15 +312,19 @@ class ColumnStep(nn.Module):
     def _codes_effects(self, inputs: torch.Tensor, region: torch.Tensor, aux_codes: torch.Tensor, values: Dict[int, torch.Tensor]) -> torch.Tensor:
         codes = inputs
         first = self.core.first_column
+        changed = False  # whether an effect before inpainting may have changed the codes
         for effect in self.chain_codes:
             if effect == self.noise:
                 codes = builtin.noise_codes(codes, region, values[self.noise_amount], first_column=first, seed=self.seed,
                                             codebook_size=self.codebook_size)
+                changed = True
             elif effect == self.inpaint:
-                codes = self._inpaint(inputs, codes, region, values[self.inpaint_temperature])
+                codes = self._inpaint(inputs, codes, region, values[self.inpaint_temperature], changed)
+                changed = True
             elif effect == self.cross and aux_codes.shape[2] > 0 and int(self.effects.value[self.cross_mode]) == 0:
                 codes = builtin.cross_codes(codes, aux_codes, region, values[self.cross_amount],
                                             first_column=first, seed=self.seed)
+                changed = True
         return codes
 
     def _latent_effects(self, latent: torch.Tensor, region: torch.Tensor, aux_codes: torch.Tensor, values: Dict[int, torch.Tensor]) -> torch.Tensor:
@@ -331,7 +335,7 @@ class ColumnStep(nn.Module):
                 latent = builtin.cross_latent(latent, self.core.embed(aux_codes), region, values[self.cross_amount])
         return latent
 
-    def _inpaint(self, inputs: torch.Tensor, codes: torch.Tensor, region: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    def _inpaint(self, inputs: torch.Tensor, codes: torch.Tensor, region: torch.Tensor, temperature: torch.Tensor, changed: bool) -> torch.Tensor:
         """``context=input``: the region's cells redrawn from the input's codes around them."""
         method = int(self.effects.value[self.inpaint_method])
         if method == self.neural and self.has_neural_prior:
@@ -355,5 +359,5 @@ class ColumnStep(nn.Module):
         return builtin.inpaint_redraw(
             inputs, codes, region, history, offsets, temperature, learned=learned,
             first_column=self.core.first_column, seed=self.seed, class_log_prior=self.prior_class_log_prior,
-            value_log_prob=self.prior_value_log_prob, fallback_log_prior=self.fallback_log_prior,
+            value_log_prob=self.prior_value_log_prob, fallback_log_prior=self.fallback_log_prior, changed=changed,
         )

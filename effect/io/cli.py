@@ -119,6 +119,7 @@ def list_parameters() -> int:
 
     from ..core.effects import Effect, available_effects
     from ..core.params import REGION_PARAMETERS
+    from ..core.step import builtin_effects
 
     def line(key, p):
         unit = f" {p.unit}" if p.unit else ""
@@ -131,10 +132,12 @@ def list_parameters() -> int:
     print("region parameters:")
     for p in REGION_PARAMETERS:
         print(line(p.name, p))
+    builtin = builtin_effects()
     for name, cls in sorted(available_effects().items()):
         acts = [stage for stage, method in (("codes", "process_codes"), ("latents", "process_latent"))
                 if getattr(cls, method) is not getattr(Effect, method)]
-        print(f"effect {name} (on {' and '.join(acts) or 'nothing'}): {cls.description}")
+        runs = "fused in the column step" if name in builtin else "in Python, splitting the column step (slower)"
+        print(f"effect {name} (on {' and '.join(acts) or 'nothing'}; {runs}): {cls.description}")
         for p in cls.parameters:
             print(line(f"{name}.{p.name}", p))
     return 0

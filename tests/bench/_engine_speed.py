@@ -34,6 +34,30 @@ def x_real_time(engine, signal_: np.ndarray, block: int = FILE_BLOCK) -> float:
     return len(signal_) / SR / (time.thread_time() - started)
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+"""The instruction sets that decide this project's speeds (AVX2 cores, AVX-512, AMX bfloat16)."""
+
+
+def cpu_description() -> str:
+    """The CPU model and which of :data:`CPU_FLAGS` it has, from /proc/cpuinfo (Linux), and the
+    kernels torch picked (``ATEN_CPU_CAPABILITY`` and ``ONEDNN_MAX_CPU_ISA`` lower them)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    have = [f for f in CPU_FLAGS if f in flags] or ["none of " + "/".join(CPU_FLAGS)]
+    capability = torch.backends.cpu.get_cpu_capability()
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{model} ({', '.join(have)}; torch kernels {capability}{f', oneDNN max {isa}' if isa else ''})"
+
+
 def machine_line(extra: str) -> str:
-    return (f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-            f"torch {torch.__version__}, 1 thread; {extra}")
+    return (f"machine: {cpu_description()}, {platform.machine()}, {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}, 1 thread; {extra}")

@@ -87,6 +87,9 @@ def test_list_and_help(capsys):
     assert "low_hz" in out and "noise.amount" in out
     # choice parameters list their values, not the numeric index range
     assert "inpaint.method         spatial|learned" in out
+    # every built-in effect runs fused in the column step
+    for name in ("none", "noise", "inpaint", "dropout", "cross"):
+        assert any(line.startswith(f"effect {name} (") and "fused in the column step" in line for line in out.splitlines())
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0

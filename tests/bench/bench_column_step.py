@@ -1,0 +1,131 @@
+"""The column step, fused against split, in one run: live CPU per audio second at small blocks,
+ops per column, offline speed, and the exported module as nn~ runs it.
+
+Split is the path every chain took before the step fused the built-in effects (the core's analysis,
+the Python effect plugins, the core's synthesis), and the one a chain with a third-party effect takes.
+Prints figures; asserts nothing. Targets (live, default model, 128 frames, band 200-8000 Hz, one AVX2
+core): <= 0.25 CPU s per audio s mono with `none` and `inpaint`, <= 0.45 stereo.
+
+Run: .venv/bin/python tests/bench/bench_column_step.py [--seconds 6] [--rounds 3] [--model default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _engine_speed import FILE_BLOCK, SR, demo_signal, machine_line  # noqa: E402
+
+BAND = {"low_hz": 200.0, "high_hz": 8000.0}
+
+
+def cpu_per_audio_s(engine, signal_: np.ndarray, block: int) -> float:
+    """This thread's CPU seconds per second of ``signal_`` streamed from a reset engine in ``block`` frames."""
+    engine.reset()
+    started = time.thread_time()
+    for i in range(0, len(signal_), block):
+        engine.process(signal_[i : i + block])
+    return (time.thread_time() - started) / (len(signal_) / SR)
+
+
+def module_cpu_per_audio_s(module, signal_: np.ndarray, block: int) -> float:
+    """As nn~ runs an exported module: one forward per host buffer, [1, channels, block]."""
+    x = torch.from_numpy(np.ascontiguousarray(signal_.T))[None]
+    module.reset()
+    started = time.thread_time()
+    with torch.no_grad():
+        for i in range(0, x.shape[2], block):
+            module(x[:, :, i : i + block])
+    return (time.thread_time() - started) / (len(signal_) / SR)
+
+
+def ops_per_column(engine, signal_: np.ndarray, block: int) -> float:
+    """Top-level aten ops per codemap column (what the per-op overhead multiplies)."""
+    engine.reset()
+    for i in range(0, SR // 2, block):
+        engine.process(signal_[i : i + block])
+    before = int(engine._core.columns_done)
+    with torch.autograd.profiler.profile() as prof:
+        for i in range(SR // 2, SR, block):
+            engine.process(signal_[i : i + block])
+    top = sum(1 for e in prof.function_events
+              if e.name.startswith("aten::") and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+    return top / max(int(engine._core.columns_done) - before, 1)
+
+
+def alternate(measures: dict, rounds: int) -> dict:
+    """Each measure run ``rounds`` times, interleaved; the median of each."""
+    results = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            results[name].append(measure())
+    return {name: float(np.median(values)) for name, values in results.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--no-ops", action="store_true", help="skip the op counts (the profiler's pass)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    from spectro_fx.effect.core.engine import Engine
+    from spectro_fx.effect.export.scripted import ScriptedEffect
+    from spectro_fx.effect.io.render import resolve_model
+
+    model = resolve_model(args.model)
+    has_neural = bool(getattr(model.module, "has_neural_prior", False))
+    chains = [("none", {}), ("inpaint", {"inpaint.method": "spatial"}), ("noise", {})]
+    if has_neural:
+        chains.insert(2, ("inpaint", {"inpaint.method": "neural"}))
+    print(machine_line(f"model {args.model}, float32, {args.rounds} rounds interleaved, medians"))
+    mono = demo_signal(args.seconds)
+    stereo = np.concatenate([mono, np.roll(mono, SR // 3, axis=0)], axis=1)
+
+    print("\nlive, 128-frame blocks, band 200-8000 Hz: CPU s per audio s (fused / split = before the fused step)")
+    print(f"{'chain':<24} {'ch':>2} {'fused':>7} {'split':>7} {'ratio':>6} {'ops fused':>10} {'ops split':>10}")
+    for chain, values in chains:
+        label = chain + (f" {values['inpaint.method']}" if values else "")
+        for signal_ in (mono, stereo):
+            ch = signal_.shape[1]
+            engines = {fuse: Engine(model, sr=SR, channels=ch, chain=chain, values={**BAND, **values}, fuse=fuse)
+                       for fuse in (True, False)}
+            got = alternate({fuse: (lambda e=e: cpu_per_audio_s(e, signal_, 128)) for fuse, e in engines.items()},
+                            args.rounds)
+            ops = ("", "")
+            if not args.no_ops and ch == 1:
+                ops = tuple(f"{ops_per_column(engines[f], signal_, 128):.0f}" for f in (True, False))
+            print(f"{label:<24} {ch:>2} {got[True]:>7.3f} {got[False]:>7.3f} {got[True] / got[False]:>6.2f} "
+                  f"{ops[0]:>10} {ops[1]:>10}")
+
+    print(f"\noffline, {FILE_BLOCK}-frame blocks, whole band: x real time (fused / split)")
+    for chain, values in chains:
+        label = chain + (f" {values['inpaint.method']}" if values else "")
+        engines = {fuse: Engine(model, sr=SR, channels=1, chain=chain, fuse=fuse, jit_optimize=False,
+                                values={"low_hz": 20.0, "high_hz": 24000.0, **values}) for fuse in (True, False)}
+        got = alternate({fuse: (lambda e=e: 1.0 / cpu_per_audio_s(e, mono, FILE_BLOCK)) for fuse, e in engines.items()},
+                        args.rounds)
+        print(f"{label:<24} {got[True]:>7.1f}x {got[False]:>7.1f}x")
+
+    print("\nexported module as nn~ runs it (one thread, forward per host buffer), mono: CPU s per audio s")
+    for chain, values in chains[:2]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.script(ScriptedEffect(model, chain=[chain], values={**BAND, **values}))
+        got = alternate({block: (lambda b=block: module_cpu_per_audio_s(module, mono, b)) for block in (128, 512)},
+                        args.rounds)
+        label = chain + (f" {values['inpaint.method']}" if values else "")
+        print(f"{label:<24} 128 frames {got[128]:.3f}, 512 frames {got[512]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
