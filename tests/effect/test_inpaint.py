@@ -56,7 +56,7 @@ def model_files(trained, tmp_path_factory):
 
 
 def ctx_for(model_file, history, seed=0, **aux):
-    return CodemapContext(model=model_file.module, history=history, rng=np.random.default_rng(seed), **aux)
+    return CodemapContext(model=model_file.module, history=history, rng=np.random.default_rng(seed), seed=seed, **aux)
 
 
 def stream(effect, model_file, codemap, mask, *, seed=0):
