@@ -1,8 +1,8 @@
 """The streaming engine: audio blocks in, audio blocks out, through codemaps of the model.
 
-Python around the signal path of :class:`~spectro_fx.effect.core.stream.StreamCore` (the one the
-exported module scripts): the dry delay, resampling, parameters, and the effect chain, which runs
-in Python between the core's analysis (samples -> codes) and synthesis (latents -> samples).
+Python around the column step (:class:`~spectro_fx.effect.core.step.ColumnStep`, the one the exported
+module scripts): the dry delay, resampling and parameters; built-in chains run fused in the step,
+others in Python between its analysis (samples -> codes) and synthesis (latents -> samples).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from spectro_fx.models.export import ModelFile
 
 from .effects import CodemapContext, Effect, Parameter, make_chain, order_note, stages
 from .params import ParameterBank
-from .step import BUILTIN_EFFECTS, INDEX, ColumnStep, is_builtin, prior_buffers, step_value
+from .step import BUILTIN_EFFECTS, INDEX, ColumnStep, is_builtin, smooth_prior_tables, step_value
 from .stream import REGION_INDEX, Ramps
 
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
@@ -135,10 +135,12 @@ class Engine:
     -----
     The engine leaves torch's process-wide thread count alone: its many small calls per column
     run fastest on one thread, which the ``spectro-fx`` command sets (``models.runtime``).
-    The signal path is a :class:`~spectro_fx.effect.core.stream.StreamCore` (the exported
+    The signal path is a :class:`~spectro_fx.effect.core.step.ColumnStep` (the exported
     module's): the model runs through the model file's own streaming methods on a private copy
     of its module, each column costs only its new frames, and the decoder's head runs only on
-    the region's cells. The effects run in Python between its analysis and synthesis.
+    the region's cells. A chain of built-in effects runs inside it, one scripted call per block
+    (:attr:`fused`); any other chain runs in Python between its analysis and synthesis, and
+    the built-in plugins there draw the same keyed random numbers.
 
     Output = input delayed by :attr:`latency_samples` + (resynthesis - input) inside the region:
     outside the region, with ``wet=0`` or an empty band the output is exactly the delayed input.
@@ -313,19 +315,7 @@ class Engine:
                 else:
                     owner.set(name, value)
                 if key == "inpaint.alpha" and owner is self._inpaint:
-                    self._load_prior(float(value))
-
-    def _load_prior(self, alpha: float) -> None:
-        """The step's inpainting tables for the prior's smoothing ``alpha`` (0: as fitted)."""
-        from spectro_fx.models.naive_bayes import resmooth_prior
-
-        prior = self.model.prior()
-        if prior is None:
-            return
-        if alpha > 0.0 and alpha != prior.alpha:
-            prior = resmooth_prior(prior, alpha=alpha)
-        for name, table in prior_buffers(prior, self._model_module.code_log_prior).items():
-            setattr(self._step, name, table)
+                    smooth_prior_tables(self._step, self.model, float(value))
 
     @property
     def fused(self) -> bool:

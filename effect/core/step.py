@@ -113,6 +113,20 @@ def prior_buffers(prior: Optional[Prior], code_log_prior: torch.Tensor) -> Dict[
     }
 
 
+def smooth_prior_tables(step: Any, model: ModelFile, alpha: float) -> None:
+    """Load ``step``'s (a :class:`ColumnStep`, scripted or not) inpainting tables with the model
+    file's learned prior re-smoothed to ``alpha`` (0: as fitted); nothing without a prior."""
+    from spectro_fx.models.naive_bayes import resmooth_prior
+
+    prior = model.prior()
+    if prior is None:
+        return
+    if alpha > 0.0 and alpha != prior.alpha:
+        prior = resmooth_prior(prior, alpha=alpha)
+    for name, table in prior_buffers(prior, model.module.code_log_prior).items():
+        setattr(step, name, table)
+
+
 class ColumnStep(nn.Module):
     """The signal path of ``streams`` audio streams at the model's rate with the built-in
     effects fused: :meth:`process` takes the next samples (any count) and returns the change
@@ -263,8 +277,8 @@ class ColumnStep(nn.Module):
     def _column_values(self, index: int, n_new: int) -> torch.Tensor:
         """Effect parameter ``index``'s value for each of the next ``n_new`` columns (advancing
         its ramp); only the parameters of the chain's effects are advanced."""
-        if self.effects.left[index] == 0:  # settled: no ramp to walk
-            return torch.full([n_new], self.effects.value[index], dtype=torch.float64)
+        # (the ramp's own settled shortcut: reading its lists from here with a variable index
+        # trips an internal assert of TorchScript's executor, torch 2.13)
         ts = self.core.time_stride
         return self.effects.advance(index, n_new * ts)[ts - 1 :: ts]
 

@@ -10,9 +10,8 @@ from torch import nn
 
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile
-from spectro_fx.models.naive_bayes import resmooth_prior
 
-from ..core.step import BUILTIN_EFFECTS, INDEX, ColumnStep, parameter_table, prior_buffers, step_value
+from ..core.step import BUILTIN_EFFECTS, INDEX, ColumnStep, parameter_table, smooth_prior_tables, step_value
 from ..plugins.inpaint import Inpaint
 
 CHAIN_EFFECTS = BUILTIN_EFFECTS
@@ -100,9 +99,7 @@ class ScriptedEffect(nn.Module):
         # the signal path and the effects, as the engine's; one second source per batch row
         self.step = ColumnStep(model, streams=channels, aux_streams=self.aux_channels, history_columns=8 + reach)
         step = self.step
-        if prior is not None and inpaint_alpha > 0.0 and inpaint_alpha != prior.alpha:
-            for name, table in prior_buffers(resmooth_prior(prior, alpha=inpaint_alpha), step.core.model.code_log_prior).items():
-                setattr(step, name, table)
+        smooth_prior_tables(step, model, inpaint_alpha)
         step.set_chain(
             [BUILTIN_EFFECTS.index(name) for name in chain if name in ("noise", "inpaint", "cross")],
             [BUILTIN_EFFECTS.index(name) for name in chain if name in ("dropout", "cross")],
