@@ -246,18 +246,29 @@ def neural_batch(
     return context, columns, unknown
 
 
+def sample_finite(logits: torch.Tensor, draws: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """One index per row of finite ``logits`` [N, K] from ``softmax(logits / temperature)`` by
+    inverse CDF with ``draws`` [N] (temperature 0: the first maximum), per-row temperatures
+    [N]; the arithmetic of ``models.neural_prior.sample_codes``, which takes one temperature."""
+    greedy = torch.argmax(logits, dim=1)
+    weights = torch.softmax(logits.double() / temperature.clamp_min(1e-12)[:, None], dim=1)
+    cumulative = torch.cumsum(weights, dim=1)
+    target = draws[:, None] * cumulative[:, -1:]
+    sampled = (cumulative <= target).sum(dim=1).clamp_max(logits.shape[1] - 1)
+    return torch.where(temperature > 0.0, sampled, greedy)
+
+
 def neural_pick(
-    logits: torch.Tensor, columns: torch.Tensor, unknown: torch.Tensor, temperature: torch.Tensor, *, streams: int,
+    logits: torch.Tensor, cells: torch.Tensor, columns: torch.Tensor, temperature: torch.Tensor, *, streams: int,
     first_column: int, seed: int,
 ) -> torch.Tensor:
-    """The unknown cells of :func:`neural_batch`'s ``columns`` drawn from the prior's ``logits``
-    ``[n * streams, rows, K]`` at ``temperature`` [n] (keyed draws, as the other effects') ->
-    codes ``[streams, rows, n]``."""
+    """The unknown ``cells`` [N, 2] (batch row, row) of :func:`neural_batch`'s ``columns`` drawn
+    from the prior's ``logits`` [N, K] at ``temperature`` [n] (keyed draws, as the other
+    effects') -> codes ``[streams, rows, n]``."""
     n, rows = columns.shape[0] // streams, columns.shape[1]
-    cells = torch.nonzero(unknown)  # [N, 2]: column * streams + stream, row
     draws = cell_draws([streams, rows, n], first_column, seed, 2).permute(2, 0, 1).reshape(n * streams, rows)
-    picked = pick(logits[cells[:, 0], cells[:, 1]].double(), draws[cells[:, 0], cells[:, 1]],
-                  temperature[torch.div(cells[:, 0], streams, rounding_mode="floor")])
+    picked = sample_finite(logits, draws[cells[:, 0], cells[:, 1]],
+                           temperature[torch.div(cells[:, 0], streams, rounding_mode="floor")])
     out = columns.clone()
     out[cells[:, 0], cells[:, 1]] = picked
     return out.reshape(n, streams, rows).permute(1, 2, 0).contiguous()

@@ -230,13 +230,13 @@ class Engine:
             if self._bank.owner(key) is not None and parameters[key].kind == "float" and parameters[key].smoothing_s > 0
         ]
         # other effects' float parameters declared with a smoothing time ramp per hop here
-        self._effect_ramps = [
+        self._plugin_ramped = [
             key for key, p in parameters.items()
             if key not in self._in_step and self._bank.owner(key) is not None and p.kind == "float" and p.smoothing_s > 0
         ]
         self._ramps = Ramps(
-            [parameters[key] for key in self._effect_ramps], hop_s=self._hop_s,
-            values=[float(self._bank.values()[key]) for key in self._effect_ramps],
+            [parameters[key] for key in self._plugin_ramped], hop_s=self._hop_s,
+            values=[float(self._bank.values()[key]) for key in self._plugin_ramped],
         )
         for key, value in self._bank.values().items():
             if key in self._in_step:
@@ -308,8 +308,8 @@ class Engine:
                     self._step.set_parameter(self._in_step[key], step_value(self._bank.parameters()[key], value), immediate)
                     if owner is not None and (immediate or not any(k == key for k, _ in self._step_ramped)):
                         owner.set(name, value)
-                elif key in self._effect_ramps:
-                    self._ramps.set_value(self._effect_ramps.index(key), float(value), immediate)
+                elif key in self._plugin_ramped:
+                    self._ramps.set_value(self._plugin_ramped.index(key), float(value), immediate)
                     if immediate:
                         owner.set(name, value)
                 else:
@@ -351,7 +351,7 @@ class Engine:
         c = self.channels
         self._apply_pending(immediate=True)
         self._ramps.snap()
-        for key, value in zip(self._effect_ramps, self._ramps.value):
+        for key, value in zip(self._plugin_ramped, self._ramps.value):
             self._bank.owner(key).values[key.split(".", 1)[1]] = value
         values = self._bank.values()
         for key, _ in self._step_ramped:
@@ -530,7 +530,7 @@ class Engine:
         ts = self.time_stride
         # an effect acts on whole columns: each takes the value of its column's last hop
         ramps = {
-            key: self._ramps.advance(i, n_new * ts).numpy()[ts - 1 :: ts] for i, key in enumerate(self._effect_ramps)
+            key: self._ramps.advance(i, n_new * ts).numpy()[ts - 1 :: ts] for i, key in enumerate(self._plugin_ramped)
         }
         step_values = self._step.effect_values(n_new)
         for key, index in self._step_ramped:

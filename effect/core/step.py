@@ -204,7 +204,7 @@ class ColumnStep(nn.Module):
         # per group of g streams (the exported module's batch rows)
         self.aux_group = 0
         declared = [p for _, _, p in parameter_table()[N_REGION:]]
-        self.effects = Ramps(declared, hop_s=core.hop_s, values=[step_value(p, p.default) for p in declared])
+        self.effect_ramps = Ramps(declared, hop_s=core.hop_s, values=[step_value(p, p.default) for p in declared])
         prior = model.prior()
         self.has_prior = prior is not None
         self.has_neural_prior = bool(module.has_neural_prior)
@@ -229,7 +229,7 @@ class ColumnStep(nn.Module):
         """Clear the stream state (parameters land on their targets). The stream starts after
         silence (the STFT is primed with zeros): the histories hold the codes of silence."""
         self.core.start(streams, aux_streams)
-        self.effects.snap()
+        self.effect_ramps.snap()
         self.history = self.core.silence_column.expand(streams, self.n_rows, self.history_columns).clone()
         self.input_history = self.history.clone()
         self.last_columns = 0
@@ -258,21 +258,21 @@ class ColumnStep(nn.Module):
         immediate = immediate or self.core.analysis.frames_done == 0
         if index < self.n_region:
             return self.core.region.set_value(index, value, immediate)
-        return self.effects.set_value(index - self.n_region, value, immediate)
+        return self.effect_ramps.set_value(index - self.n_region, value, immediate)
 
     @torch.jit.export
     def target(self, index: int) -> float:
         """The value parameter ``index`` is set to (where its ramp goes)."""
         if index < self.n_region:
             return self.core.region.target[index]
-        return self.effects.target[index - self.n_region]
+        return self.effect_ramps.target[index - self.n_region]
 
     @torch.jit.export
     def effect_values(self, n_new: int) -> List[torch.Tensor]:
         """The effects' parameters for the next ``n_new`` columns, float64 ``[n_new]`` each (in
         :func:`parameter_table` order after the region's): a column takes its last hop's value."""
         ts = self.core.time_stride
-        return [self.effects.advance(i, n_new * ts)[ts - 1 :: ts] for i in range(len(self.effects.value))]
+        return [self.effect_ramps.advance(i, n_new * ts)[ts - 1 :: ts] for i in range(len(self.effect_ramps.value))]
 
     def _column_values(self, index: int, n_new: int) -> torch.Tensor:
         """Effect parameter ``index``'s value for each of the next ``n_new`` columns (advancing
@@ -280,7 +280,7 @@ class ColumnStep(nn.Module):
         # (the ramp's own settled shortcut: reading its lists from here with a variable index
         # trips an internal assert of TorchScript's executor, torch 2.13)
         ts = self.core.time_stride
-        return self.effects.advance(index, n_new * ts)[ts - 1 :: ts]
+        return self.effect_ramps.advance(index, n_new * ts)[ts - 1 :: ts]
 
     @torch.jit.export
     def push_history(self, outputs: torch.Tensor, inputs: torch.Tensor) -> None:
@@ -335,7 +335,7 @@ class ColumnStep(nn.Module):
             elif effect == self.inpaint:
                 codes = self._inpaint(inputs, codes, region, values[self.inpaint_temperature], changed)
                 changed = True
-            elif effect == self.cross and aux_codes.shape[2] > 0 and int(self.effects.value[self.cross_mode]) == 0:
+            elif effect == self.cross and aux_codes.shape[2] > 0 and int(self.effect_ramps.value[self.cross_mode]) == 0:
                 codes = builtin.cross_codes(codes, aux_codes, region, values[self.cross_amount],
                                             first_column=first, seed=self.seed)
                 changed = True
@@ -345,24 +345,28 @@ class ColumnStep(nn.Module):
         for effect in self.chain_latents:
             if effect == self.dropout:
                 latent = builtin.dropout_latent(latent, region, values[self.dropout_channels])
-            elif effect == self.cross and aux_codes.shape[2] > 0 and int(self.effects.value[self.cross_mode]) == 1:
+            elif effect == self.cross and aux_codes.shape[2] > 0 and int(self.effect_ramps.value[self.cross_mode]) == 1:
                 latent = builtin.cross_latent(latent, self.core.embed(aux_codes), region, values[self.cross_amount])
         return latent
 
     def _inpaint(self, inputs: torch.Tensor, codes: torch.Tensor, region: torch.Tensor, temperature: torch.Tensor, changed: bool) -> torch.Tensor:
         """``context=input``: the region's cells redrawn from the input's codes around them."""
-        method = int(self.effects.value[self.inpaint_method])
+        method = int(self.effect_ramps.value[self.inpaint_method])
         if method == self.neural and self.has_neural_prior:
             prior = self.core.model.neural_prior
             context, columns, unknown = builtin.neural_batch(inputs, codes, region, self.input_history, prior.context_columns)
-            return builtin.neural_pick(prior(context, columns, unknown.logical_not()), columns, unknown, temperature,
-                                       streams=codes.shape[0], first_column=self.core.first_column, seed=self.seed)
+            # the prior's head on the unknown cells alone (its forward scatters them into a full map)
+            h, earlier = prior.features(context, columns, unknown.logical_not())
+            cells = torch.nonzero(unknown)
+            logits = prior.cell_logits(h[cells[:, 0], cells[:, 1]], earlier[cells[:, 0], cells[:, 1]])
+            return builtin.neural_pick(logits, cells, columns, temperature, streams=codes.shape[0],
+                                       first_column=self.core.first_column, seed=self.seed)
         learned = method == self.learned and self.has_prior  # the others without their prior: spatial
         if learned:
             offsets = self.prior_offsets
             reach = self.prior_reach
         else:
-            radius, axis = int(self.effects.value[self.inpaint_radius]), int(self.effects.value[self.inpaint_axis])
+            radius, axis = int(self.effect_ramps.value[self.inpaint_radius]), int(self.effect_ramps.value[self.inpaint_axis])
             if self.spatial_key[0] != radius or self.spatial_key[1] != axis:
                 self.spatial_offsets = builtin.spatial_offsets(radius, axis)
                 self.spatial_key = [radius, axis]

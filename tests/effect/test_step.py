@@ -185,7 +185,7 @@ def test_an_empty_region_still_walks_the_ramps(prior_model, rng):
     engine = Engine(prior_model, sr=SR, channels=1, chain="inpaint", values=values)
     engine.set("inpaint.temperature", 3.0)
     _engine_run(engine, x[:12000], 256)
-    assert engine._step.effects.value[INDEX["inpaint.temperature"] - 5] == 3.0
+    assert engine._step.effect_ramps.value[INDEX["inpaint.temperature"] - 5] == 3.0
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +218,9 @@ def test_the_neural_prior_runs_fused_as_its_plugin_and_as_the_exported_module(ne
     assert np.max(np.abs(out - _engine_run(spatial, x, 300))) > 1e-4  # the neural prior is what plays
     sampled = {**values, "inpaint.temperature": 1.0}
     engine = Engine(neural_model, sr=SR, channels=2, chain="inpaint", values=sampled, seed=8)
+    split = Engine(neural_model, sr=SR, channels=2, chain="inpaint", values=sampled, seed=8, fuse=False)
+    np.testing.assert_allclose(_engine_run(split, x, 700), _engine_run(engine, x, 700), atol=1e-5)  # sampled alike
+    engine.reset()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         module = torch.jit.script(ScriptedEffect(neural_model, chain=["inpaint"], values=sampled, channels=2, seed=8))
