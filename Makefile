@@ -70,7 +70,7 @@ test: system venv venv-neutone
 test-fast: venv
 	bash tests/run.sh -m "not slow"
 
-# Every benchmark that can run here, short (BENCH_ARGS=--full for the README's lengths); the
+# Every benchmark that can run here, short (BENCH_ARGS=--full for the lengths quoted in docs/benchmarks.md); the
 # summary says what ran and what was skipped and why (no GPU, no jackd, inputs to choose).
 BENCH_ARGS ?=
 bench: venv

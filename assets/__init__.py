@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 DEFAULT_MODEL = "default_model.pt"
-# models that `--model NAME` finds without a path (README, "Bundled models")
+# models that `--model NAME` finds without a path (README, "The bundled models")
 BUNDLED_MODELS = {"default": DEFAULT_MODEL, "low-delay": "low_delay_model.pt", "classic": "classic_model.pt"}
 MODEL_HELP = f"model file, or a bundled model by name: {', '.join(BUNDLED_MODELS)} (default: default)"
 DEFAULT_MIDI_MAP = "default_midi_map.toml"

@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per run (default 60)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each condition (default 3)")
     parser.add_argument("--model", help="model file (default: the bundled default model)")
-    parser.add_argument("--screenshot", type=Path, help="also save a screenshot of the page (README picture)")
+    parser.add_argument("--screenshot", type=Path, help="also save a screenshot of the page (the picture in docs/ui.md)")
     args = parser.parse_args()
     if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
         raise SystemExit("needs chromium and chromedriver: make system")

@@ -2,7 +2,7 @@
 of what ran, what failed and what was skipped and why.
 
 Run: ``.venv/bin/python tests/bench/run_all.py [--full] [--only NAME,...]``. ``--full`` gives
-each benchmark its own default length (the figures quoted in the README); the default is a
+each benchmark its own default length (the figures quoted in docs/benchmarks.md); the default is a
 quick pass of a few minutes. Exit status 1 when a benchmark that ran failed; skips are not
 failures. Each benchmark prints its own figures and names the machine it measures.
 """
