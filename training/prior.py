@@ -308,6 +308,21 @@ def parse_offsets(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
+def _run_model_and_clips(run_dir: Path, *, data: Optional[str | os.PathLike], progress: bool):
+    """A run folder's model and the clips it trained on (or ``data``'s), at least a column long."""
+    import json
+
+    from .fit import CONFIG_NAME, RunConfig, model_from_run, training_clips
+
+    model, _ = model_from_run(run_dir)
+    config = RunConfig.from_dict(json.loads((run_dir / CONFIG_NAME).read_text()))
+    cfg = model.cfg
+    clips = training_clips(
+        config, min_samples=cfg.time_stride * cfg.stft.hop_length, path=data, progress=progress, where=run_dir
+    )
+    return model, clips
+
+
 def fit_run_prior(
     run_dir: str | os.PathLike,
     *,
@@ -320,17 +335,8 @@ def fit_run_prior(
 
     Returns ``(path, prior, data_description)``.
     """
-    from .fit import CONFIG_NAME, RunConfig, model_from_run, training_clips
-
-    import json
-
     run_dir = Path(run_dir)
-    model, _ = model_from_run(run_dir)
-    config = RunConfig.from_dict(json.loads((run_dir / CONFIG_NAME).read_text()))
-    cfg = model.cfg
-    clips = training_clips(
-        config, min_samples=cfg.time_stride * cfg.stft.hop_length, path=data, progress=progress, where=run_dir
-    )
+    model, clips = _run_model_and_clips(run_dir, data=data, progress=progress)
     prior = fit_prior(model, clips.audio, offsets=offsets, alpha=alpha)
     return save_prior(prior, run_dir / PRIOR_NAME), prior, clips.description
 
@@ -345,17 +351,9 @@ def fit_run_neural_prior(
 ) -> tuple[Path, object, str]:
     """Train the neural prior of a run folder on its training data's codemaps (or ``data``'s)
     and write ``RUN/neural_prior.pt``. Returns ``(path, network, data_description)``."""
-    from .fit import CONFIG_NAME, RunConfig, model_from_run, training_clips
-
-    import json
-
     run_dir = Path(run_dir)
-    model, _ = model_from_run(run_dir)
-    config = RunConfig.from_dict(json.loads((run_dir / CONFIG_NAME).read_text()))
+    model, clips = _run_model_and_clips(run_dir, data=data, progress=progress)
     cfg = model.cfg
-    clips = training_clips(
-        config, min_samples=cfg.time_stride * cfg.stft.hop_length, path=data, progress=progress, where=run_dir
-    )
     maps = list(codemaps_of_audio(model, clips.audio))
     net = fit_neural_prior(maps, n_codes=cfg.codebook_size, settings=settings, progress=progress, log=log)
     return save_neural_prior(net, run_dir / NEURAL_PRIOR_NAME), net, clips.description
