@@ -23,6 +23,7 @@ from spectro_fx.models.export import ModelFile
 
 from .effects import CodemapContext, Effect, Parameter, make_chain, order_note, stages
 from .params import ParameterBank
+from .runtime_step import RuntimeStep, resolve_runtime
 from .step import BUILTIN_EFFECTS, INDEX, ColumnStep, is_builtin, smooth_prior_tables, step_value
 from .stream import REGION_INDEX, Ramps
 
@@ -130,6 +131,13 @@ class Engine:
         Run a chain of built-in effects fused in the column step (:attr:`fused`), one scripted
         call per block. ``False`` runs them through their Python plugins between the step's
         halves, as a chain with a third-party effect runs (the same output; slower).
+    runtime : {"torchscript", "onnxruntime", "auto"}
+        Where a fused step runs its network (encoder, code search, decoder): in the scripted
+        step (the exported module's code; the faster one for long offline blocks), or one
+        column at a time in ONNX Runtime with the synthesis in numpy (live blocks: about 0.75x
+        the CPU with ``none`` on one core); ``auto`` takes ONNX Runtime where it is installed
+        and the network runs in float32. The same output either way (1e-5); the split path
+        always runs the scripted network (the stream state moves across at a switch).
 
     Notes
     -----
@@ -164,6 +172,7 @@ class Engine:
         precision: str = "float32",
         jit_optimize: bool = True,
         fuse: bool = True,
+        runtime: str = "torchscript",
     ):
         positive_int("sr", sr, unit="Hz")
         positive_int("channels", channels)
@@ -185,6 +194,11 @@ class Engine:
         self._step = _scripted_step(model, streams=self.channels, aux_streams=int(aux_channels), precision=precision,
                                     history_columns=self.HISTORY_COLUMNS)
         self._step.set_seed(self.seed)
+        # the network of a fused step in ONNX Runtime (None: in the scripted step)
+        self.runtime = resolve_runtime(runtime, precision=precision)
+        self._runtime_step = (
+            RuntimeStep(model, self._step, streams=self.channels) if self.runtime == "onnxruntime" else None
+        )
         self._jit_optimize = bool(jit_optimize)
         core = self._core = self._step.core
         # the effects' context: the file's module (the step's copy leaves the prior tables to the step)
@@ -356,7 +370,11 @@ class Engine:
         values = self._bank.values()
         for key, _ in self._step_ramped:
             self._bank.owner(key).values[key.split(".", 1)[1]] = values[key]
-        self._step.start(c, self.aux_channels)
+        self._runtime_holds_state = self._runtime_step is not None  # of the network (else the step's layers)
+        if self._runtime_step is not None:
+            self._runtime_step.start(c, self.aux_channels)
+        else:
+            self._step.start(c, self.aux_channels)
         if self.resampling:
             self._rs_in = soxr.ResampleStream(self.sr, self.model_sr, c, dtype="float64", quality=self.resample_quality)
             self._rs_out = soxr.ResampleStream(self.model_sr, self.sr, c, dtype="float64", quality=self.resample_quality)
@@ -501,7 +519,15 @@ class Engine:
         started = time.perf_counter()
         x, aux_t = torch.from_numpy(xm), torch.from_numpy(np.ascontiguousarray(aux.T))
         with torch.no_grad(), torch.jit.optimized_execution(self._jit_optimize):
-            if self.fused:
+            runtime = self._runtime_step
+            if runtime is not None and self.fused != self._runtime_holds_state:
+                # the split path runs the step's scripted network: the stream state moves across
+                runtime.take_over() if self.fused else runtime.hand_over()
+                self._runtime_holds_state = self.fused
+            if self.fused and runtime is not None:
+                out = runtime.process(x, aux_t).numpy()
+                n_new = runtime.last_columns
+            elif self.fused:
                 out = self._step.process(x, aux_t).numpy()
                 n_new = self._step.last_columns
             else:

@@ -5,7 +5,7 @@ effects with their parameters from one table, decoder, synthesis. The engine and
 """
 
 import functools
-from typing import Any, Dict, Final, List, Optional
+from typing import Any, Dict, Final, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -299,6 +299,22 @@ class ColumnStep(nn.Module):
         self.last_columns = n_new
         if n_new == 0:
             return torch.zeros(x.shape[0], 0, dtype=torch.float64)
+        return self.core.synthesise(self.chain(inputs, cells, aux_codes))
+
+    @torch.jit.export
+    def chain_rows(self, inputs: torch.Tensor, cells: torch.Tensor, aux_codes: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
+        """:meth:`chain` and the core's ``decode_rows()`` in one call (a caller that runs the
+        network elsewhere saves a call per column)."""
+        return self.chain(inputs, cells, aux_codes), self.core.decode_rows()
+
+    @torch.jit.export
+    def chain(self, inputs: torch.Tensor, cells: torch.Tensor, aux_codes: torch.Tensor) -> torch.Tensor:
+        """The fused chain on the codes ``inputs`` [streams, n_rows, k] of ``k > 0`` columns the
+        core's analysis completed (with its ``cells`` and ``aux_codes``) -> their latents
+        ``[streams, D, n_rows, k]``; the histories advance. :meth:`process` between the core's
+        analysis and synthesis (a caller that runs the network elsewhere calls it so)."""
+        n_new = inputs.shape[2]
+        self.last_columns = n_new
         # the chain's parameters walk their ramps whether or not the region holds a cell
         values: Dict[int, torch.Tensor] = {}
         for index in self.chain_values:
@@ -314,7 +330,7 @@ class ColumnStep(nn.Module):
         else:  # every effect is a no-op outside the region
             self.push_history(codes, inputs)
             latent = self.core.embed(codes)
-        return self.core.synthesise(latent)
+        return latent
 
     def _aux_for_streams(self, aux_codes: torch.Tensor, streams: int) -> torch.Tensor:
         if self.aux_group > 0:

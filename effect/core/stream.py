@@ -243,14 +243,25 @@ class StreamCore(nn.Module):
         -> ``(codes [streams, n_rows, k], cells [k, n_rows] bool, aux_codes [aux_streams, n_rows, k])``
         of the ``k`` columns they complete (``k`` may be 0); column ``first_column + j`` is the
         ``j``-th. Each call with ``k > 0`` must be followed by :meth:`synthesise`."""
+        features, cells, aux_codes = self.analyse_input(x, aux)
+        if cells.shape[0] == 0:
+            return torch.zeros(self.streams, self.n_rows, 0, dtype=torch.long), cells, aux_codes
+        # the module's search with the codebook's norms kept (its `quantize` computes them anew)
+        codes = quantize_latent(self.model.stream_encode_latent(features), self.codebook, self.codebook_sq)
+        return codes, cells, aux_codes
+
+    @torch.jit.export
+    def analyse_input(self, x: torch.Tensor, aux: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`analyse` up to the encoder: ``(features [streams, n_bins, k * time_stride] float32,
+        cells, aux_codes)``, the encoder's input (:meth:`encoder_input`) of the ``k`` columns, for a
+        caller that runs the network elsewhere (and then :meth:`synthesise_decoded`)."""
         aux_codes = self._aux_columns(aux)
         self.pending = torch.cat([self.pending, self.analysis(x)], dim=2)
         ts = self.time_stride
         n_new = self.pending.shape[2] // ts
         self.first_column = self.columns_done
         if n_new == 0:
-            empty = torch.zeros(self.streams, self.n_rows, 0, dtype=torch.long)
-            return empty, torch.zeros(0, self.n_rows, dtype=torch.bool), aux_codes
+            return torch.zeros(self.streams, self.n_bins, 0), torch.zeros(0, self.n_rows, dtype=torch.bool), aux_codes
         c0 = self.columns_done
         n_frames = n_new * ts
         spec = self.pending[:, :, :n_frames]
@@ -271,16 +282,13 @@ class StreamCore(nn.Module):
         mask = self._band_mask(n_frames) * level[:, None]
         cells = region_cells(mask, ts, self.freq_stride, self.n_rows)
 
-        # the module's search with the codebook's norms kept (its `quantize` computes them anew)
         magnitude = spec.abs()
-        latent = self.model.stream_encode_latent(self.encoder_input(magnitude))
-        codes = quantize_latent(latent, self.codebook, self.codebook_sq)
         self.held_spec = spec
         self.held_magnitude = magnitude
         self.held_mask = mask
         self.held_cells = cells
         self.columns_done += n_new
-        return codes, cells, aux_codes
+        return self.encoder_input(magnitude), cells, aux_codes
 
     def _band_mask(self, n: int) -> torch.Tensor:
         """The band's mask for the next ``n`` frames ``[n, n_bins]``, its edges smoothed; the
@@ -341,18 +349,28 @@ class StreamCore(nn.Module):
         """Latents ``[streams, D, n_rows, k]`` of the columns :meth:`analyse` returned -> their
         change samples ``[streams, m]`` float64, aligned with the input (the overlap-add's
         pre-roll dropped, so the first ``span - hop`` samples of the stream come later)."""
+        rows = self.decode_rows()
+        return self.synthesise_decoded(self.model.stream_decode_latent(latent, rows[0], rows[1], rows[2]))
+
+    @torch.jit.export
+    def decode_rows(self) -> List[int]:
+        """``[low_row, high_row, first_column]`` of the cells the held columns need decoded: only
+        cells inside the region are heard, so the decoder's head runs on those alone (rows
+        ``low_row <= row < high_row`` of the columns from ``first_column`` on; ``[0, 0, k]``: none)."""
+        cells = self.held_cells
+        rows = torch.nonzero(cells.any(dim=0)).flatten()
+        if rows.numel() == 0:
+            return [0, 0, cells.shape[0]]
+        columns = torch.nonzero(cells.any(dim=1)).flatten()
+        return [int(rows[0]), int(rows[-1]) + 1, int(columns[0])]
+
+    @torch.jit.export
+    def synthesise_decoded(self, decoded: torch.Tensor) -> torch.Tensor:
+        """:meth:`synthesise` from the decoder's output: linear magnitude ``[streams, n_bins,
+        k * time_stride]`` float32 of the cells :meth:`decode_rows` names (0 elsewhere)."""
         spec, magnitude = self.held_spec, self.held_magnitude
         self.held_spec, self.held_magnitude = spec[:, :, :0], magnitude[:, :, :0]
-        cells = self.held_cells
-        n_new = cells.shape[0]
-        # only cells inside the region are heard: the decoder head runs on those alone
-        rows = torch.nonzero(cells.any(dim=0)).flatten()
-        columns = torch.nonzero(cells.any(dim=1)).flatten()
-        row_lo, row_hi, first = 0, 0, n_new
-        if rows.numel() > 0:
-            row_lo, row_hi = int(rows[0]), int(rows[-1]) + 1
-            first = int(columns[0])
-        decoded = self.model.stream_decode_latent(latent, row_lo, row_hi, first).double()
+        decoded = decoded.double()
         # a model that overflows (exp of a large log-magnitude) must not reach the output: the
         # input's magnitude is used there
         finite = torch.isfinite(decoded)

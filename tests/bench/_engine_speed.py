@@ -59,5 +59,11 @@ def cpu_description() -> str:
 
 
 def machine_line(extra: str) -> str:
+    try:
+        import onnxruntime
+
+        ort = f", onnxruntime {onnxruntime.__version__}"
+    except ImportError:
+        ort = ""
     return (f"machine: {cpu_description()}, {platform.machine()}, {os.cpu_count()} CPUs, load average "
-            f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}, 1 thread; {extra}")
+            f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}{ort}, 1 thread; {extra}")

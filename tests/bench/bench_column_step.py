@@ -3,6 +3,8 @@ ops per column, offline speed, and the exported module as nn~ runs it.
 
 Split is the path every chain took before the step fused the built-in effects (the core's analysis,
 the Python effect plugins, the core's synthesis), and the one a chain with a third-party effect takes.
+ONNX is the fused step with its network in ONNX Runtime and the synthesis in numpy (the live
+command's engine, ``runtime="auto"``), fused the same step with its network scripted.
 Prints figures; asserts nothing. Targets (live, default model, 128 frames, band 200-8000 Hz, one AVX2
 core): <= 0.25 CPU s per audio s mono with `none` and `inpaint`, <= 0.45 stereo.
 
@@ -79,6 +81,7 @@ def main() -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     from spectro_fx.effect.core.engine import Engine
+    from spectro_fx.effect.core.runtime_step import resolve_runtime
     from spectro_fx.effect.export.scripted import ScriptedEffect
     from spectro_fx.effect.io.render import resolve_model
 
@@ -91,30 +94,37 @@ def main() -> None:
     mono = demo_signal(args.seconds)
     stereo = np.concatenate([mono, np.roll(mono, SR // 3, axis=0)], axis=1)
 
-    print("\nlive, 128-frame blocks, band 200-8000 Hz: CPU s per audio s (fused / split = before the fused step)")
-    print(f"{'chain':<24} {'ch':>2} {'fused':>7} {'split':>7} {'ratio':>6} {'ops fused':>10} {'ops split':>10}")
+    onnx = resolve_runtime("auto", precision="float32") == "onnxruntime"
+    paths = {"onnx": dict(runtime="onnxruntime")} if onnx else {}
+    paths.update({"fused": dict(fuse=True), "split": dict(fuse=False)})
+    if not onnx:
+        print("(onnxruntime is not installed here: no ONNX column)")
+
+    print("\nlive, 128-frame blocks, band 200-8000 Hz: CPU s per audio s; ratios to the scripted fused step")
+    print(f"{'chain':<24} {'ch':>2} " + " ".join(f"{p:>7}" for p in paths) + f" {'onnx/f':>7} {'split/f':>7}"
+          f" {'ops fused':>10} {'ops split':>10}")
     for chain, values in chains:
         label = chain + (f" {values['inpaint.method']}" if values else "")
         for signal_ in (mono, stereo):
             ch = signal_.shape[1]
-            engines = {fuse: Engine(model, sr=SR, channels=ch, chain=chain, values={**BAND, **values}, fuse=fuse)
-                       for fuse in (True, False)}
-            got = alternate({fuse: (lambda e=e: cpu_per_audio_s(e, signal_, 128)) for fuse, e in engines.items()},
-                            args.rounds)
+            engines = {p: Engine(model, sr=SR, channels=ch, chain=chain, values={**BAND, **values}, **kw)
+                       for p, kw in paths.items()}
+            got = alternate({p: (lambda e=e: cpu_per_audio_s(e, signal_, 128)) for p, e in engines.items()}, args.rounds)
             ops = ("", "")
             if not args.no_ops and ch == 1:
-                ops = tuple(f"{ops_per_column(engines[f], signal_, 128):.0f}" for f in (True, False))
-            print(f"{label:<24} {ch:>2} {got[True]:>7.3f} {got[False]:>7.3f} {got[True] / got[False]:>6.2f} "
-                  f"{ops[0]:>10} {ops[1]:>10}")
+                ops = tuple(f"{ops_per_column(engines[p], signal_, 128):.0f}" for p in ("fused", "split"))
+            onnx_ratio = f"{got['onnx'] / got['fused']:>7.2f}" if onnx else f"{'':>7}"
+            print(f"{label:<24} {ch:>2} " + " ".join(f"{got[p]:>7.3f}" for p in paths)
+                  + f" {onnx_ratio} {got['split'] / got['fused']:>7.2f} {ops[0]:>10} {ops[1]:>10}")
 
-    print(f"\noffline, {FILE_BLOCK}-frame blocks, whole band: x real time (fused / split)")
+    print(f"\noffline, {FILE_BLOCK}-frame blocks, whole band: x real time (" + " / ".join(paths) + ")")
     for chain, values in chains:
         label = chain + (f" {values['inpaint.method']}" if values else "")
-        engines = {fuse: Engine(model, sr=SR, channels=1, chain=chain, fuse=fuse, jit_optimize=False,
-                                values={"low_hz": 20.0, "high_hz": 24000.0, **values}) for fuse in (True, False)}
-        got = alternate({fuse: (lambda e=e: 1.0 / cpu_per_audio_s(e, mono, FILE_BLOCK)) for fuse, e in engines.items()},
+        engines = {p: Engine(model, sr=SR, channels=1, chain=chain, jit_optimize=False,
+                             values={"low_hz": 20.0, "high_hz": 24000.0, **values}, **kw) for p, kw in paths.items()}
+        got = alternate({p: (lambda e=e: 1.0 / cpu_per_audio_s(e, mono, FILE_BLOCK)) for p, e in engines.items()},
                         args.rounds)
-        print(f"{label:<24} {got[True]:>7.1f}x {got[False]:>7.1f}x")
+        print(f"{label:<24} " + " ".join(f"{got[p]:>7.1f}x" for p in paths))
 
     print("\nexported module as nn~ runs it (one thread, forward per host buffer), mono: CPU s per audio s")
     for chain, values in chains[:2]:

@@ -119,7 +119,9 @@ class Validator(ModelFileChecks, EngineChecks, RealtimeChecks):
             chain.append(probe)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the start-up notes (runner choice) are not the checks' business
-            engine = Engine(self.model, sr=sr, channels=channels, chain=chain, seed=self.seed, block_hint=block_hint)
+            # as the live command builds it (its network in ONNX Runtime where installed)
+            engine = Engine(self.model, sr=sr, channels=channels, chain=chain, seed=self.seed, block_hint=block_hint,
+                            runtime="auto")
         values = {**self.values, **(extra or {})}
         if values:
             with warnings.catch_warnings():

@@ -1,0 +1,176 @@
+"""The column step with its network in ONNX Runtime: the live path's fast variant of one call per block.
+
+The scripted step keeps the signal path and the built-in effects (analysis, region, chain, guard,
+synthesis); the encoder, code search and decoder run as ONNX Runtime calls, one column at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from spectro_fx.models.errors import ParameterError
+from spectro_fx.models.export import ModelFile, rebuild_module
+from spectro_fx.models.onnx_stream import ColumnNetwork, runtime_available
+
+RUNTIMES = ("torchscript", "onnxruntime", "auto")
+"""Where the engine runs the network: ``torchscript`` (the exported module's code; best for long
+offline blocks), ``onnxruntime`` (a live column in about half the CPU), ``auto`` (ONNX Runtime where
+it is installed and the network runs in float32, else TorchScript)."""
+
+
+def resolve_runtime(runtime: str, *, precision: str) -> str:
+    """``runtime`` (one of :data:`RUNTIMES`) as it will run here: ``auto`` resolved, and
+    ``onnxruntime`` checked (float32 only; installed)."""
+    if runtime not in RUNTIMES:
+        raise ParameterError(f"runtime={runtime!r} must be one of {', '.join(RUNTIMES)}")
+    if runtime == "torchscript":
+        return runtime
+    if precision != "float32":
+        if runtime == "onnxruntime":
+            raise ParameterError(f"runtime='onnxruntime' runs the network in float32; precision={precision!r} needs runtime='torchscript'")
+        return "torchscript"
+    if not runtime_available():
+        if runtime == "onnxruntime":
+            raise ParameterError("runtime='onnxruntime' needs the onnxruntime and onnx packages (pip install onnxruntime onnx)")
+        return "torchscript"
+    return "onnxruntime"
+
+
+class RuntimeStep:
+    """A scripted :class:`~spectro_fx.effect.core.step.ColumnStep` whose network runs in ONNX
+    Runtime: :meth:`process` as the step's, the same output up to float32 rounding of the network.
+
+    The step's analysis and chain stay scripted; the network runs here one column at a time,
+    and the synthesis (loudness guard, the input's phase, overlap-add) in numpy on the step's
+    held columns and its overlap-add buffer. The network's state moves between here and the
+    step's own layers with :meth:`hand_over` / :meth:`take_over` (a caller that runs the scripted
+    path for a while in between: the engine's split path).
+
+    Parameters
+    ----------
+    model : ModelFile
+    step : torch.jit.ScriptModule
+        The scripted step (its parameters, chain and histories are used as they are).
+    streams : int > 0
+    """
+
+    def __init__(self, model: ModelFile, step: Any, *, streams: int):
+        self.step = step
+        core = step.core
+        self.network = ColumnNetwork(rebuild_module(model.module, model.config), streams=streams)
+        self.last_columns = 0
+        cfg = model.config.stft
+        self.n_fft, self.hop, self.span = int(cfg.n_fft), int(cfg.hop_length), int(cfg.synthesis_span)
+        self.window = core.synthesis.window.numpy().copy()
+        self.norm = core.synthesis.norm.numpy().copy()
+        self._norms: dict[int, np.ndarray] = {}  # the norm tiled over count frames
+        self.energy_ceiling = float(core.energy_ceiling)
+        self.guard_ratio = float(core.guard_ratio)
+        self.codebook = core.codebook.numpy().copy()
+        self.freq_stride = int(core.freq_stride)
+
+    def start(self, streams: int, aux_streams: int) -> None:
+        """Clear the stream state (as the step's ``start``)."""
+        if streams != self.network.streams:
+            raise ParameterError(f"streams={streams}; this step was built for {self.network.streams}")
+        self.step.start(streams, aux_streams)
+        self.network.reset()
+        self.last_columns = 0
+
+    def hand_over(self) -> None:
+        """The network's stream state into the step's own layers (the scripted path goes on from here)."""
+        self.network.store_state(self.step.core.model)
+
+    def take_over(self) -> None:
+        """The network's stream state from the step's own layers (this path goes on from there)."""
+        self.network.load_state(self.step.core.model)
+
+    def process(self, x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """The next samples ``x`` [streams, n] and ``aux`` [aux_streams, n] (float64) -> the change
+        samples ``[streams, m]`` float64 of the ``last_columns`` columns they complete."""
+        step = self.step
+        core = step.core
+        features, cells, aux_codes = core.analyse_input(x, aux)
+        k = cells.shape[0]
+        self.last_columns = k
+        if k == 0:
+            return torch.zeros(x.shape[0], 0, dtype=torch.float64)
+        ts = self.network.time_stride
+        frames = features.numpy()
+        codes = np.stack([self.network.encode(np.ascontiguousarray(frames[:, :, j * ts : (j + 1) * ts])) for j in range(k)],
+                         axis=2)
+        if step.chain_codes or step.chain_latents:
+            latent, (low, high, first) = step.chain_rows(torch.from_numpy(codes), cells, aux_codes)
+            latent = latent.numpy()
+        else:  # nothing to change: the codes' vectors (no history is read without an effect)
+            latent = self.codebook[codes].transpose(0, 3, 1, 2)
+            low, high, first = _decode_rows(cells.numpy())
+        decoded = np.zeros(features.shape, np.float32)
+        for j in range(k):
+            rows = (low, high) if j >= first else (0, 0)
+            column = self.network.decode(np.ascontiguousarray(latent[:, :, :, j]), *rows)
+            if column is not None:
+                decoded[:, :, j * ts : (j + 1) * ts] = column
+        return torch.from_numpy(self._synthesise(decoded))
+
+    def _synthesise(self, decoded: np.ndarray) -> np.ndarray:
+        """The step core's ``synthesise_decoded`` in numpy (one to three microseconds an op where
+        the scripted ops cost several), frames first so every sum runs along memory: the held
+        columns' change samples ``[streams, m]`` float64."""
+        core = self.step.core
+        # [streams, frames, bins]
+        spec = core.held_spec.numpy().transpose(0, 2, 1)
+        magnitude = np.ascontiguousarray(core.held_magnitude.numpy().transpose(0, 2, 1))
+        mask = core.held_mask.numpy()
+        decoded = decoded.transpose(0, 2, 1).astype(np.float64)
+        finite = np.isfinite(decoded)
+        if not finite.all():
+            core.nonfinite_values = int(core.nonfinite_values) + int((~finite).sum())
+            decoded = np.where(finite, decoded, magnitude)
+        energy = np.add.reduce(magnitude * magnitude, axis=-1)  # [streams, frames]
+        region = mask[None] * (energy <= self.energy_ceiling)[:, :, None]
+        inside, outside = region * decoded, (1.0 - region) * magnitude
+        limit = self.guard_ratio * np.sqrt(energy)
+        rest = np.sqrt(np.add.reduce(outside * outside, axis=-1))
+        regenerated = np.sqrt(np.add.reduce(inside * inside, axis=-1))
+        gain = np.minimum(np.maximum((limit - rest) / np.maximum(regenerated, 1e-30), 0.0), 1.0)
+        decoded = decoded * np.where(rest + regenerated > limit, gain, 1.0)[:, :, None]
+        positive = magnitude > 0.0
+        phase = np.where(positive, spec / np.where(positive, magnitude, 1.0), 1.0)
+        out = self._overlap_add(core, region * (decoded - magnitude) * phase)
+        drop = min(int(core.pre_roll_left), out.shape[1])
+        if drop > 0:
+            out = out[:, drop:]
+            core.pre_roll_left = int(core.pre_roll_left) - drop
+        return out
+
+    def _overlap_add(self, core: Any, spec: np.ndarray) -> np.ndarray:
+        """Frames ``[streams, count, n_bins]`` -> ``[streams, count * hop]`` samples, the step's
+        overlap-add buffer carried on (the core's ``synthesis``)."""
+        hop, span = self.hop, self.span
+        overlap = core.synthesis.overlap.numpy()  # the buffer's memory: updated in place
+        streams, count = spec.shape[0], spec.shape[1]
+        out = np.empty((streams, count * hop))
+        if spec.any():
+            frames = np.fft.irfft(spec, n=self.n_fft, axis=-1)[:, :, self.n_fft - span :] * self.window
+        else:
+            frames = np.zeros((streams, count, span))
+        for t in range(count):
+            overlap += frames[:, t]
+            out[:, t * hop : (t + 1) * hop] = overlap[:, :hop]
+            overlap[:, : span - hop] = overlap[:, hop:].copy()
+            overlap[:, span - hop :] = 0.0
+        if count not in self._norms:
+            self._norms[count] = np.tile(self.norm, count)[None]
+        return out / self._norms[count]
+
+
+def _decode_rows(cells: np.ndarray) -> tuple[int, int, int]:
+    """The core's ``decode_rows`` of ``cells`` [k, n_rows] bool."""
+    rows = np.flatnonzero(cells.any(axis=0))
+    if rows.size == 0:
+        return 0, 0, cells.shape[0]
+    return int(rows[0]), int(rows[-1]) + 1, int(np.flatnonzero(cells.any(axis=1))[0])

@@ -1,0 +1,434 @@
+"""The network's stream as ONNX Runtime graphs: one call per codemap column, state as explicit arrays.
+
+A live column through TorchScript is some 300 small ops at a few microseconds each; the same
+arithmetic as three ONNX Runtime calls costs about half (convolutions with time taps become 1-D
+convolutions over frequency with the frames folded into channels). Built from a model file's
+weights in milliseconds (nothing compiled, nothing cached); needs ``onnxruntime`` and ``onnx``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ParameterError
+from .vqvae import CausalConv2d, Decoder, Encoder, ResBlock, UpBlock
+
+OPSET = 20
+"""ONNX opset of the graphs (20 has ``Gelu``)."""
+
+
+def runtime_available() -> bool:
+    """Whether ONNX Runtime and the ONNX graph builder import here."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Graph:
+    """A small ONNX graph under construction: named values, constants, nodes."""
+
+    def __init__(self, name: str):
+        import onnx
+        from onnx import helper
+
+        self.onnx, self.helper = onnx, helper
+        self.name = name
+        self.nodes: list = []
+        self.initializers: list = []
+        self.inputs: list = []
+        self.outputs: list = []
+        self.count = 0
+
+    def _fresh(self, stem: str) -> str:
+        self.count += 1
+        return f"{stem}_{self.count}"
+
+    def input(self, name: str, shape: list, dtype=np.float32) -> str:
+        elem = self.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        self.inputs.append(self.helper.make_tensor_value_info(name, elem, shape))
+        return name
+
+    def output(self, value: str, name: str, dtype=np.float32) -> None:
+        self.nodes.append(self.helper.make_node("Identity", [value], [name]))
+        elem = self.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        self.outputs.append(self.helper.make_tensor_value_info(name, elem, None))
+
+    def const(self, array: Any, stem: str = "c") -> str:
+        name = self._fresh(stem)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def ints(self, values: list) -> str:
+        return self.const(np.asarray(values, dtype=np.int64), "shape")
+
+    def op(self, op_type: str, *inputs: str, **attrs: Any) -> str:
+        out = self._fresh(op_type.lower())
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], **attrs))
+        return out
+
+    def model_bytes(self) -> bytes:
+        graph = self.helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+        model = self.helper.make_model(graph, opset_imports=[self.helper.make_opsetid("", OPSET)])
+        model.ir_version = 9
+        return model.SerializeToString()
+
+
+def _weights(conv: CausalConv2d) -> tuple[np.ndarray, np.ndarray]:
+    weight = conv.conv.weight.detach().float().numpy()  # [c_out, c_in, kf, kt]
+    bias = conv.conv.bias
+    bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias.detach().float().numpy()
+    return weight, bias
+
+
+class _Builder:
+    """Layers of the stream in the layout ``[streams, channels, frames, bins]`` (time before
+    frequency, so a column's frames fold into channels for the 1-D convolutions)."""
+
+    def __init__(self, graph: _Graph, bins: int):
+        self.g = graph
+        self.bins = bins  # of the value the next layer reads
+        # (input, output, (channels, frames, bins), layer) of each layer that keeps past frames
+        self.caches: list[tuple[str, str, tuple[int, int, int], CausalConv2d]] = []
+
+    def conv(self, x: str, layer: CausalConv2d, frames: int) -> tuple[str, int]:
+        """``x`` [S, c_in, frames, F] -> ``[S, c_out, frames // st, F']`` and its frame count;
+        a layer with time context reads its last input frames from a cache input."""
+        g = self.g
+        weight, bias = _weights(layer)
+        c_out, c_in, kf, kt = weight.shape
+        st, sf, pad_t = layer.st, layer.sf, layer.pad_t
+        pads = [layer.pad_f[0], layer.pad_f[1]]
+        bins = self.bins
+        self.bins = (bins + pads[0] + pads[1] - kf) // sf + 1
+        if kt == 1 and pad_t == 0:  # no time taps: a 2-D convolution with a [1, kf] kernel
+            w = weight.transpose(0, 1, 3, 2).copy()
+            y = g.op("Conv", x, g.const(w, "w"), g.const(bias, "b"), pads=[0, pads[0], 0, pads[1]], strides=[st, sf])
+            return y, frames // st
+        window, width = x, frames
+        if pad_t > 0:
+            name = f"cache{len(self.caches)}"
+            cache = g.input(name, ["S", c_in, pad_t, bins])
+            window = g.op("Concat", cache, x, axis=2)
+            width = frames + pad_t
+            new = g.op("Slice", window, g.ints([frames]), g.ints([width]), g.ints([2]))
+            self.caches.append((name, name + "_out", (c_in, pad_t, bins), layer))
+            g.output(new, name + "_out")
+        out_frames = (width - kt) // st + 1
+        # output frame j reads window frames j * st .. j * st + kt - 1: one block of the folded weight each
+        folded = np.zeros((c_out, out_frames, c_in, width, kf), np.float32)
+        for j in range(out_frames):
+            for t in range(kt):
+                folded[:, j, :, j * st + t, :] = weight[:, :, :, t]
+        folded = folded.reshape(c_out * out_frames, c_in * width, kf)
+        flat = g.op("Reshape", window, g.ints([0, c_in * width, -1]))
+        y = g.op("Conv", flat, g.const(folded, "w"), g.const(np.repeat(bias, out_frames), "b"), pads=pads, strides=[sf])
+        return g.op("Reshape", y, g.ints([0, c_out, out_frames, -1])), out_frames
+
+    def gelu(self, x: str) -> str:
+        return self.g.op("Gelu", x)
+
+    def res_block(self, x: str, block: ResBlock, frames: int) -> str:
+        h, _ = self.conv(self.gelu(x), block.conv1, frames)
+        h, _ = self.conv(self.gelu(h), block.conv2, frames)
+        return self.g.op("Add", x, h)
+
+    def up_block(self, x: str, block: UpBlock, frames: int) -> tuple[str, int]:
+        """Sub-pixel upsampling: channel ``c * sf * st + i * st + j`` goes to bin ``f * sf + i``, frame ``t * st + j``."""
+        g = self.g
+        y, _ = self.conv(x, block.conv, frames)
+        sf, st, c = block.sf, block.st, block.c_out
+        y = g.op("Reshape", y, g.ints([0, c, sf, st, frames, -1]))
+        y = g.op("Transpose", y, perm=[0, 1, 4, 3, 5, 2])
+        self.bins *= sf
+        return g.op("Reshape", y, g.ints([0, c, frames * st, -1])), frames * st
+
+
+class ColumnNetwork:
+    """A model's encoder, code search and decoder streaming one codemap column per call in ONNX
+    Runtime, for ``streams`` streams; the state (each layer's last frames) is kept here as arrays.
+
+    Exactly the TorchScript stream's arithmetic (``ExportedVQVAE.stream_encode`` and
+    ``stream_decode_latent``) up to float32 rounding (relative 1e-6; a near-tie in the code search
+    may round to the other code).
+
+    Parameters
+    ----------
+    module : ExportedVQVAE
+        The network (unscripted: ``rebuild_module`` of a model file), float32.
+    streams : int > 0
+    """
+
+    def __init__(self, module: Any, *, streams: int):
+        import onnxruntime as ort
+
+        if streams < 1:
+            raise ParameterError(f"streams={streams} must be a positive integer")
+        self.streams = streams
+        self.time_stride = int(module.time_stride)
+        self.freq_stride = int(module.freq_stride)
+        self.n_rows = int(module.n_rows)
+        self.n_bins = int(module.n_bins)
+        self.padded_bins = int(module.padded_bins)
+        decoder: Decoder = module.decoder
+        self.row_reach = int(decoder.row_reach)
+        self.tail_frames = int(decoder.tail_frames)
+        self.context_columns = int(decoder.context_columns)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+        def session(graph: _Graph):
+            return ort.InferenceSession(graph.model_bytes(), options, providers=["CPUExecutionProvider"])
+
+        paths = {layer: path for path, layer in module.named_modules()}
+        encoder, self._encoder_caches = self._encoder_graph(module)
+        self._cache_paths = [paths[layer] for *_, layer in self._encoder_caches]
+        self._encoder = session(encoder)
+        trunk, self._trunk_caches = self._trunk_graph(decoder)
+        self._trunk = session(trunk)
+        self._cache_paths += [paths[layer] for *_, layer in self._trunk_caches]
+        self._head = session(self._head_graph(decoder, module, with_tail=True))
+        self._maps = session(self._head_graph(decoder, module, with_tail=False))
+        self.reset()
+
+    # graphs ---------------------------------------------------------------------------------
+
+    def _encoder_graph(self, module: Any) -> tuple[_Graph, list]:
+        """``magnitude`` [S, n_bins, time_stride] (the encoder's input) + caches -> ``codes`` [S, n_rows] int64 + caches."""
+        g = _Graph("encoder")
+        b = _Builder(g, self.padded_bins)
+        norm = module.normalizer
+        x = g.input("magnitude", ["S", self.n_bins, self.time_stride])
+        z = g.op("Log", g.op("Add", g.op("Relu", x), g.const(np.float32(norm.floor))))
+        z = g.op("Div", g.op("Sub", z, g.const(np.float32(norm.offset))), g.const(np.float32(norm.scale)))
+        z = g.op("Transpose", z, perm=[0, 2, 1])
+        extra = self.padded_bins - self.n_bins
+        if extra > 0:  # the top bin repeated, as the model's features
+            z = g.op("Pad", z, g.ints([0, 0, 0, 0, 0, extra]), mode="edge")
+        x = g.op("Unsqueeze", z, g.ints([1]))
+        frames = self.time_stride
+        encoder: Encoder = module.encoder
+        for layer in encoder.net:
+            if isinstance(layer, CausalConv2d):
+                x, frames = b.conv(x, layer, frames)
+            elif isinstance(layer, ResBlock):
+                x = b.res_block(x, layer, frames)
+            else:
+                x = b.gelu(x)
+        # [S, D, 1, rows] -> [S * rows, D]; distance |e|^2 - 2 z.e, the first of equal minima
+        d = int(module.code_dim)
+        z = g.op("Reshape", g.op("Transpose", x, perm=[0, 2, 3, 1]), g.ints([-1, d]))
+        codebook = module.codebook.detach().float()
+        distance = g.op("Gemm", z, g.const(codebook.numpy(), "codebook"), g.const(codebook.pow(2).sum(1).numpy(), "norms"),
+                        alpha=-2.0, beta=1.0, transB=1)
+        codes = g.op("ArgMin", distance, axis=1, keepdims=0, select_last_index=0)
+        g.output(g.op("Reshape", codes, g.ints([-1, self.n_rows])), "codes", np.int64)
+        return g, b.caches
+
+    def _trunk_graph(self, decoder: Decoder) -> tuple[_Graph, list]:
+        """``latent`` [S, D, n_rows] + caches -> ``trunk`` [S, C, 1, n_rows] + caches."""
+        g = _Graph("trunk")
+        b = _Builder(g, self.n_rows)
+        d = decoder.trunk[0].conv.in_channels
+        x = g.op("Unsqueeze", g.input("latent", ["S", d, self.n_rows]), g.ints([2]))
+        for layer in decoder.trunk:
+            x = b.res_block(x, layer, 1) if isinstance(layer, ResBlock) else b.conv(x, layer, 1)[0]
+        g.output(x, "trunk")
+        return g, b.caches
+
+    def _head_graph(self, decoder: Decoder, module: Any, *, with_tail: bool) -> _Graph:
+        """``trunk`` rows [S, C, 1, r] -> the tail's tap maps ``[S, kf * kt, frames, bins]``, or with
+        the tail (its ``context`` maps [S, taps, tail_frames, bins] in): ``magnitude`` [S, frames, bins]
+        linear, and the maps' last ``tail_frames`` frames as the next ``context``."""
+        g = _Graph("head" if with_tail else "maps")
+        b = _Builder(g, 0)  # any rows: nothing here keeps past frames
+        channels = decoder.trunk[0].conv.out_channels  # the trunk keeps its first layer's channels
+        x = g.input("trunk", ["S", channels, 1, "rows"])
+        frames = 1
+        layers = list(decoder.head)
+        for layer in layers[: decoder.n_local - 1]:
+            if isinstance(layer, UpBlock):
+                x, frames = b.up_block(x, layer, frames)
+            else:
+                x = b.gelu(x)
+        # the last upsampling, its GELU and the tail's projection onto its taps per subpixel
+        up: UpBlock = layers[decoder.n_local - 1]
+        u, _ = b.conv(x, up.conv, frames)
+        c, sf, st = up.c_out, up.sf, up.st
+        u = g.op("Gelu", g.op("Reshape", u, g.ints([0, c, sf * st, frames, -1])))
+        tail: CausalConv2d = layers[-1]
+        weight, bias = _weights(tail)  # [1, c, kf, kt]
+        kf, kt = weight.shape[2], weight.shape[3]
+        taps = weight[0].transpose(1, 2, 0).reshape(kf * kt, c)  # tap i * kt + j
+        maps = g.op("MatMul", g.op("Transpose", u, perm=[0, 2, 3, 4, 1]), g.const(taps.T.copy(), "taps"))
+        maps = g.op("Reshape", maps, g.ints([0, sf, st, frames, -1, kf * kt]))  # [S, i, j, t, f, tap]
+        maps = g.op("Transpose", maps, perm=[0, 5, 3, 2, 4, 1])
+        maps = g.op("Reshape", maps, g.ints([0, kf * kt, frames * st, -1]))
+        if not with_tail:
+            g.output(maps, "maps")
+            return g
+        context = g.input("context", ["S", kf * kt, self.tail_frames, "bins"])
+        canvas = g.op("Concat", context, maps, axis=2)
+        width = self.tail_frames + frames * st
+        g.output(g.op("Slice", canvas, g.ints([width - self.tail_frames]), g.ints([width]), g.ints([2])), "context_out")
+        canvas = g.op("Pad", canvas, g.ints([0, 0, 0, tail.pad_f[0], 0, 0, 0, tail.pad_f[1]]))
+        # tap (i, j) of map i * kt + j read at bin offset i and frame offset j: a one-hot convolution
+        select = np.zeros((1, kf * kt, kt, kf), np.float32)
+        for i in range(kf):
+            for j in range(kt):
+                select[0, i * kt + j, j, i] = 1.0
+        y = g.op("Conv", canvas, g.const(select, "select"), g.const(bias, "b"))
+        norm = module.normalizer
+        y = g.op("Add", g.op("Mul", g.op("Squeeze", y, g.ints([1])), g.const(np.float32(norm.scale))), g.const(np.float32(norm.offset)))
+        g.output(g.op("Relu", g.op("Sub", g.op("Exp", y), g.const(np.float32(norm.floor)))), "magnitude")
+        return g
+
+    # stream ---------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """The start of a stream: every layer's past frames are zeros."""
+        s = self.streams
+        self._encoder_in = np.zeros((s, self.n_bins, self.time_stride), np.float32)
+        self._codes = np.zeros((s, self.n_rows), np.int64)
+        self._encoder_run = _Alternating(self._encoder, {"magnitude": self._encoder_in}, {"codes": self._codes},
+                                         self._encoder_caches, s)
+        d = self._trunk.get_inputs()[0].shape[1]
+        self._latent_in = np.zeros((s, d, self.n_rows), np.float32)
+        channels = self._head.get_inputs()[0].shape[1]
+        self._trunk_out = [np.zeros((s, channels, 1, self.n_rows), np.float32) for _ in range(2)]
+        self._trunk_run = _Alternating(self._trunk, {"latent": self._latent_in}, {"trunk": self._trunk_out},
+                                       self._trunk_caches, s)
+        self._trunk_history: list[np.ndarray] = []  # [S, C, 1, n_rows] of the last context_columns columns
+        self._context: np.ndarray | None = None  # the tail's maps of the last frames, for rows _context_rows
+        self._context_rows = (0, 0)
+
+    def _cache_states(self) -> list[np.ndarray]:
+        """The current state arrays ``[S, c_in, frames, bins]`` of every layer that keeps past
+        frames, in the order of ``_cache_paths`` (the arrays the next call reads)."""
+        runs = ((self._encoder_run, self._encoder_caches), (self._trunk_run, self._trunk_caches))
+        return [run.states[run.turn][name] for run, caches in runs for name, *_ in caches]
+
+    def store_state(self, module: Any) -> None:
+        """This stream's state into ``module`` (the model's TorchScript stream, scripted or not:
+        its layers' caches and the decoder's context), so that its stream methods go on from here."""
+        for path, state in zip(self._cache_paths, self._cache_states()):
+            _submodule(module, path).cache = torch.from_numpy(state.transpose(0, 1, 3, 2).copy())
+        decoder = module.decoder
+        if not self._trunk_history:
+            decoder.trunk_cache = torch.zeros(0)
+        else:
+            columns = np.concatenate(self._trunk_history, axis=2)  # [S, C, columns, n_rows]
+            decoder.trunk_cache = torch.from_numpy(columns.transpose(0, 1, 3, 2).copy())
+        if self._context is None:
+            decoder.tail_cache, decoder.tail_rows = torch.zeros(0), [0, 0]
+        else:
+            decoder.tail_cache = torch.from_numpy(self._context.transpose(0, 1, 3, 2).copy())
+            decoder.tail_rows = list(self._context_rows)
+
+    def load_state(self, module: Any) -> None:
+        """The stream state of ``module`` (as :meth:`store_state` writes it) into this stream."""
+        self.reset()
+        for path, state in zip(self._cache_paths, self._cache_states()):
+            cache = _submodule(module, path).cache
+            if cache.dim() == 4:  # empty: the stream's start, zeros
+                state[...] = cache.permute(0, 1, 3, 2).numpy()
+        decoder = module.decoder
+        trunk = decoder.trunk_cache
+        if trunk.dim() == 4:
+            self._trunk_history = [np.ascontiguousarray(trunk[:, :, :, c : c + 1].permute(0, 1, 3, 2).numpy())
+                                   for c in range(trunk.shape[3])]
+        rows = list(decoder.tail_rows)
+        if rows[1] > rows[0] and decoder.tail_cache.dim() == 4:
+            self._context = np.ascontiguousarray(decoder.tail_cache.permute(0, 1, 3, 2).numpy())
+            self._context_rows = (int(rows[0]), int(rows[1]))
+
+    def encode(self, magnitude: np.ndarray) -> np.ndarray:
+        """The next column's encoder input ``[streams, n_bins, time_stride]`` float32 -> its codes ``[streams, n_rows]`` int64."""
+        np.copyto(self._encoder_in, magnitude)
+        self._encoder_run()
+        return self._codes.copy()
+
+    def decode(self, latent: np.ndarray, low_row: int, high_row: int) -> np.ndarray | None:
+        """The next column's latent ``[streams, D, n_rows]`` float32 -> linear magnitude
+        ``[streams, n_bins, time_stride]`` of rows ``low_row <= row < high_row`` (0 elsewhere), or
+        None when no row is asked for (the trunk still advances)."""
+        np.copyto(self._latent_in, latent)
+        before = list(self._trunk_history)
+        trunk = self._trunk_out[self._trunk_run.turn]
+        self._trunk_run()
+        if self.context_columns > 1:  # the two output buffers alternate: keep older columns apart
+            trunk = trunk.copy()
+        self._trunk_history = (before + [trunk])[-self.context_columns :]
+        if low_row >= high_row:
+            self._context = None
+            return None
+        r0, r1 = max(low_row - self.row_reach, 0), min(high_row + self.row_reach, self.n_rows)
+        fs, ts = self.freq_stride, self.time_stride
+        if self._context is not None and self._context_rows == (r0, r1):
+            context = self._context
+        else:  # the tail's context from the earlier columns' trunk outputs (zeros before the stream's start)
+            taps = self._head.get_inputs()[1].shape[1]
+            context = np.zeros((self.streams, taps, self.tail_frames, (r1 - r0) * fs), np.float32)
+            if before:
+                # the head is local to a column: the earlier columns run as a batch
+                stacked = np.concatenate([column[:, :, :, r0:r1] for column in before], axis=0)
+                maps = self._maps.run(["maps"], {"trunk": stacked})[0]
+                maps = maps.reshape(len(before), self.streams, *maps.shape[1:]).transpose(1, 2, 0, 3, 4)
+                maps = maps.reshape(self.streams, taps, -1, maps.shape[-1])
+                n = min(maps.shape[2], self.tail_frames)
+                context[:, :, self.tail_frames - n :] = maps[:, :, maps.shape[2] - n :]
+        magnitude, self._context = self._head.run(
+            ["magnitude", "context_out"], {"trunk": np.ascontiguousarray(trunk[:, :, :, r0:r1]), "context": context}
+        )
+        self._context_rows = (r0, r1)
+        out = np.zeros((self.streams, self.n_bins, ts), np.float32)
+        top = min(high_row * fs, self.n_bins)
+        skip = (low_row - r0) * fs
+        out[:, low_row * fs : top, :] = magnitude[:, :, skip : skip + top - low_row * fs].transpose(0, 2, 1)
+        return out
+
+
+def _submodule(module: Any, path: str) -> Any:
+    for name in path.split("."):
+        module = getattr(module, name) if hasattr(module, name) else module._modules[name]
+    return module
+
+
+class _Alternating:
+    """Runs of a session with fixed buffers (no allocation per call): its inputs and outputs
+    bound once, the state caches in two sets that swap roles every call (the outputs of one
+    call are the inputs of the next). ``outputs`` values may be a pair of buffers, which
+    alternate as well (``turn`` is the one the next call writes)."""
+
+    def __init__(self, session, inputs: dict, outputs: dict, caches: list, streams: int):
+        self.session = session
+        self.turn = 0
+        states = [{name: np.zeros((streams, *shape), np.float32) for name, _, shape, _ in caches} for _ in range(2)]
+        self.bindings = []
+        for turn in range(2):
+            binding = session.io_binding()
+            for name, array in inputs.items():
+                _bind(binding.bind_input, name, array)
+            for name, array in outputs.items():
+                _bind(binding.bind_output, name, array[turn] if isinstance(array, list) else array)
+            for name, out, _, _ in caches:
+                _bind(binding.bind_input, name, states[turn][name])
+                _bind(binding.bind_output, out, states[1 - turn][name])
+            self.bindings.append(binding)
+        self.states = states  # kept alive: the bindings point into them
+
+    def __call__(self) -> None:
+        self.session.run_with_iobinding(self.bindings[self.turn])
+        self.turn = 1 - self.turn
+
+
+def _bind(bind, name: str, array: np.ndarray) -> None:
+    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)

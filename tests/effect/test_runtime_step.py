@@ -1,0 +1,106 @@
+"""The engine with its network in ONNX Runtime plays as the engine with the scripted step: every
+built-in chain, stereo, knobs moving, odd blocks, a switch to the split path and back, a reset."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from spectro_fx.effect.core.engine import Engine  # noqa: E402
+from spectro_fx.effect.core.runtime_step import resolve_runtime  # noqa: E402
+from spectro_fx.models.errors import ParameterError  # noqa: E402
+
+SR = 48000
+
+
+def _signal(rng, frames, channels):
+    t = np.arange(frames) / SR
+    tone = 0.3 * np.sin(2 * np.pi * (300 * t + 900 * t**2))
+    return (tone[:, None] + 0.05 * rng.standard_normal((frames, channels))).astype(np.float32)
+
+
+def _play(engine, x, blocks, moves=()):
+    """``x`` through ``engine`` in blocks cycling through ``blocks``; ``moves``: (block index, name, value)."""
+    out, start, i = [], 0, 0
+    while start < len(x):
+        for index, name, value in moves:
+            if index == i:
+                engine.set(name, value)
+        n = blocks[i % len(blocks)]
+        out.append(engine.process(x[start : start + n]))
+        start, i = start + n, i + 1
+    return np.concatenate(out)
+
+
+CHAINS = {
+    "none": ("none", {}),
+    "noise": ("noise", {"noise.amount": 0.4}),
+    "inpaint spatial, sampled": ("inpaint", {"inpaint.temperature": 1.0}),
+    "inpaint learned, greedy": ("inpaint", {"inpaint.method": "learned", "inpaint.temperature": 0.0}),
+    "noise, inpaint, dropout": ("noise,inpaint,dropout", {"noise.amount": 0.2, "inpaint.temperature": 1.0,
+                                                          "dropout.channels": 2}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHAINS))
+def test_every_built_in_chain_plays_alike_in_both_runtimes(prior_model, rng, case):
+    chain, values = CHAINS[case]
+    values = {"low_hz": 200.0, "high_hz": 9000.0, **values}
+    x = _signal(rng, 24000, 2)
+    moves = [(20, "high_hz", 3000.0), (45, "low_hz", 20.0), (45, "high_hz", 24000.0)]
+    outs = {}
+    for runtime in ("torchscript", "onnxruntime"):
+        engine = Engine(prior_model, sr=SR, channels=2, chain=chain, values=values, seed=7, runtime=runtime)
+        assert engine.runtime == runtime and engine.fused
+        outs[runtime] = _play(engine, x, [128, 300, 77, 1000], moves)
+    delayed = np.concatenate([np.zeros((engine.latency_samples, 2), np.float32), x])[: len(x)]
+    if chain != "none":
+        assert np.max(np.abs(outs["torchscript"] - delayed)) > 1e-3  # the effect is heard
+    np.testing.assert_allclose(outs["onnxruntime"], outs["torchscript"], atol=1e-5)
+
+
+def test_the_default_model_with_its_neural_prior_plays_alike_in_both_runtimes(rng):
+    from spectro_fx.effect.io.render import resolve_model
+
+    model = resolve_model("default")
+    x = _signal(rng, 19200, 1)
+    values = {"low_hz": 200.0, "high_hz": 8000.0, "inpaint.temperature": 1.0}
+    outs = {runtime: _play(Engine(model, sr=SR, channels=1, chain="inpaint", values=values, seed=3, runtime=runtime),
+                           x, [128], [(60, "high_hz", 2000.0)])
+            for runtime in ("torchscript", "onnxruntime")}
+    np.testing.assert_allclose(outs["onnxruntime"], outs["torchscript"], atol=1e-5)
+
+
+def test_a_switch_to_the_split_path_and_back_continues_one_stream(prior_model, rng):
+    """``inpaint.context=output`` runs the scripted network; the stream state moves across."""
+    x = _signal(rng, 24000, 1)
+    values = {"low_hz": 300.0, "high_hz": 5000.0}
+    moves = [(30, "inpaint.context", "output"), (70, "inpaint.context", "input")]
+    outs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for runtime in ("torchscript", "onnxruntime"):
+            engine = Engine(prior_model, sr=SR, channels=1, chain="inpaint", values=values, seed=2, runtime=runtime)
+            outs[runtime] = _play(engine, x, [256], moves)
+            assert engine.fused
+    np.testing.assert_allclose(outs["onnxruntime"], outs["torchscript"], atol=1e-5)
+
+
+def test_reset_starts_the_same_stream_again(prior_model, rng):
+    x = _signal(rng, 9000, 1)
+    engine = Engine(prior_model, sr=SR, channels=1, chain="noise", values={"noise.amount": 0.5}, runtime="onnxruntime")
+    first = _play(engine, x, [128])
+    engine.reset()
+    np.testing.assert_array_equal(_play(engine, x, [128]), first)
+
+
+def test_runtime_choices_are_checked():
+    assert resolve_runtime("torchscript", precision="bfloat16") == "torchscript"
+    assert resolve_runtime("auto", precision="bfloat16") == "torchscript"
+    assert resolve_runtime("auto", precision="float32") == "onnxruntime"
+    with pytest.raises(ParameterError, match="runtime='tensorrt' must be one of torchscript, onnxruntime, auto"):
+        resolve_runtime("tensorrt", precision="float32")
+    with pytest.raises(ParameterError, match="precision='bfloat16'"):
+        resolve_runtime("onnxruntime", precision="bfloat16")
