@@ -15,6 +15,8 @@ from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile, rebuild_module
 from spectro_fx.models.onnx_stream import ColumnNetwork, runtime_available
 
+from .stream import REGION_INDEX
+
 RUNTIMES = ("torchscript", "onnxruntime", "auto")
 """Where the engine runs the network: ``torchscript`` (the exported module's code; best for long
 offline blocks), ``onnxruntime`` (a live column in about half the CPU), ``auto`` (ONNX Runtime where
@@ -62,8 +64,11 @@ class RuntimeStep:
         core = step.core
         self.network = ColumnNetwork(rebuild_module(model.module, model.config), streams=streams)
         self.last_columns = 0
+        self.aux_streams = 0
         cfg = model.config.stft
         self.n_fft, self.hop, self.span = int(cfg.n_fft), int(cfg.hop_length), int(cfg.synthesis_span)
+        self.n_bins = int(core.n_bins)
+        self.analysis_window = core.analysis.window.numpy().copy()
         self.window = core.synthesis.window.numpy().copy()
         self.norm = core.synthesis.norm.numpy().copy()
         self._norms: dict[int, np.ndarray] = {}  # the norm tiled over count frames
@@ -78,53 +83,112 @@ class RuntimeStep:
             raise ParameterError(f"streams={streams}; this step was built for {self.network.streams}")
         self.step.start(streams, aux_streams)
         self.network.reset()
+        self.aux_streams = aux_streams
         self.last_columns = 0
+        self._ring = np.zeros((streams, self.n_fft - self.hop))
+        self._pending = np.zeros((streams, 0, self.n_bins), np.complex128)  # frames first
+        self._region_key: tuple = ()
+        self._region: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
     def hand_over(self) -> None:
-        """The network's stream state into the step's own layers (the scripted path goes on from here)."""
-        self.network.store_state(self.step.core.model)
+        """The stream state into the step's own layers and buffers (the scripted path goes on from here)."""
+        core = self.step.core
+        self.network.store_state(core.model)
+        core.analysis.ring = torch.from_numpy(self._ring.copy())
+        core.pending = torch.from_numpy(self._pending.transpose(0, 2, 1).copy())
 
     def take_over(self) -> None:
-        """The network's stream state from the step's own layers (this path goes on from there)."""
-        self.network.load_state(self.step.core.model)
+        """The stream state from the step's own layers and buffers (this path goes on from there)."""
+        core = self.step.core
+        self.network.load_state(core.model)
+        self._ring = core.analysis.ring.numpy().copy()
+        self._pending = core.pending.numpy().transpose(0, 2, 1).copy()
 
     def process(self, x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         """The next samples ``x`` [streams, n] and ``aux`` [aux_streams, n] (float64) -> the change
         samples ``[streams, m]`` float64 of the ``last_columns`` columns they complete."""
         step = self.step
         core = step.core
-        features, cells, aux_codes = core.analyse_input(x, aux)
+        if self.aux_streams:  # a second source is analysed and encoded in the step
+            features, cells, aux_codes = core.analyse_input(x, aux)
+            features = features.numpy()
+            held = (core.held_spec.numpy().transpose(0, 2, 1), core.held_magnitude.numpy().transpose(0, 2, 1),
+                    core.held_mask.numpy())
+            cells = cells.numpy()
+        else:
+            found = self._analyse(core, x.numpy())
+            if found is None:
+                self.last_columns = 0
+                return torch.zeros(x.shape[0], 0, dtype=torch.float64)
+            features, cells, held = found
+            aux_codes = torch.zeros(0, core.n_rows, 0, dtype=torch.long)
         k = cells.shape[0]
         self.last_columns = k
         if k == 0:
             return torch.zeros(x.shape[0], 0, dtype=torch.float64)
         ts = self.network.time_stride
-        frames = features.numpy()
-        codes = np.stack([self.network.encode(np.ascontiguousarray(frames[:, :, j * ts : (j + 1) * ts])) for j in range(k)],
-                         axis=2)
+        codes = np.stack([self.network.encode(np.ascontiguousarray(features[:, :, j * ts : (j + 1) * ts]))
+                          for j in range(k)], axis=2)
         if step.chain_codes or step.chain_latents:
-            latent, (low, high, first) = step.chain_rows(torch.from_numpy(codes), cells, aux_codes)
-            latent = latent.numpy()
+            latent = step.chain(torch.from_numpy(codes), torch.from_numpy(cells), aux_codes).numpy()
         else:  # nothing to change: the codes' vectors (no history is read without an effect)
             latent = self.codebook[codes].transpose(0, 3, 1, 2)
-            low, high, first = _decode_rows(cells.numpy())
+        low, high, first = _decode_rows(cells)
         decoded = np.zeros(features.shape, np.float32)
         for j in range(k):
             rows = (low, high) if j >= first else (0, 0)
             column = self.network.decode(np.ascontiguousarray(latent[:, :, :, j]), *rows)
             if column is not None:
                 decoded[:, :, j * ts : (j + 1) * ts] = column
-        return torch.from_numpy(self._synthesise(decoded))
+        return torch.from_numpy(self._synthesise(decoded, *held))
 
-    def _synthesise(self, decoded: np.ndarray) -> np.ndarray:
+    def _analyse(self, core: Any, x: np.ndarray) -> tuple | None:
+        """The step core's ``analyse_input`` in numpy, frames first (its ring and pending frames
+        kept here, its counters and region in the core): ``(features [streams, n_bins, frames]
+        float32, cells [k, n_rows] bool, (spec, magnitude, mask))`` of the ``k`` columns ``x``
+        completes, or None."""
+        n_fft, hop, ts = self.n_fft, self.hop, self.network.time_stride
+        ring = np.concatenate([self._ring, x], axis=1)
+        count = (ring.shape[1] - (n_fft - hop)) // hop
+        core.first_column = int(core.columns_done)
+        if count <= 0:
+            self._ring = ring
+            return None
+        frames = np.lib.stride_tricks.sliding_window_view(ring, n_fft, axis=1)[:, : count * hop : hop]
+        self._ring = ring[:, count * hop :].copy()
+        core.analysis.frames_done = int(core.analysis.frames_done) + count
+        pending = np.concatenate([self._pending, np.fft.rfft(frames * self.analysis_window, axis=-1)], axis=1)
+        n_frames = pending.shape[1] // ts * ts
+        self._pending = pending[:, n_frames:]
+        if n_frames == 0:
+            return None
+        spec = pending[:, :n_frames]
+        mask, cells = self._region_frames(core, n_frames)
+        core.columns_done = int(core.columns_done) + n_frames // ts
+        magnitude = np.abs(spec)
+        # the encoder's input: a frame louder than samples within +-1 can be is scaled down to that
+        energy = np.add.reduce(magnitude * magnitude, axis=-1, keepdims=True)
+        scale = np.sqrt(self.energy_ceiling / np.maximum(energy, self.energy_ceiling))
+        features = (magnitude * scale).astype(np.float32).transpose(0, 2, 1)
+        return features, cells, (spec, magnitude, mask)
+
+    def _region_frames(self, core: Any, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """The core's ``region_frames``; while the region stands still, its last mask and cells
+        again (no scripted call)."""
+        key = (n_frames, *core.region.value)
+        if key == self._region_key and _region_still(core):
+            return self._region
+        mask, cells = core.region_frames(n_frames)
+        self._region = (mask.numpy(), cells.numpy())
+        self._region_key = key if _region_still(core) else ()
+        return self._region
+
+    def _synthesise(self, decoded: np.ndarray, spec: np.ndarray, magnitude: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The step core's ``synthesise_decoded`` in numpy (one to three microseconds an op where
-        the scripted ops cost several), frames first so every sum runs along memory: the held
-        columns' change samples ``[streams, m]`` float64."""
+        the scripted ops cost several), frames first so every sum runs along memory: the change
+        samples ``[streams, m]`` float64 of the columns of ``spec`` / ``magnitude`` [streams,
+        frames, n_bins] and ``mask`` [frames, n_bins]."""
         core = self.step.core
-        # [streams, frames, bins]
-        spec = core.held_spec.numpy().transpose(0, 2, 1)
-        magnitude = np.ascontiguousarray(core.held_magnitude.numpy().transpose(0, 2, 1))
-        mask = core.held_mask.numpy()
         decoded = decoded.transpose(0, 2, 1).astype(np.float64)
         finite = np.isfinite(decoded)
         if not finite.all():
@@ -174,3 +238,14 @@ def _decode_rows(cells: np.ndarray) -> tuple[int, int, int]:
     if rows.size == 0:
         return 0, 0, cells.shape[0]
     return int(rows[0]), int(rows[-1]) + 1, int(np.flatnonzero(cells.any(axis=1))[0])
+
+
+_MOVING = [REGION_INDEX[name] for name in ("low_hz", "high_hz", "wet")]
+
+
+def _region_still(core: Any) -> bool:
+    """Whether the core's region stands still: no parameter ramping, the gate open and staying
+    open (as the core's ``region_frames`` takes its shortcut), so the next mask is the last one."""
+    left, value = core.region.left, core.region.value
+    period, duty = value[REGION_INDEX["period_s"]], value[REGION_INDEX["duty"]]
+    return not any(left[i] for i in _MOVING) and float(core.gate) == 1.0 and (period <= 0.0 or duty >= 1.0)

@@ -262,16 +262,29 @@ class StreamCore(nn.Module):
         self.first_column = self.columns_done
         if n_new == 0:
             return torch.zeros(self.streams, self.n_bins, 0), torch.zeros(0, self.n_rows, dtype=torch.bool), aux_codes
-        c0 = self.columns_done
         n_frames = n_new * ts
         spec = self.pending[:, :, :n_frames]
         self.pending = self.pending[:, :, n_frames:]
+        mask, cells = self.region_frames(n_frames)
+        magnitude = spec.abs()
+        self.held_spec = spec
+        self.held_magnitude = magnitude
+        self.held_mask = mask
+        self.held_cells = cells
+        self.columns_done += n_new
+        return self.encoder_input(magnitude), cells, aux_codes
 
-        # the region, frame by frame, with smoothed parameters
+    @torch.jit.export
+    def region_frames(self, n_frames: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The region of the next ``n_frames`` frames (whole columns, from column ``columns_done``),
+        frame by frame with smoothed parameters: ``(mask [n_frames, n_bins] float64, cells
+        [n_frames // time_stride, n_rows] bool)``; its ramps and gate advance."""
+        ts = self.time_stride
         period, duty = self.region.value[2], self.region.value[3]  # not smoothed: no ramps
         if self.gate == 1.0 and (period <= 0.0 or duty >= 1.0):  # open and staying open: no slew loop
             gate = torch.ones(n_frames, dtype=torch.float64)
         else:
+            c0 = self.columns_done
             frames = torch.arange(c0 * ts, c0 * ts + n_frames)
             gate = slew_gate(gate_targets(frames, period, duty, self.hop_s), self.gate, self.gate_ramp_frames)
         self.gate = float(gate[-1])
@@ -280,15 +293,7 @@ class StreamCore(nn.Module):
         else:
             level = gate * self.region.advance(4, n_frames)
         mask = self._band_mask(n_frames) * level[:, None]
-        cells = region_cells(mask, ts, self.freq_stride, self.n_rows)
-
-        magnitude = spec.abs()
-        self.held_spec = spec
-        self.held_magnitude = magnitude
-        self.held_mask = mask
-        self.held_cells = cells
-        self.columns_done += n_new
-        return self.encoder_input(magnitude), cells, aux_codes
+        return mask, region_cells(mask, ts, self.freq_stride, self.n_rows)
 
     def _band_mask(self, n: int) -> torch.Tensor:
         """The band's mask for the next ``n`` frames ``[n, n_bins]``, its edges smoothed; the

@@ -39,6 +39,7 @@ CHAINS = {
     "noise": ("noise", {"noise.amount": 0.4}),
     "inpaint spatial, sampled": ("inpaint", {"inpaint.temperature": 1.0}),
     "inpaint learned, greedy": ("inpaint", {"inpaint.method": "learned", "inpaint.temperature": 0.0}),
+    "noise, gated, wet moving": ("noise", {"noise.amount": 0.4, "period_s": 0.1, "duty": 0.5, "wet": 0.7}),
     "noise, inpaint, dropout": ("noise,inpaint,dropout", {"noise.amount": 0.2, "inpaint.temperature": 1.0,
                                                           "dropout.channels": 2}),
 }
@@ -49,7 +50,7 @@ def test_every_built_in_chain_plays_alike_in_both_runtimes(prior_model, rng, cas
     chain, values = CHAINS[case]
     values = {"low_hz": 200.0, "high_hz": 9000.0, **values}
     x = _signal(rng, 24000, 2)
-    moves = [(20, "high_hz", 3000.0), (45, "low_hz", 20.0), (45, "high_hz", 24000.0)]
+    moves = [(20, "high_hz", 3000.0), (30, "wet", 0.3), (45, "low_hz", 20.0), (45, "high_hz", 24000.0)]
     outs = {}
     for runtime in ("torchscript", "onnxruntime"):
         engine = Engine(prior_model, sr=SR, channels=2, chain=chain, values=values, seed=7, runtime=runtime)
