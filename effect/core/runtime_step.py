@@ -15,8 +15,6 @@ from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile, rebuild_module
 from spectro_fx.models.onnx_stream import ColumnNetwork, runtime_available
 
-from .stream import REGION_INDEX
-
 RUNTIMES = ("torchscript", "onnxruntime", "auto")
 """Where the engine runs the network: ``torchscript`` (the exported module's code; best for long
 offline blocks), ``onnxruntime`` (a live column in about half the CPU), ``auto`` (ONNX Runtime where
@@ -72,6 +70,7 @@ class RuntimeStep:
         self.window = core.synthesis.window.numpy().copy()
         self.norm = core.synthesis.norm.numpy().copy()
         self._norms: dict[int, np.ndarray] = {}  # the norm tiled over count frames
+        self._frame_index: dict[int, np.ndarray] = {}  # ring positions of count frames
         self.energy_ceiling = float(core.energy_ceiling)
         self.guard_ratio = float(core.guard_ratio)
         self.codebook = core.codebook.numpy().copy()
@@ -87,8 +86,31 @@ class RuntimeStep:
         self.last_columns = 0
         self._ring = np.zeros((streams, self.n_fft - self.hop))
         self._pending = np.zeros((streams, 0, self.n_bins), np.complex128)  # frames first
-        self._region_key: tuple = ()
+        self._region_valid = False  # whether _region is the next columns' (the region stands still)
         self._region: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
+        self._no_samples = torch.zeros(streams, 0, dtype=torch.float64)
+        self._take_counters()
+
+    def region_changed(self) -> None:
+        """A region parameter was set on the step (the next columns ask it for their region)."""
+        self._region_valid = False
+
+    def _take_counters(self) -> None:
+        """The core's stream counters and overlap-add buffer, kept here between calls (reading a
+        scripted module's attributes costs several microseconds each)."""
+        core = self.step.core
+        self._frames_done = int(core.analysis.frames_done)
+        self._columns_done = int(core.columns_done)
+        self._pre_roll_left = int(core.pre_roll_left)
+        self._overlap = core.synthesis.overlap.numpy()  # the buffer's memory: updated in place
+        self._effects = bool(self.step.chain_codes or self.step.chain_latents)
+
+    def _give_counters(self) -> None:
+        core = self.step.core
+        core.analysis.frames_done = self._frames_done
+        core.columns_done = self._columns_done
+        core.first_column = self._columns_done
+        core.pre_roll_left = self._pre_roll_left
 
     def hand_over(self) -> None:
         """The stream state into the step's own layers and buffers (the scripted path goes on from here)."""
@@ -96,6 +118,7 @@ class RuntimeStep:
         self.network.store_state(core.model)
         core.analysis.ring = torch.from_numpy(self._ring.copy())
         core.pending = torch.from_numpy(self._pending.transpose(0, 2, 1).copy())
+        self._give_counters()
 
     def take_over(self) -> None:
         """The stream state from the step's own layers and buffers (this path goes on from there)."""
@@ -103,6 +126,8 @@ class RuntimeStep:
         self.network.load_state(core.model)
         self._ring = core.analysis.ring.numpy().copy()
         self._pending = core.pending.numpy().transpose(0, 2, 1).copy()
+        self._region_valid = False
+        self._take_counters()
 
     def process(self, x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         """The next samples ``x`` [streams, n] and ``aux`` [aux_streams, n] (float64) -> the change
@@ -110,7 +135,9 @@ class RuntimeStep:
         step = self.step
         core = step.core
         if self.aux_streams:  # a second source is analysed and encoded in the step
+            self._give_counters()
             features, cells, aux_codes = core.analyse_input(x, aux)
+            self._take_counters()
             features = features.numpy()
             held = (core.held_spec.numpy().transpose(0, 2, 1), core.held_magnitude.numpy().transpose(0, 2, 1),
                     core.held_mask.numpy())
@@ -119,17 +146,18 @@ class RuntimeStep:
             found = self._analyse(core, x.numpy())
             if found is None:
                 self.last_columns = 0
-                return torch.zeros(x.shape[0], 0, dtype=torch.float64)
+                return self._no_samples
             features, cells, held = found
             aux_codes = torch.zeros(0, core.n_rows, 0, dtype=torch.long)
         k = cells.shape[0]
         self.last_columns = k
         if k == 0:
-            return torch.zeros(x.shape[0], 0, dtype=torch.float64)
+            return self._no_samples
         ts = self.network.time_stride
         codes = np.stack([self.network.encode(np.ascontiguousarray(features[:, :, j * ts : (j + 1) * ts]))
                           for j in range(k)], axis=2)
-        if step.chain_codes or step.chain_latents:
+        if self._effects:
+            core.first_column = self._columns_done - k  # the chain keys its draws by absolute column
             latent = step.chain(torch.from_numpy(codes), torch.from_numpy(cells), aux_codes).numpy()
         else:  # nothing to change: the codes' vectors (no history is read without an effect)
             latent = self.codebook[codes].transpose(0, 3, 1, 2)
@@ -150,13 +178,16 @@ class RuntimeStep:
         n_fft, hop, ts = self.n_fft, self.hop, self.network.time_stride
         ring = np.concatenate([self._ring, x], axis=1)
         count = (ring.shape[1] - (n_fft - hop)) // hop
-        core.first_column = int(core.columns_done)
         if count <= 0:
             self._ring = ring
             return None
-        frames = np.lib.stride_tricks.sliding_window_view(ring, n_fft, axis=1)[:, : count * hop : hop]
-        self._ring = ring[:, count * hop :].copy()
-        core.analysis.frames_done = int(core.analysis.frames_done) + count
+        if count not in self._frame_index:
+            self._frame_index[count] = hop * np.arange(count)[:, None] + np.arange(n_fft)[None]
+        frames = ring[:, self._frame_index[count]]  # [streams, count, n_fft]
+        self._ring = ring[:, count * hop :]
+        if self._frames_done == 0:  # the step's "before the first frame" (parameters jump, not ramp) ends
+            core.analysis.frames_done = count
+        self._frames_done += count
         pending = np.concatenate([self._pending, np.fft.rfft(frames * self.analysis_window, axis=-1)], axis=1)
         n_frames = pending.shape[1] // ts * ts
         self._pending = pending[:, n_frames:]
@@ -164,7 +195,7 @@ class RuntimeStep:
             return None
         spec = pending[:, :n_frames]
         mask, cells = self._region_frames(core, n_frames)
-        core.columns_done = int(core.columns_done) + n_frames // ts
+        self._columns_done += n_frames // ts
         magnitude = np.abs(spec)
         # the encoder's input: a frame louder than samples within +-1 can be is scaled down to that
         energy = np.add.reduce(magnitude * magnitude, axis=-1, keepdims=True)
@@ -175,12 +206,12 @@ class RuntimeStep:
     def _region_frames(self, core: Any, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """The core's ``region_frames``; while the region stands still, its last mask and cells
         again (no scripted call)."""
-        key = (n_frames, *core.region.value)
-        if key == self._region_key and _region_still(core):
+        if self._region_valid and self._region[0].shape[0] == n_frames:
             return self._region
-        mask, cells = core.region_frames(n_frames)
+        core.columns_done = self._columns_done  # the gate's phase
+        mask, cells, still = core.region_frames(n_frames)
         self._region = (mask.numpy(), cells.numpy())
-        self._region_key = key if _region_still(core) else ()
+        self._region_valid = still
         return self._region
 
     def _synthesise(self, decoded: np.ndarray, spec: np.ndarray, magnitude: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -205,17 +236,17 @@ class RuntimeStep:
         positive = magnitude > 0.0
         phase = np.where(positive, spec / np.where(positive, magnitude, 1.0), 1.0)
         out = self._overlap_add(core, region * (decoded - magnitude) * phase)
-        drop = min(int(core.pre_roll_left), out.shape[1])
+        drop = min(self._pre_roll_left, out.shape[1])
         if drop > 0:
             out = out[:, drop:]
-            core.pre_roll_left = int(core.pre_roll_left) - drop
+            self._pre_roll_left -= drop
         return out
 
     def _overlap_add(self, core: Any, spec: np.ndarray) -> np.ndarray:
         """Frames ``[streams, count, n_bins]`` -> ``[streams, count * hop]`` samples, the step's
         overlap-add buffer carried on (the core's ``synthesis``)."""
         hop, span = self.hop, self.span
-        overlap = core.synthesis.overlap.numpy()  # the buffer's memory: updated in place
+        overlap = self._overlap
         streams, count = spec.shape[0], spec.shape[1]
         out = np.empty((streams, count * hop))
         if spec.any():
@@ -239,13 +270,3 @@ def _decode_rows(cells: np.ndarray) -> tuple[int, int, int]:
         return 0, 0, cells.shape[0]
     return int(rows[0]), int(rows[-1]) + 1, int(np.flatnonzero(cells.any(axis=1))[0])
 
-
-_MOVING = [REGION_INDEX[name] for name in ("low_hz", "high_hz", "wet")]
-
-
-def _region_still(core: Any) -> bool:
-    """Whether the core's region stands still: no parameter ramping, the gate open and staying
-    open (as the core's ``region_frames`` takes its shortcut), so the next mask is the last one."""
-    left, value = core.region.left, core.region.value
-    period, duty = value[REGION_INDEX["period_s"]], value[REGION_INDEX["duty"]]
-    return not any(left[i] for i in _MOVING) and float(core.gate) == 1.0 and (period <= 0.0 or duty >= 1.0)

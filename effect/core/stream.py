@@ -265,7 +265,7 @@ class StreamCore(nn.Module):
         n_frames = n_new * ts
         spec = self.pending[:, :, :n_frames]
         self.pending = self.pending[:, :, n_frames:]
-        mask, cells = self.region_frames(n_frames)
+        mask, cells, _ = self.region_frames(n_frames)
         magnitude = spec.abs()
         self.held_spec = spec
         self.held_magnitude = magnitude
@@ -275,10 +275,12 @@ class StreamCore(nn.Module):
         return self.encoder_input(magnitude), cells, aux_codes
 
     @torch.jit.export
-    def region_frames(self, n_frames: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def region_frames(self, n_frames: int) -> Tuple[torch.Tensor, torch.Tensor, bool]:
         """The region of the next ``n_frames`` frames (whole columns, from column ``columns_done``),
         frame by frame with smoothed parameters: ``(mask [n_frames, n_bins] float64, cells
-        [n_frames // time_stride, n_rows] bool)``; its ramps and gate advance."""
+        [n_frames // time_stride, n_rows] bool, still)``; its ramps and gate advance. ``still``:
+        nothing ramps and the gate stays open, so the next frames have this mask until a region
+        parameter is set."""
         ts = self.time_stride
         period, duty = self.region.value[2], self.region.value[3]  # not smoothed: no ramps
         if self.gate == 1.0 and (period <= 0.0 or duty >= 1.0):  # open and staying open: no slew loop
@@ -293,7 +295,9 @@ class StreamCore(nn.Module):
         else:
             level = gate * self.region.advance(4, n_frames)
         mask = self._band_mask(n_frames) * level[:, None]
-        return mask, region_cells(mask, ts, self.freq_stride, self.n_rows)
+        left = self.region.left
+        still = left[0] == 0 and left[1] == 0 and left[4] == 0 and self.gate == 1.0 and (period <= 0.0 or duty >= 1.0)
+        return mask, region_cells(mask, ts, self.freq_stride, self.n_rows), still
 
     def _band_mask(self, n: int) -> torch.Tensor:
         """The band's mask for the next ``n`` frames ``[n, n_bins]``, its edges smoothed; the
