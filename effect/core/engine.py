@@ -519,27 +519,30 @@ class Engine:
         -> released change samples ``[channels, m]``, aligned with the input."""
         core = self._core
         started = time.perf_counter()
-        x, aux_t = torch.from_numpy(xm), torch.from_numpy(np.ascontiguousarray(aux.T))
+        fused, runtime = self.fused, self._runtime_step
         with torch.no_grad(), torch.jit.optimized_execution(self._jit_optimize):
-            runtime = self._runtime_step
-            if runtime is not None and self.fused != self._runtime_holds_state:
+            if runtime is not None and fused != self._runtime_holds_state:
                 # the split path runs the step's scripted network: the stream state moves across
-                runtime.take_over() if self.fused else runtime.hand_over()
-                self._runtime_holds_state = self.fused
-            if self.fused and runtime is not None:
-                out = runtime.process(x, aux_t).numpy()
+                runtime.take_over() if fused else runtime.hand_over()
+                self._runtime_holds_state = fused
+            if fused and runtime is not None:
+                out = runtime.process(xm, aux.T)
                 n_new = runtime.last_columns
-            elif self.fused:
-                out = self._step.process(x, aux_t).numpy()
-                n_new = self._step.last_columns
+                nonfinite = runtime.nonfinite_values
             else:
-                out, n_new = self._split(x, aux_t)
+                x, aux_t = torch.from_numpy(xm), torch.from_numpy(np.ascontiguousarray(aux.T))
+                if fused:
+                    out = self._step.process(x, aux_t).numpy()
+                    n_new = self._step.last_columns
+                else:
+                    out, n_new = self._split(x, aux_t)
+                nonfinite = core.nonfinite_values
         if n_new:
             per_column = (time.perf_counter() - started) / n_new
             self.column_times.extend([per_column] * n_new)
-        if core.nonfinite_values > self._model_nonfinite_seen:
-            count = core.nonfinite_values - self._model_nonfinite_seen
-            self._model_nonfinite_seen = core.nonfinite_values
+        if nonfinite > self._model_nonfinite_seen:
+            count = nonfinite - self._model_nonfinite_seen
+            self._model_nonfinite_seen = nonfinite
             self._count(
                 "model_nonfinite_values", count,
                 f"the model decoded non-finite magnitudes ({count} values); the input's magnitude is used "

@@ -66,6 +66,7 @@ class RuntimeStep:
         cfg = model.config.stft
         self.n_fft, self.hop, self.span = int(cfg.n_fft), int(cfg.hop_length), int(cfg.synthesis_span)
         self.n_bins = int(core.n_bins)
+        self.n_rows = int(core.n_rows)
         self.analysis_window = core.analysis.window.numpy().copy()
         self.window = core.synthesis.window.numpy().copy()
         self.norm = core.synthesis.norm.numpy().copy()
@@ -88,7 +89,8 @@ class RuntimeStep:
         self._pending = np.zeros((streams, 0, self.n_bins), np.complex128)  # frames first
         self._region_valid = False  # whether _region is the next columns' (the region stands still)
         self._region: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
-        self._no_samples = torch.zeros(streams, 0, dtype=torch.float64)
+        self._no_samples = np.zeros((streams, 0))
+        self._no_codes = torch.zeros(0, self.n_rows, 0, dtype=torch.long)
         self._take_counters()
 
     def region_changed(self) -> None:
@@ -102,6 +104,7 @@ class RuntimeStep:
         self._frames_done = int(core.analysis.frames_done)
         self._columns_done = int(core.columns_done)
         self._pre_roll_left = int(core.pre_roll_left)
+        self.nonfinite_values = int(core.nonfinite_values)
         self._overlap = core.synthesis.overlap.numpy()  # the buffer's memory: updated in place
         self._effects = bool(self.step.chain_codes or self.step.chain_latents)
 
@@ -111,6 +114,7 @@ class RuntimeStep:
         core.columns_done = self._columns_done
         core.first_column = self._columns_done
         core.pre_roll_left = self._pre_roll_left
+        core.nonfinite_values = self.nonfinite_values
 
     def hand_over(self) -> None:
         """The stream state into the step's own layers and buffers (the scripted path goes on from here)."""
@@ -129,26 +133,26 @@ class RuntimeStep:
         self._region_valid = False
         self._take_counters()
 
-    def process(self, x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    def process(self, x: np.ndarray, aux: np.ndarray) -> np.ndarray:
         """The next samples ``x`` [streams, n] and ``aux`` [aux_streams, n] (float64) -> the change
         samples ``[streams, m]`` float64 of the ``last_columns`` columns they complete."""
         step = self.step
         core = step.core
         if self.aux_streams:  # a second source is analysed and encoded in the step
             self._give_counters()
-            features, cells, aux_codes = core.analyse_input(x, aux)
+            features, cells, aux_codes = core.analyse_input(torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(aux)))
             self._take_counters()
             features = features.numpy()
             held = (core.held_spec.numpy().transpose(0, 2, 1), core.held_magnitude.numpy().transpose(0, 2, 1),
                     core.held_mask.numpy())
             cells = cells.numpy()
         else:
-            found = self._analyse(core, x.numpy())
+            found = self._analyse(core, x)
             if found is None:
                 self.last_columns = 0
                 return self._no_samples
             features, cells, held = found
-            aux_codes = torch.zeros(0, core.n_rows, 0, dtype=torch.long)
+            aux_codes = self._no_codes
         k = cells.shape[0]
         self.last_columns = k
         if k == 0:
@@ -168,7 +172,7 @@ class RuntimeStep:
             column = self.network.decode(np.ascontiguousarray(latent[:, :, :, j]), *rows)
             if column is not None:
                 decoded[:, :, j * ts : (j + 1) * ts] = column
-        return torch.from_numpy(self._synthesise(decoded, *held))
+        return self._synthesise(decoded, *held)
 
     def _analyse(self, core: Any, x: np.ndarray) -> tuple | None:
         """The step core's ``analyse_input`` in numpy, frames first (its ring and pending frames
@@ -223,7 +227,7 @@ class RuntimeStep:
         decoded = decoded.transpose(0, 2, 1).astype(np.float64)
         finite = np.isfinite(decoded)
         if not finite.all():
-            core.nonfinite_values = int(core.nonfinite_values) + int((~finite).sum())
+            self.nonfinite_values += int((~finite).sum())
             decoded = np.where(finite, decoded, magnitude)
         energy = np.add.reduce(magnitude * magnitude, axis=-1)  # [streams, frames]
         region = mask[None] * (energy <= self.energy_ceiling)[:, :, None]

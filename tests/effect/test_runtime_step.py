@@ -105,3 +105,24 @@ def test_runtime_choices_are_checked():
         resolve_runtime("tensorrt", precision="float32")
     with pytest.raises(ParameterError, match="precision='bfloat16'"):
         resolve_runtime("onnxruntime", precision="bfloat16")
+
+
+def test_a_decoder_overflow_plays_the_input_magnitude_and_is_counted(prior_model, rng):
+    """Non-finite decoded magnitudes never reach the output (the input's magnitude is used there)."""
+    x = _signal(rng, 9600, 1)
+    values = {"low_hz": 200.0, "high_hz": 9000.0}
+    engine = Engine(prior_model, sr=SR, channels=1, values=values, runtime="onnxruntime")
+    network = engine._runtime_step.network
+    decode = network.decode
+
+    def overflowing(latent, low, high):
+        column = decode(latent, low, high)
+        return None if column is None else np.full_like(column, np.inf)
+
+    network.decode = overflowing
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        out = _play(engine, x, [256])
+    delayed = np.concatenate([np.zeros((engine.latency_samples, 1), np.float32), x])[: len(x)]
+    assert engine.model_nonfinite_values > 0 and any("non-finite magnitudes" in str(w.message) for w in said)
+    np.testing.assert_allclose(out, delayed, atol=1e-5)  # the input's magnitude with its phase: the input
