@@ -396,6 +396,61 @@ class ColumnNetwork:
         return out
 
 
+class PriorNetwork:
+    """A model's neural prior (:class:`~spectro_fx.models.neural_prior.NeuralPrior`) in ONNX
+    Runtime: its features and the head on the asked cells, ``logits(context, column, known,
+    cells)`` = ``cell_logits`` of ``features`` at ``cells``, up to float32 rounding.
+
+    Parameters
+    ----------
+    prior : NeuralPrior
+        Unscripted, float32.
+    """
+
+    def __init__(self, prior: Any):
+        import onnxruntime as ort
+
+        g = _Graph("prior")
+        k, c = int(prior.codebook_size), int(prior.context_columns)
+        context = g.input("context", ["B", "R", c], np.int64)
+        column = g.input("column", ["B", "R"], np.int64)
+        known = g.input("known", ["B", "R"], np.bool_)
+        cells = g.input("cells", ["N", 2], np.int64)
+        # one embedding lookup for the context and the column; unknown (< 0, or not known) is K
+        own = g.op("Where", known, column, g.const(np.int64(-1)))
+        codes = g.op("Concat", context, g.op("Unsqueeze", own, g.ints([2])), axis=2)
+        codes = g.op("Where", g.op("Less", codes, g.const(np.int64(0))), g.const(np.int64(k)), codes)
+        embed = prior.embed.weight.detach().float().numpy()
+        x = g.op("Reshape", g.op("Gather", g.const(embed, "embed"), codes), g.ints([0, 0, -1]))
+        x = g.op("Concat", x, g.op("Unsqueeze", g.op("Cast", known, to=1), g.ints([2])), axis=2)
+
+        def linear(value: str, layer: Any) -> str:
+            weight = layer.weight.detach().float().numpy().T.copy()
+            return g.op("Add", g.op("MatMul", value, g.const(weight, "w")), g.const(layer.bias.detach().float().numpy(), "b"))
+
+        h = g.op("Add", linear(x, prior.row_in), g.const(prior.row_bias.detach().float().numpy(), "row_bias"))
+        for block, d in zip(prior.blocks, prior.dilations):
+            padded = g.op("Pad", g.op("Relu", h), g.ints([0, d, 0, 0, d, 0]))
+            rows = g.op("Shape", h, start=1, end=2)
+            shifted = [g.op("Slice", padded, g.const(np.array([i * d], np.int64)), g.op("Add", rows, g.const(np.array([i * d], np.int64))),
+                            g.ints([1])) for i in range(3)]
+            h = g.op("Add", h, linear(g.op("Concat", *shifted, axis=2), block))
+        h = g.op("GatherND", g.op("Relu", h), cells)  # [N, hidden]
+        earlier = g.op("GatherND", g.op("Slice", codes, g.ints([0]), g.ints([c]), g.ints([2])), cells)  # [N, C]
+        logits = g.op("Pad", linear(h, prior.head), g.ints([0, 0, 0, 1]))
+        # each earlier code's copy weight on its own logit (unknown ones land on a dropped K-th)
+        logits = g.op("ScatterElements", logits, earlier, linear(h, prior.copy), axis=1, reduction="add")
+        g.output(g.op("Slice", logits, g.ints([0]), g.ints([k]), g.ints([1])), "logits")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(g.model_bytes(), options, providers=["CPUExecutionProvider"])
+
+    def logits(self, context: np.ndarray, column: np.ndarray, known: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """Logits ``[N, K]`` of ``cells`` [N, 2] (batch row, row); the other arguments as ``NeuralPrior.forward``'s."""
+        return self._session.run(["logits"], {"context": context, "column": column, "known": known, "cells": cells})[0]
+
+
 def _submodule(module: Any, path: str) -> Any:
     for name in path.split("."):
         module = getattr(module, name) if hasattr(module, name) else module._modules[name]

@@ -13,7 +13,7 @@ import torch
 
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile, rebuild_module
-from spectro_fx.models.onnx_stream import ColumnNetwork, runtime_available
+from spectro_fx.models.onnx_stream import ColumnNetwork, PriorNetwork, runtime_available
 
 RUNTIMES = ("torchscript", "onnxruntime", "auto")
 """Where the engine runs the network: ``torchscript`` (the exported module's code; best for long
@@ -60,7 +60,9 @@ class RuntimeStep:
     def __init__(self, model: ModelFile, step: Any, *, streams: int):
         self.step = step
         core = step.core
-        self.network = ColumnNetwork(rebuild_module(model.module, model.config), streams=streams)
+        module = rebuild_module(model.module, model.config)
+        self.network = ColumnNetwork(module, streams=streams)
+        self.prior = PriorNetwork(module.neural_prior) if bool(module.has_neural_prior) else None
         self.last_columns = 0
         self.aux_streams = 0
         cfg = model.config.stft
@@ -162,7 +164,12 @@ class RuntimeStep:
                           for j in range(k)], axis=2)
         if self._effects:
             core.first_column = self._columns_done - k  # the chain keys its draws by absolute column
-            latent = step.chain(torch.from_numpy(codes), torch.from_numpy(cells), aux_codes).numpy()
+            inputs = torch.from_numpy(codes)
+            neural, first, columns, known, unknown, temperature = step.chain_begin(inputs, torch.from_numpy(cells), aux_codes)
+            if neural:  # the prior's network here (first: its context), its draws in the step
+                logits = self.prior.logits(first.numpy(), columns.numpy(), known.numpy(), unknown.numpy())
+                first = step.chain_finish(inputs, torch.from_numpy(logits), unknown, columns, temperature)
+            latent = first.numpy()
         else:  # nothing to change: the codes' vectors (no history is read without an effect)
             latent = self.codebook[codes].transpose(0, 3, 1, 2)
         low, high, first = _decode_rows(cells)

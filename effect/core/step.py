@@ -308,6 +308,39 @@ class ColumnStep(nn.Module):
         return self.chain(inputs, cells, aux_codes), self.core.decode_rows()
 
     @torch.jit.export
+    def chain_begin(
+        self, inputs: torch.Tensor, cells: torch.Tensor, aux_codes: torch.Tensor,
+    ) -> Tuple[bool, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`chain`, or, for a chain of ``inpaint`` alone drawing from the neural prior with
+        cells in the region, its first half, so that a caller runs the prior's network elsewhere:
+        ``(True, context, columns, known, unknown cells [N, 2], temperature)`` (the prior's
+        inputs as :func:`builtin.neural_batch` makes them, the column temperatures), then
+        :meth:`chain_finish` with the logits of those cells. Otherwise ``(False, latents, ...)``."""
+        region = cells.t()
+        method = int(self.effect_ramps.value[self.inpaint_method])
+        if (self.chain_codes == [self.inpaint] and len(self.chain_latents) == 0 and method == self.neural
+                and self.has_neural_prior and bool(region.any())):
+            n_new = inputs.shape[2]
+            self.last_columns = n_new
+            temperature = self._column_values(self.inpaint_temperature, n_new)  # the chain's one per-column value
+            prior = self.core.model.neural_prior
+            context, columns, unknown = builtin.neural_batch(inputs, inputs, region, self.input_history, prior.context_columns)
+            return True, context, columns, unknown.logical_not(), torch.nonzero(unknown), temperature
+        empty = torch.zeros(0)
+        return False, self.chain(inputs, cells, aux_codes), empty, empty, empty, empty
+
+    @torch.jit.export
+    def chain_finish(
+        self, inputs: torch.Tensor, logits: torch.Tensor, cells: torch.Tensor, columns: torch.Tensor, temperature: torch.Tensor,
+    ) -> torch.Tensor:
+        """The rest of :meth:`chain_begin`'s chain from the prior's ``logits`` [N, K] of its
+        ``cells``: the codes drawn (as :meth:`chain` draws them), the histories, the latents."""
+        codes = builtin.neural_pick(logits, cells, columns, temperature, streams=inputs.shape[0],
+                                    first_column=self.core.first_column, seed=self.seed)
+        self.push_history(codes, inputs)
+        return self.core.embed(codes)
+
+    @torch.jit.export
     def chain(self, inputs: torch.Tensor, cells: torch.Tensor, aux_codes: torch.Tensor) -> torch.Tensor:
         """The fused chain on the codes ``inputs`` [streams, n_rows, k] of ``k > 0`` columns the
         core's analysis completed (with its ``cells`` and ``aux_codes``) -> their latents

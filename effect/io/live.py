@@ -56,7 +56,7 @@ def default_engine_factory(args: argparse.Namespace) -> Callable[..., Any]:
             model, sr=sr, channels=channels, chain=getattr(args, "chain", None) or "none",
             seed=int(getattr(args, "seed", 0) or 0), block_hint=block_hint, values=values,
             aux_channels=aux_channels, precision=resolve_precision(getattr(args, "precision", "auto"), offline=False),
-            runtime="auto",  # the network in ONNX Runtime where it is installed: live columns cost less CPU
+            runtime=getattr(args, "runtime", "auto"),  # auto: ONNX Runtime where installed (live columns cost less)
         )
 
     return build

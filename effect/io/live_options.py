@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--midi-map", metavar="FILE", help="TOML CC map (default: the bundled 8-knob map, CC 70-77 and 21-28 on channel 1)")
     group.add_argument("--midi-api", choices=("auto", "jack", "alsa"), default="auto", help="MIDI system (default: JACK with --input jack or without ALSA, else ALSA)")
     group.add_argument("--learn", metavar="PARAM", help="bind the next moved knob to PARAM and write --midi-map (default spectro-fx-midi.toml)")
+    group.add_argument(
+        "--runtime", choices=("auto", "onnxruntime", "torchscript"), default="auto",
+        help="where the live engine runs the network: auto (default) is ONNX Runtime (about half the CPU of a "
+             "live column), torchscript the exported module's code (the same sound)",
+    )
     group.add_argument("--stats-json", metavar="FILE", help="append one JSON line of live figures per second to FILE")
     group.add_argument("--no-status", action="store_true", help="no live status line on the terminal")
     group.add_argument(

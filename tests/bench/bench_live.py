@@ -1,6 +1,8 @@
 """Live soak and knob-to-sound latency of `spectro-fx` on a JACK dummy server (48 kHz, 256 frames).
 
 Prints figures; asserts nothing. Usage: python tests/bench/bench_live.py [--minutes 10] [--model FILE]
+[--period 128] [--chain inpaint] [--runtime torchscript] (the soak of the live engine with its network
+scripted, beside the default ONNX Runtime one)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.jack import NOISE_PLAYER, JackServer  # noqa: E402
 
 SR = 48000
-BLOCK = 256
+BLOCK = 256  # the knob-latency run's JACK period
 
 
 def stats_lines(path: Path) -> list[dict]:
@@ -114,6 +116,7 @@ def soak(server: JackServer, *, model: str, minutes: float, work: Path, extra: l
         "ccs_sent": sent,
         "param_changes_applied": events,
         "underruns": last["underruns"],
+        "underruns_per_minute": round(60.0 * last["underruns"] / max(last["stream_s"], 1e-9), 1),
         "underrun_ms": round(1000 * last["underrun_frames"] / SR, 1),
         "xruns": last["xruns"],
         "resyncs": last["resyncs"],
@@ -234,21 +237,26 @@ def main() -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="run jackd with SCHED_FIFO threads, as a musician's setup does (needs root or an rtprio limit)")
     parser.add_argument("--keep", type=Path, help="copy the soak's per-second stats (JSON lines) to this file")
+    parser.add_argument("--period", type=int, default=256, help="the JACK server's frames per period (default 256)")
+    parser.add_argument("--chain", default="none", help="passed to spectro-fx (default none)")
+    parser.add_argument("--runtime", default="auto", help="passed to spectro-fx (default auto)")
+    parser.add_argument("--skip-knob", action="store_true", help="no knob-to-sound run")
     args = parser.parse_args()
     from spectro_fx.assets import DEFAULT_MODEL, asset_path
 
     model = args.model or str(asset_path(DEFAULT_MODEL))
     if not Path(model).exists():
         raise SystemExit(f"model file {model} does not exist; pass --model")
-    server = JackServer("spectro-fx-bench", realtime=args.realtime)  # a fixed name: see test_live's dying server
+    server = JackServer("spectro-fx-bench", period=args.period, realtime=args.realtime)  # a fixed name: see test_live's dying server
     os.environ["JACK_DEFAULT_SERVER"] = server.name  # for the rtmidi clients of this process
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            print(f"bench_live: model {model}, JACK dummy 48 kHz / 256 frames ({'realtime' if args.realtime else 'no realtime'}), {os.cpu_count()} CPUs, "
-                  f"load average {os.getloadavg()[0]:.1f} at start")
+            print(f"bench_live: model {model}, JACK dummy 48 kHz / {args.period} frames ({'realtime' if args.realtime else 'no realtime'}), "
+                  f"chain {args.chain}, runtime {args.runtime}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
             if not args.skip_soak:
-                extra = [] if args.safety_ms is None else ["--safety-ms", str(args.safety_ms)]
+                extra = ["--chain", args.chain, "--runtime", args.runtime]
+                extra += [] if args.safety_ms is None else ["--safety-ms", str(args.safety_ms)]
                 extra += [] if args.rt_priority is None else ["--rt-priority", str(args.rt_priority)]
                 figures = soak(server, model=model, minutes=args.minutes, work=work, extra=extra)
                 if args.keep:
@@ -256,10 +264,11 @@ def main() -> None:
                 print(f"soak ({args.minutes:g} min, CC every 10 ms):")
                 for key, value in figures.items():
                     print(f"  {key:28s} {value}")
-            figures = knob_latency(server, model=model, work=work)
-            print("knob-to-sound (wet 0 -> 1 by CC, heard = first output sample departing from the dry input):")
-            for key, value in figures.items():
-                print(f"  {key:28s} {value}")
+            if not args.skip_knob:
+                figures = knob_latency(server, model=model, work=work)
+                print("knob-to-sound (wet 0 -> 1 by CC, heard = first output sample departing from the dry input):")
+                for key, value in figures.items():
+                    print(f"  {key:28s} {value}")
             print(f"load average {os.getloadavg()[0]:.1f} at end")
     finally:
         server.stop()

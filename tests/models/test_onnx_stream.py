@@ -115,3 +115,25 @@ def test_streams_must_be_positive():
 
     with pytest.raises(ParameterError, match="streams=0"):
         ColumnNetwork(_module("odd"), streams=0)
+
+
+def test_the_neural_prior_in_onnx_runtime_gives_its_logits(rng):
+    from spectro_fx.models.neural_prior import NeuralPrior
+    from spectro_fx.models.onnx_stream import PriorNetwork
+
+    torch.manual_seed(4)
+    prior = NeuralPrior(n_rows=9, codebook_size=16, context_columns=3, embed_dim=4, hidden=8, dilations=[1, 3]).eval()
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    b = 5
+    context = torch.from_numpy(rng.integers(-1, 17, (b, 9, 3)))  # -1 and K: unknown
+    column = torch.from_numpy(rng.integers(0, 16, (b, 9)))
+    known = torch.from_numpy(rng.random((b, 9)) < 0.6)
+    cells = torch.nonzero(~known)
+    with torch.no_grad():
+        h, earlier = prior.features(context, column, known)
+        expected = prior.cell_logits(h[cells[:, 0], cells[:, 1]], earlier[cells[:, 0], cells[:, 1]]).numpy()
+    got = PriorNetwork(prior).logits(context.numpy(), column.numpy(), known.numpy(), cells.numpy())
+    assert expected.shape == (int(cells.shape[0]), 16) and np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(got, expected, atol=1e-5 * float(np.abs(expected).max()))
