@@ -77,6 +77,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", default="default")
     parser.add_argument("--no-ops", action="store_true", help="skip the op counts (the profiler's pass)")
+    parser.add_argument("--chains", default="none,spatial,neural,noise",
+                        help="comma list of none, spatial, neural, noise (default all)")
+    parser.add_argument("--mono", action="store_true", help="live rows for one channel only")
+    parser.add_argument("--live-only", action="store_true", help="no offline and no exported-module rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -87,9 +91,13 @@ def main() -> None:
 
     model = resolve_model(args.model)
     has_neural = bool(getattr(model.module, "has_neural_prior", False))
-    chains = [("none", {}), ("inpaint", {"inpaint.method": "spatial"}), ("noise", {})]
-    if has_neural:
-        chains.insert(2, ("inpaint", {"inpaint.method": "neural"}))
+    known = {"none": ("none", {}), "spatial": ("inpaint", {"inpaint.method": "spatial"}),
+             "neural": ("inpaint", {"inpaint.method": "neural"}), "noise": ("noise", {})}
+    asked = [name.strip() for name in args.chains.split(",") if name.strip()]
+    unknown = [name for name in asked if name not in known]
+    if unknown:
+        raise SystemExit(f"--chains: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+    chains = [known[name] for name in asked if name != "neural" or has_neural]
     print(machine_line(f"model {args.model}, float32, {args.rounds} rounds interleaved, medians"))
     mono = demo_signal(args.seconds)
     stereo = np.concatenate([mono, np.roll(mono, SR // 3, axis=0)], axis=1)
@@ -105,7 +113,7 @@ def main() -> None:
           f" {'ops fused':>10} {'ops split':>10}")
     for chain, values in chains:
         label = chain + (f" {values['inpaint.method']}" if values else "")
-        for signal_ in (mono, stereo):
+        for signal_ in (mono,) if args.mono else (mono, stereo):
             ch = signal_.shape[1]
             engines = {p: Engine(model, sr=SR, channels=ch, chain=chain, values={**BAND, **values}, **kw)
                        for p, kw in paths.items()}
@@ -117,6 +125,8 @@ def main() -> None:
             print(f"{label:<24} {ch:>2} " + " ".join(f"{got[p]:>7.3f}" for p in paths)
                   + f" {onnx_ratio} {got['split'] / got['fused']:>7.2f} {ops[0]:>10} {ops[1]:>10}")
 
+    if args.live_only:
+        return
     print(f"\noffline, {FILE_BLOCK}-frame blocks, whole band: x real time (" + " / ".join(paths) + ")")
     for chain, values in chains:
         label = chain + (f" {values['inpaint.method']}" if values else "")
