@@ -126,3 +126,13 @@ def test_a_decoder_overflow_plays_the_input_magnitude_and_is_counted(prior_model
     delayed = np.concatenate([np.zeros((engine.latency_samples, 1), np.float32), x])[: len(x)]
     assert engine.model_nonfinite_values > 0 and any("non-finite magnitudes" in str(w.message) for w in said)
     np.testing.assert_allclose(out, delayed, atol=1e-5)  # the input's magnitude with its phase: the input
+
+
+@pytest.mark.parametrize("values", [{"low_hz": 5000.0, "high_hz": 1000.0}, {"wet": 0.0}])
+def test_without_a_region_the_output_is_the_input_delayed_bit_for_bit(prior_model, rng, values):
+    x = _signal(rng, 12000, 2)
+    engine = Engine(prior_model, sr=SR, channels=2, chain="noise", values={"noise.amount": 1.0, **values},
+                    runtime="onnxruntime")
+    out = _play(engine, x, [128, 77, 500])
+    delayed = np.concatenate([np.zeros((engine.latency_samples, 2), np.float32), x])[: len(x)]
+    np.testing.assert_array_equal(out, delayed)
