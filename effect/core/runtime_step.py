@@ -1,7 +1,8 @@
-"""The column step with its network in ONNX Runtime: the live path's fast variant of one call per block.
+"""The column step with its network in ONNX Runtime: the live engine's variant of one call per block.
 
-The scripted step keeps the signal path and the built-in effects (analysis, region, chain, guard,
-synthesis); the encoder, code search and decoder run as ONNX Runtime calls, one column at a time.
+The scripted step keeps the region, the parameters and the built-in effects (their draws and
+histories); the network (encoder, code search, decoder, the neural prior's) runs as ONNX Runtime
+calls one column at a time, and the spectrum's analysis and synthesis in numpy.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def resolve_runtime(runtime: str, *, precision: str) -> str:
         return "torchscript"
     if not runtime_available():
         if runtime == "onnxruntime":
-            raise ParameterError("runtime='onnxruntime' needs the onnxruntime and onnx packages (pip install onnxruntime onnx)")
+            raise ParameterError("runtime='onnxruntime' needs the onnxruntime package (pip install onnxruntime)")
         return "torchscript"
     return "onnxruntime"
 
@@ -43,11 +44,14 @@ class RuntimeStep:
     """A scripted :class:`~spectro_fx.effect.core.step.ColumnStep` whose network runs in ONNX
     Runtime: :meth:`process` as the step's, the same output up to float32 rounding of the network.
 
-    The step's analysis and chain stay scripted; the network runs here one column at a time,
-    and the synthesis (loudness guard, the input's phase, overlap-add) in numpy on the step's
-    held columns and its overlap-add buffer. The network's state moves between here and the
-    step's own layers with :meth:`hand_over` / :meth:`take_over` (a caller that runs the scripted
-    path for a while in between: the engine's split path).
+    The step keeps the region (asked only while it moves), the parameters and the chain; the
+    network runs here one column at a time, and the analysis (ring, transform, encoder input)
+    and synthesis (loudness guard, the input's phase, overlap-add on the step's buffer) in numpy:
+    the arithmetic of the core's ``analyse_input`` and ``synthesise_decoded``, held equal to them
+    by the tests (1e-5). The stream state moves between here and the step's own layers and
+    buffers with :meth:`hand_over` / :meth:`take_over` (a caller that runs the scripted path for
+    a while in between: the engine's split path). A second source (``cross``) is analysed by
+    the step.
 
     Parameters
     ----------
@@ -77,7 +81,6 @@ class RuntimeStep:
         self.energy_ceiling = float(core.energy_ceiling)
         self.guard_ratio = float(core.guard_ratio)
         self.codebook = core.codebook.numpy().copy()
-        self.freq_stride = int(core.freq_stride)
 
     def start(self, streams: int, aux_streams: int) -> None:
         """Clear the stream state (as the step's ``start``)."""
@@ -122,16 +125,18 @@ class RuntimeStep:
         """The stream state into the step's own layers and buffers (the scripted path goes on from here)."""
         core = self.step.core
         self.network.store_state(core.model)
-        core.analysis.ring = torch.from_numpy(self._ring.copy())
-        core.pending = torch.from_numpy(self._pending.transpose(0, 2, 1).copy())
+        if not self.aux_streams:  # (with a second source the step analyses: its ring is current)
+            core.analysis.ring = torch.from_numpy(self._ring.copy())
+            core.pending = torch.from_numpy(self._pending.transpose(0, 2, 1).copy())
         self._give_counters()
 
     def take_over(self) -> None:
         """The stream state from the step's own layers and buffers (this path goes on from there)."""
         core = self.step.core
         self.network.load_state(core.model)
-        self._ring = core.analysis.ring.numpy().copy()
-        self._pending = core.pending.numpy().transpose(0, 2, 1).copy()
+        if not self.aux_streams:
+            self._ring = core.analysis.ring.numpy().copy()
+            self._pending = core.pending.numpy().transpose(0, 2, 1).copy()
         self._region_valid = False
         self._take_counters()
 

@@ -34,6 +34,13 @@ def _play(engine, x, blocks, moves=()):
     return np.concatenate(out)
 
 
+@pytest.fixture(scope="module")
+def default_model_file():
+    from spectro_fx.effect.io.render import resolve_model
+
+    return resolve_model("default")
+
+
 CHAINS = {
     "none": ("none", {}),
     "noise": ("noise", {"noise.amount": 0.4}),
@@ -62,10 +69,8 @@ def test_every_built_in_chain_plays_alike_in_both_runtimes(prior_model, rng, cas
     np.testing.assert_allclose(outs["onnxruntime"], outs["torchscript"], atol=1e-5)
 
 
-def test_the_default_model_with_its_neural_prior_plays_alike_in_both_runtimes(rng):
-    from spectro_fx.effect.io.render import resolve_model
-
-    model = resolve_model("default")
+def test_the_default_model_with_its_neural_prior_plays_alike_in_both_runtimes(default_model_file, rng):
+    model = default_model_file
     x = _signal(rng, 19200, 1)
     values = {"low_hz": 200.0, "high_hz": 8000.0, "inpaint.temperature": 1.0}
     outs = {runtime: _play(Engine(model, sr=SR, channels=1, chain="inpaint", values=values, seed=3, runtime=runtime),
@@ -136,3 +141,24 @@ def test_without_a_region_the_output_is_the_input_delayed_bit_for_bit(prior_mode
     out = _play(engine, x, [128, 77, 500])
     delayed = np.concatenate([np.zeros((engine.latency_samples, 2), np.float32), x])[: len(x)]
     np.testing.assert_array_equal(out, delayed)
+
+
+def test_cross_with_a_second_source_plays_alike_in_both_runtimes_through_a_split(default_model_file, rng):
+    """The second source is analysed by the step; a switch to the split path and back keeps it."""
+    x = _signal(rng, 16000, 1)
+    t = np.arange(len(x)) / SR
+    aux = (0.3 * np.sign(np.sin(2 * np.pi * 110 * t)))[:, None].astype(np.float32)
+    values = {"cross.amount": 0.5, "low_hz": 300.0, "high_hz": 6000.0}
+    outs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for runtime in ("torchscript", "onnxruntime"):
+            engine = Engine(default_model_file, sr=SR, channels=1, chain="cross,inpaint", values=values, aux_channels=1,
+                            seed=4, runtime=runtime)
+            out = []
+            for i, start in enumerate(range(0, len(x), 256)):
+                if i in (20, 40):
+                    engine.set("inpaint.context", "output" if i == 20 else "input")
+                out.append(engine.process(x[start : start + 256], aux=aux[start : start + 256]))
+            outs[runtime] = np.concatenate(out)
+    np.testing.assert_allclose(outs["onnxruntime"], outs["torchscript"], atol=1e-5)
