@@ -132,12 +132,13 @@ class Engine:
         call per block. ``False`` runs them through their Python plugins between the step's
         halves, as a chain with a third-party effect runs (the same output; slower).
     runtime : {"torchscript", "onnxruntime", "auto"}
-        Where a fused step runs its network (encoder, code search, decoder): in the scripted
-        step (the exported module's code; the faster one for long offline blocks), or one
-        column at a time in ONNX Runtime with the synthesis in numpy (live blocks: about 0.75x
-        the CPU with ``none`` on one core); ``auto`` takes ONNX Runtime where it is installed
-        and the network runs in float32. The same output either way (1e-5); the split path
-        always runs the scripted network (the stream state moves across at a switch).
+        Where a fused step runs its network (encoder, code search, decoder, the neural prior's):
+        in the scripted step (the exported module's code; the faster one for long offline
+        blocks), or one column at a time in ONNX Runtime with the spectrum's analysis and
+        synthesis in numpy (live blocks: about half the CPU with ``none`` on one core; the
+        live command's choice); ``auto`` takes ONNX Runtime where it is installed and the
+        network runs in float32. The same output either way (1e-5); the split path always runs
+        the scripted network (the stream state moves across at a switch).
 
     Notes
     -----

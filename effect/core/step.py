@@ -302,12 +302,6 @@ class ColumnStep(nn.Module):
         return self.core.synthesise(self.chain(inputs, cells, aux_codes))
 
     @torch.jit.export
-    def chain_rows(self, inputs: torch.Tensor, cells: torch.Tensor, aux_codes: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
-        """:meth:`chain` and the core's ``decode_rows()`` in one call (a caller that runs the
-        network elsewhere saves a call per column)."""
-        return self.chain(inputs, cells, aux_codes), self.core.decode_rows()
-
-    @torch.jit.export
     def chain_begin(
         self, inputs: torch.Tensor, cells: torch.Tensor, aux_codes: torch.Tensor,
     ) -> Tuple[bool, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
