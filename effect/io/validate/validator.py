@@ -40,7 +40,7 @@ CHECK_HELP = {
     "lock across an engine call; time per block at 64/128/256 frames (p50/p99/max) against the block period",
 }
 WET_NAMES = ("wet", "mix")
-"""The region's wet/dry parameter, under its new and its old name (issue 16)."""
+"""The region's wet/dry parameter, under its new and its old name (both are accepted)."""
 MAX_FINDINGS = 8
 
 
