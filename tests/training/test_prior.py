@@ -69,20 +69,9 @@ def test_cli_writes_the_prior_and_export_carries_it(model, tmp_path, capsys):
     from spectro_fx.models.export import load_model
     from spectro_fx.training.cli import main
     from spectro_fx.training.export_cmd import export_run
-    from spectro_fx.training.fit import CHECKPOINT_NAME, CONFIG_NAME, DataConfig, RunConfig, TrainConfig, save_checkpoint
 
     sr = model.cfg.stft.sr
-    audio_dir = tmp_path / "audio"
-    audio_dir.mkdir()
-    for i, clip in enumerate(chirps(sr)):
-        sf.write(audio_dir / f"note{i}.wav", clip, sr, subtype="FLOAT")
-    run = tmp_path / "run"
-    run.mkdir()
-    config = RunConfig(model=model.cfg, train=TrainConfig(), data=DataConfig(path=str(audio_dir)))
-    (run / CONFIG_NAME).write_text(json.dumps(config.to_dict()))
-    save_checkpoint({"step": 3, "model": model.state_dict(), "config": json.dumps(config.to_dict()),
-                     "data_description": "chirps"}, run / CHECKPOINT_NAME)
-
+    run, _ = _run_folder(model, tmp_path, seconds=0.4)
     assert main(["prior", str(run), "--alpha", "0.5", "--offsets=-1:0,0:-1"]) == 0
     assert "alpha=0.5" in capsys.readouterr().out
     data = torch.load(run / PRIOR_NAME, weights_only=True)
@@ -98,13 +87,14 @@ def test_cli_writes_the_prior_and_export_carries_it(model, tmp_path, capsys):
     assert "alpha=0.0 must be > 0" in capsys.readouterr().err
 
 
-def _run_folder(model, tmp_path):
+def _run_folder(model, tmp_path, *, seconds=1.0):
+    """A training run's folder (config, checkpoint of ``model``) over chirps of ``seconds`` in ``tmp_path / "audio"``."""
     from spectro_fx.training.fit import CHECKPOINT_NAME, CONFIG_NAME, DataConfig, RunConfig, TrainConfig, save_checkpoint
 
     sr = model.cfg.stft.sr
     audio_dir = tmp_path / "audio"
     audio_dir.mkdir()
-    for i, clip in enumerate(chirps(sr, seconds=1.0)):
+    for i, clip in enumerate(chirps(sr, seconds=seconds)):
         sf.write(audio_dir / f"note{i}.wav", clip, sr, subtype="FLOAT")
     run = tmp_path / "run"
     run.mkdir()
