@@ -144,6 +144,7 @@ def fit_neural_prior(
     n_codes: int,
     settings: NeuralPriorTraining = NeuralPriorTraining(),
     config: Optional[dict] = None,
+    init=None,
     progress: bool = False,
     log: Optional[callable] = None,
 ):
@@ -159,6 +160,9 @@ def fit_neural_prior(
     settings : NeuralPriorTraining
     config : dict, optional
         Network size (:data:`~spectro_fx.models.neural_prior.NEURAL_PRIOR_DEFAULTS` keys).
+    init : NeuralPrior or its scripted module, optional
+        Start from this network (its size and weights; left unchanged) instead of a fresh one:
+        a fine-tune on other data. Not with ``config``.
     log : callable(step, loss, accuracy), optional
         Called every 100 steps.
 
@@ -173,9 +177,18 @@ def fit_neural_prior(
     if not maps:
         raise ParameterError("no codemap to train the neural prior on (the data set is empty)")
     n_rows = maps[0].shape[0]
-    net_config = {**NEURAL_PRIOR_DEFAULTS, **(config or {})}
     torch.manual_seed(settings.seed)
-    net = NeuralPrior(n_rows=n_rows, codebook_size=int(n_codes), **net_config)
+    if init is not None:
+        if config is not None:
+            raise ParameterError("give the network's size by config or by init, not both")
+        net = NeuralPrior.from_config(str(init.config_json))
+        net.load_state_dict({k: v.detach().clone() for k, v in init.state_dict().items()})
+        if (net.n_rows, net.codebook_size) != (n_rows, int(n_codes)):
+            raise ParameterError(f"the initial neural prior predicts {net.n_rows} rows of {net.codebook_size} codes; "
+                                 f"the codemaps have {n_rows} rows of {int(n_codes)}")
+    else:
+        net_config = {**NEURAL_PRIOR_DEFAULTS, **(config or {})}
+        net = NeuralPrior(n_rows=n_rows, codebook_size=int(n_codes), **net_config)
     c = net.context_columns
     length = c + settings.rollout + settings.columns
     maps = [m for m in maps if m.shape[1] >= length]
@@ -239,6 +252,20 @@ def save_neural_prior(net, path: str | os.PathLike) -> Path:
     with atomic_path(path, suffix=".tmp") as tmp:
         torch.save(data, tmp)
     return path
+
+
+def neural_prior_of(path: str | os.PathLike):
+    """The neural prior in a model file, or in a file written by :func:`save_neural_prior`."""
+    from spectro_fx.models.export import ModelFileError, load_model
+
+    try:
+        model = load_model(path)
+    except ModelFileError:
+        return load_neural_prior(path)
+    net = model.neural_prior()
+    if net is None:
+        raise ParameterError(f"model file {str(path)!r} has no neural prior")
+    return net
 
 
 def load_neural_prior(path: str | os.PathLike):
@@ -346,16 +373,18 @@ def fit_run_neural_prior(
     *,
     settings: NeuralPriorTraining = NeuralPriorTraining(),
     data: Optional[str | os.PathLike] = None,
+    init=None,
     progress: bool = False,
     log=None,
 ) -> tuple[Path, object, str]:
     """Train the neural prior of a run folder on its training data's codemaps (or ``data``'s)
-    and write ``RUN/neural_prior.pt``. Returns ``(path, network, data_description)``."""
+    and write ``RUN/neural_prior.pt`` (``init``: the network to start from, as
+    :func:`fit_neural_prior`). Returns ``(path, network, data_description)``."""
     run_dir = Path(run_dir)
     model, clips = _run_model_and_clips(run_dir, data=data, progress=progress)
     cfg = model.cfg
     maps = list(codemaps_of_audio(model, clips.audio))
-    net = fit_neural_prior(maps, n_codes=cfg.codebook_size, settings=settings, progress=progress, log=log)
+    net = fit_neural_prior(maps, n_codes=cfg.codebook_size, settings=settings, init=init, progress=progress, log=log)
     return save_neural_prior(net, run_dir / NEURAL_PRIOR_NAME), net, clips.description
 
 
@@ -365,11 +394,15 @@ def add_neural_prior_to_file(
     output: str | os.PathLike,
     *,
     settings: NeuralPriorTraining = NeuralPriorTraining(),
+    init=None,
+    init_description: str = "",
     progress: bool = False,
     log=None,
 ) -> tuple[Path, object, str]:
     """Train a neural prior on the codemaps a model file gives the audio in ``data`` (segments
-    of 4 s) and write the model file again to ``output`` with it (everything else as it was)."""
+    of 4 s) and write the model file again to ``output`` with it (everything else as it was).
+    ``init``: the network to start from (as :func:`fit_neural_prior`), ``init_description``
+    what it is, for the file's metadata."""
     from spectro_fx.models.export import load_model, with_neural_prior
 
     from .data import load_clips
@@ -378,9 +411,9 @@ def add_neural_prior_to_file(
     cfg = model.config
     clips = load_clips(data, sr=cfg.stft.sr, min_samples=cfg.time_stride * cfg.stft.hop_length, progress=progress)
     maps = list(codemaps_of_audio(model, clips.audio))
-    net = fit_neural_prior(maps, n_codes=cfg.codebook_size, settings=settings, progress=progress, log=log)
+    net = fit_neural_prior(maps, n_codes=cfg.codebook_size, settings=settings, init=init, progress=progress, log=log)
     description = (f"neural prior trained {settings.steps} steps on the codemaps of {clips.description} "
-                   f"(seed {settings.seed})")
+                   f"(seed {settings.seed})" + (f", starting from {init_description}" if init_description else ""))
     return with_neural_prior(model, net, output, description=description), net, clips.description
 
 
@@ -405,6 +438,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output", "-o", default=None, help="with --model: the model file to write (may be --model itself)")
     p.add_argument("--steps", type=int, default=NeuralPriorTraining.steps, help="neural: training steps (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="neural: seed of the initialisation and the batches")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="neural: start from this neural prior (a model file that has one, or RUN/neural_prior.pt) "
+                        "instead of a fresh network: a fine-tune on other data")
     p.add_argument("--alpha", type=float, default=1.0, help="Laplace smoothing added to every neighbour count (> 0; default 1)")
     p.add_argument(
         "--offsets",
@@ -437,6 +473,7 @@ def _run_neural(args: argparse.Namespace) -> int:
     import time
 
     settings = NeuralPriorTraining(steps=args.steps, seed=args.seed)
+    init = neural_prior_of(args.init) if args.init is not None else None
     started = time.perf_counter()
 
     def log(step: int, loss: float, accuracy: float) -> None:
@@ -446,11 +483,13 @@ def _run_neural(args: argparse.Namespace) -> int:
     if args.model is not None:
         if args.data is None or args.output is None:
             raise ParameterError("--model needs --data DIR (audio to train on) and --output FILE")
-        path, net, description = add_neural_prior_to_file(args.model, args.data, args.output, settings=settings, log=log)
+        path, net, description = add_neural_prior_to_file(
+            args.model, args.data, args.output, settings=settings, init=init,
+            init_description=f"the neural prior of {Path(args.init).name}" if init is not None else "", log=log)
     else:
         if args.run_dir is None:
             raise ParameterError("name the run folder RUN, or a model file with --model FILE --data DIR --output FILE")
-        path, net, description = fit_run_neural_prior(args.run_dir, settings=settings, data=args.data, log=log)
+        path, net, description = fit_run_neural_prior(args.run_dir, settings=settings, data=args.data, init=init, log=log)
     size = sum(p.numel() for p in net.parameters())
     print(f"neural prior of {size:,} weights, {settings.steps} steps on the codemaps of {description} "
           f"({time.perf_counter() - started:.0f} s); written to {path}")

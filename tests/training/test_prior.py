@@ -127,6 +127,18 @@ def test_neural_prior_learns_codemaps_and_round_trips(model, tmp_path):
     np.testing.assert_array_equal(neural_inpaint(again, maps[0], mask, context="output"), filled)
     with pytest.raises(ParameterError, match="narrower than a training window"):
         fit_neural_prior([maps[0][:, :3]], n_codes=16, settings=settings)
+
+    # a fine-tune starts from the given network (its size and weights) and leaves it as it was
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    tuned = fit_neural_prior(maps, n_codes=16, settings=NeuralPriorTraining(steps=1, windows=8, columns=4, lr=1e-12),
+                             init=torch.jit.script(net))
+    assert tuned.config_json == net.config_json and tuned is not net
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    np.testing.assert_array_equal(neural_inpaint(tuned, maps[0], mask, context="output"), filled)
+    with pytest.raises(ParameterError, match="config or by init"):
+        fit_neural_prior(maps, n_codes=16, settings=settings, config={"hidden": 8}, init=net)
+    with pytest.raises(ParameterError, match="rows of 16 codes; the codemaps have"):
+        fit_neural_prior(maps, n_codes=32, settings=settings, init=net)
     with pytest.raises(ParameterError, match="true_history=2"):
         NeuralPriorTraining(true_history=2)
 
@@ -151,5 +163,14 @@ def test_cli_trains_the_neural_prior_and_export_carries_it(model, tmp_path, caps
     assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output", str(out),
                  "--steps", "2"]) == 0
     assert load_model(out).neural_prior() is not None
+    # a fine-tune of the file's prior (or of a run's RUN/neural_prior.pt) on other audio
+    again = tmp_path / "tuned.pt"
+    for init in (out, run / NEURAL_PRIOR_NAME):
+        assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output",
+                     str(again), "--steps", "1", "--init", str(init)]) == 0
+        assert f"starting from the neural prior of {init.name}" in load_model(again).metadata["neural_prior"]
+    assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output",
+                 str(again), "--init", str(plain)]) == 2
+    assert "has no neural prior" in capsys.readouterr().err
     assert main(["prior", "--method", "neural", "--model", str(plain)]) == 2
     assert "--model needs --data" in capsys.readouterr().err
