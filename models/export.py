@@ -431,9 +431,11 @@ def _upgrade_v1(module: torch.jit.ScriptModule, config: VQVAEConfig) -> torch.ji
         return torch.jit.script(rebuild_module(module, config))
 
 
-def rebuild_module(module: torch.jit.ScriptModule, config: VQVAEConfig) -> ExportedVQVAE:
+def rebuild_module(module: torch.jit.ScriptModule, config: VQVAEConfig, *, learned_prior: bool = True) -> ExportedVQVAE:
     """A model file's weights, codebook, code usage and priors in this version's module
-    (unscripted): the file's config says how to build it, whatever code the file holds."""
+    (unscripted): the file's config says how to build it, whatever code the file holds.
+    ``learned_prior=False`` leaves out the learned naive Bayes tables (25 MB for the default
+    model: a caller that runs only the network saves copying them)."""
     state = module.state_dict()
     net = VQVAE(config)
     for name in ("encoder", "decoder"):
@@ -442,7 +444,7 @@ def rebuild_module(module: torch.jit.ScriptModule, config: VQVAEConfig) -> Expor
         part.load_state_dict({key: state[f"{name}.{key}"] for key in part.state_dict()})
     net.quantizer.codebook.copy_(state["codebook"])
     prior = None
-    if bool(module.has_prior):
+    if learned_prior and bool(module.has_prior):
         prior = Prior(
             offsets=state["prior_offsets"], class_log_prior=state["prior_class_log_prior"],
             feature_log_prob=state["prior_feature_log_prob"], alpha=float(module.prior_alpha),

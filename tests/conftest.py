@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -9,6 +10,21 @@ import time
 import numpy as np
 import pytest
 import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _step_cache(tmp_path_factory):
+    """The scripted steps this run saves (and its subprocesses load) live in the run's own
+    temporary folder, not the user's cache."""
+    from spectro_fx.effect.core.step_cache import CACHE_ENV
+
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("step-cache"))
+    yield
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from .effects import CodemapContext, Effect, Parameter, make_chain, order_note, 
 from .params import ParameterBank
 from .runtime_step import RuntimeStep, resolve_runtime
 from .step import BUILTIN_EFFECTS, INDEX, ColumnStep, is_builtin, smooth_prior_tables, step_value
+from .step_cache import cached_script
 from .stream import REGION_INDEX, Ramps
 
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
@@ -39,17 +40,14 @@ _STEPS_LOCK = threading.Lock()
 def _scripted_step(model: ModelFile, *, streams: int, aux_streams: int, precision: str, history_columns: int) -> torch.jit.ScriptModule:
     """A fresh, scripted :class:`ColumnStep` of ``model``. Scripted, a column costs ~20 % less
     CPU than run eagerly (fewer Python calls per small op, the live path's overhead); scripting
-    takes about a second, so it is done once per model and stream count and copied (~10 ms) after."""
+    takes about a second, so it is done once per model and stream count and copied (~10 ms) after,
+    and kept on disk for the next run (:mod:`.step_cache`)."""
     key = (id(model.module), streams, aux_streams, precision, history_columns)
     with _STEPS_LOCK:
         entry = _STEPS.get(key)
         if entry is None or entry[0] is not model.module:  # an id reused by another model
-            with warnings.catch_warnings():  # torch 2.10+ calls TorchScript deprecated; it is what nn~ loads
-                warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
-                scripted = torch.jit.script(
-                    ColumnStep(model, streams=streams, aux_streams=aux_streams, precision=precision,
-                               history_columns=history_columns)
-                )
+            settings = dict(streams=streams, aux_streams=aux_streams, precision=precision, history_columns=history_columns)
+            scripted = cached_script(lambda: ColumnStep(model, **settings), model=model, settings=settings)
             entry = (model.module, scripted)
             _STEPS[key] = entry
             if len(_STEPS) > 8:

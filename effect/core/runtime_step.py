@@ -64,7 +64,7 @@ class RuntimeStep:
     def __init__(self, model: ModelFile, step: Any, *, streams: int):
         self.step = step
         core = step.core
-        module = rebuild_module(model.module, model.config)
+        module = rebuild_module(model.module, model.config, learned_prior=False)  # the network's weights
         self.network = ColumnNetwork(module, streams=streams)
         self.prior = PriorNetwork(module.neural_prior) if bool(module.has_neural_prior) else None
         self.last_columns = 0

@@ -151,7 +151,7 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
 WARM_UP_VALUES = (("wet", 1.0), ("low_hz", 20.0), ("high_hz", 24000.0), ("period_s", 0.0))
 
 
-def _warm_up(engine: Any, blocksize: int, channels: int, sr: int, *, seconds: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+def _warm_up(engine: Any, blocksize: int, channels: int, sr: int, *, seconds: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
     """Run the engine on noise first: TorchScript optimises on its first calls, which would
     otherwise make the first blocks late. It runs with the whole band regenerated, the most
     work a knob can ask for (the engine skips work for silence and empty regions), then the
