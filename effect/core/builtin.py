@@ -246,6 +246,12 @@ def neural_batch(
     return context, columns, unknown
 
 
+def inpaint_draws(shape: List[int], first_column: int, seed: int) -> torch.Tensor:
+    """The uniforms inpainting draws its cells' codes with, one per cell of a ``[streams, rows,
+    columns]`` block (as :func:`cell_draws`)."""
+    return cell_draws(shape, first_column, seed, 2)
+
+
 def sample_finite(logits: torch.Tensor, draws: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """One index per row of finite ``logits`` [N, K] from ``softmax(logits / temperature)`` by
     inverse CDF with ``draws`` [N] (temperature 0: the first maximum), per-row temperatures
@@ -266,7 +272,7 @@ def neural_pick(
     from the prior's ``logits`` [N, K] at ``temperature`` [n] (keyed draws, as the other
     effects') -> codes ``[streams, rows, n]``."""
     n, rows = columns.shape[0] // streams, columns.shape[1]
-    draws = cell_draws([streams, rows, n], first_column, seed, 2).permute(2, 0, 1).reshape(n * streams, rows)
+    draws = inpaint_draws([streams, rows, n], first_column, seed).permute(2, 0, 1).reshape(n * streams, rows)
     picked = sample_finite(logits, draws[cells[:, 0], cells[:, 1]],
                            temperature[torch.div(cells[:, 0], streams, rounding_mode="floor")])
     out = columns.clone()

@@ -319,8 +319,11 @@ class Engine:
                 name = key.split(".", 1)[1] if owner is not None else key
                 if key in self._in_step:
                     self._step.set_parameter(self._in_step[key], step_value(self._bank.parameters()[key], value), immediate)
-                    if self._runtime_step is not None and self._in_step[key] < len(REGION_INDEX):
-                        self._runtime_step.region_changed()
+                    if self._runtime_step is not None:
+                        if self._in_step[key] < len(REGION_INDEX):
+                            self._runtime_step.region_changed()
+                        else:
+                            self._runtime_step.parameters_changed()
                     if owner is not None and (immediate or not any(k == key for k, _ in self._step_ramped)):
                         owner.set(name, value)
                 elif key in self._plugin_ramped:

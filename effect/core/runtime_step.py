@@ -67,6 +67,7 @@ class RuntimeStep:
         module = rebuild_module(model.module, model.config, learned_prior=False)  # the network's weights
         self.network = ColumnNetwork(module, streams=streams)
         self.prior = PriorNetwork(module.neural_prior) if bool(module.has_neural_prior) else None
+        self.context_columns = int(module.neural_prior.context_columns) if self.prior is not None else 0
         self.last_columns = 0
         self.aux_streams = 0
         cfg = model.config.stft
@@ -102,6 +103,10 @@ class RuntimeStep:
         """A region parameter was set on the step (the next columns ask it for their region)."""
         self._region_valid = False
 
+    def parameters_changed(self) -> None:
+        """An effect parameter was set on the step (the next column asks it what the chain is)."""
+        self._neural_chain = None
+
     def _take_counters(self) -> None:
         """The core's stream counters and overlap-add buffer, kept here between calls (reading a
         scripted module's attributes costs several microseconds each)."""
@@ -110,6 +115,8 @@ class RuntimeStep:
         self._columns_done = int(core.columns_done)
         self._pre_roll_left = int(core.pre_roll_left)
         self.nonfinite_values = int(core.nonfinite_values)
+        # whether the chain is the neural prior's alone (None: ask the step at the next column)
+        self._neural_chain: bool | None = None
         self._overlap = core.synthesis.overlap.numpy()  # the buffer's memory: updated in place
         self._effects = bool(self.step.chain_codes or self.step.chain_latents)
 
@@ -167,7 +174,11 @@ class RuntimeStep:
         ts = self.network.time_stride
         codes = np.stack([self.network.encode(np.ascontiguousarray(features[:, :, j * ts : (j + 1) * ts]))
                           for j in range(k)], axis=2)
-        if self._effects:
+        if self._neural_chain is None:
+            self._neural_chain = self._effects and self.prior is not None and bool(step.neural_chain())
+        if self._neural_chain and cells.any():
+            latent = self._neural_inpaint(codes, cells)
+        elif self._effects:
             core.first_column = self._columns_done - k  # the chain keys its draws by absolute column
             inputs = torch.from_numpy(codes)
             neural, first, columns, known, unknown, temperature = step.chain_begin(inputs, torch.from_numpy(cells), aux_codes)
@@ -185,6 +196,36 @@ class RuntimeStep:
             if column is not None:
                 decoded[:, :, j * ts : (j + 1) * ts] = column
         return self._synthesise(decoded, *held)
+
+    def _neural_inpaint(self, codes: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """The step's chain when it is ``inpaint`` alone with the neural prior (``chain_begin``,
+        the prior, ``chain_finish``) with only its draws and histories in the step: the codes
+        ``[streams, n_rows, k]`` of ``k`` columns whose region is ``cells`` [k, n_rows] -> their
+        latents ``[streams, D, n_rows, k]``. Each column's region rows are drawn from the prior
+        given the encoder's codes of the columns before and of its other rows."""
+        step = self.step
+        streams, rows, k = codes.shape
+        c = self.context_columns
+        temperature, draws = step.neural_draws(k, self._columns_done - k)
+        history = step.input_history.numpy()
+        earlier = history[:, :, max(history.shape[2] - c, 0) :]
+        if earlier.shape[2] < c:  # before the stream: unknown
+            earlier = np.concatenate([np.full((streams, rows, c - earlier.shape[2]), -1, np.int64), earlier], axis=2)
+        full = np.concatenate([earlier, codes], axis=2)
+        # one batch row per (column, stream), as builtin.neural_batch orders them
+        context = np.stack([full[:, :, j : j + c] for j in range(k)]).reshape(k * streams, rows, c)
+        columns = codes.transpose(2, 0, 1).reshape(k * streams, rows).copy()  # (a view of codes for one column)
+        unknown = np.repeat(cells, streams, axis=0)
+        asked = np.argwhere(unknown)
+        logits = self.prior.logits(context, columns, ~unknown, asked)
+        picked = _sample_finite(
+            logits, draws.numpy().transpose(2, 0, 1).reshape(k * streams, rows)[asked[:, 0], asked[:, 1]],
+            temperature.numpy()[asked[:, 0] // streams],
+        )
+        columns[asked[:, 0], asked[:, 1]] = picked
+        drawn = np.ascontiguousarray(columns.reshape(k, streams, rows).transpose(1, 2, 0))
+        step.push_history(torch.from_numpy(drawn), torch.from_numpy(codes))
+        return self.codebook[drawn].transpose(0, 3, 1, 2)
 
     def _analyse(self, core: Any, x: np.ndarray) -> tuple | None:
         """The step core's ``analyse_input`` in numpy, frames first (its ring and pending frames
@@ -277,6 +318,24 @@ class RuntimeStep:
         if count not in self._norms:
             self._norms[count] = np.tile(self.norm, count)[None]
         return out / self._norms[count]
+
+
+def _sample_finite(logits: np.ndarray, draws: np.ndarray, temperature: np.ndarray) -> np.ndarray:
+    """:func:`~spectro_fx.effect.core.builtin.sample_finite` in numpy: one index per row of
+    ``logits`` [N, K] from ``softmax(logits / temperature)`` by inverse CDF with ``draws`` [N]
+    (temperature 0: the first maximum)."""
+    greedy = np.argmax(logits, axis=1)
+    hot = temperature > 0.0
+    if not hot.any():
+        return greedy
+    # in place on one float64 buffer; the weights unnormalised (the draw scales to their sum instead)
+    weights = logits.astype(np.float64)
+    weights /= np.maximum(temperature, 1e-12)[:, None]
+    weights -= weights.max(axis=1, keepdims=True)
+    np.exp(weights, out=weights)
+    np.cumsum(weights, axis=1, out=weights)
+    sampled = np.minimum(np.count_nonzero(weights <= draws[:, None] * weights[:, -1:], axis=1), logits.shape[1] - 1)
+    return np.where(hot, sampled, greedy)
 
 
 def _decode_rows(cells: np.ndarray) -> tuple[int, int, int]:

@@ -311,9 +311,7 @@ class ColumnStep(nn.Module):
         inputs as :func:`builtin.neural_batch` makes them, the column temperatures), then
         :meth:`chain_finish` with the logits of those cells. Otherwise ``(False, latents, ...)``."""
         region = cells.t()
-        method = int(self.effect_ramps.value[self.inpaint_method])
-        if (self.chain_codes == [self.inpaint] and len(self.chain_latents) == 0 and method == self.neural
-                and self.has_neural_prior and bool(region.any())):
+        if self.neural_chain() and bool(region.any()):
             n_new = inputs.shape[2]
             self.last_columns = n_new
             temperature = self._column_values(self.inpaint_temperature, n_new)  # the chain's one per-column value
@@ -322,6 +320,24 @@ class ColumnStep(nn.Module):
             return True, context, columns, unknown.logical_not(), torch.nonzero(unknown), temperature
         empty = torch.zeros(0)
         return False, self.chain(inputs, cells, aux_codes), empty, empty, empty, empty
+
+    @torch.jit.export
+    def neural_chain(self) -> bool:
+        """Whether the chain is ``inpaint`` alone drawing from the neural prior: the chain that
+        :meth:`chain_begin` splits, and that a caller may run whole elsewhere (with
+        :meth:`neural_draws` and :meth:`push_history`)."""
+        method = int(self.effect_ramps.value[self.inpaint_method])
+        return (self.chain_codes == [self.inpaint] and len(self.chain_latents) == 0 and method == self.neural
+                and self.has_neural_prior)
+
+    @torch.jit.export
+    def neural_draws(self, n_new: int, first_column: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """For :meth:`neural_chain`'s chain run elsewhere on ``n_new`` columns whose first is the
+        stream's column ``first_column``: their temperatures ``[n_new]`` (the ramp advances, as
+        :meth:`chain` advances it) and the uniforms every cell draws with ``[streams, rows,
+        n_new]`` (those of :func:`builtin.neural_pick`)."""
+        temperature = self._column_values(self.inpaint_temperature, n_new)
+        return temperature, builtin.inpaint_draws([self.history.shape[0], self.n_rows, n_new], first_column, self.seed)
 
     @torch.jit.export
     def chain_finish(
