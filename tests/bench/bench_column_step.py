@@ -28,11 +28,15 @@ from _engine_speed import FILE_BLOCK, SR, demo_signal, machine_line  # noqa: E40
 BAND = {"low_hz": 200.0, "high_hz": 8000.0}
 
 
-def cpu_per_audio_s(engine, signal_: np.ndarray, block: int) -> float:
-    """This thread's CPU seconds per second of ``signal_`` streamed from a reset engine in ``block`` frames."""
+def cpu_per_audio_s(engine, signal_: np.ndarray, block: int, *, paced: bool = False) -> float:
+    """This thread's CPU seconds per second of ``signal_`` streamed from a reset engine in ``block``
+    frames: back to back, or ``paced`` as live (each call waits for its block's time to come, so
+    the thread sleeps between calls and other work runs on the machine meanwhile)."""
     engine.reset()
-    started = time.thread_time()
+    started, wall = time.thread_time(), time.perf_counter()
     for i in range(0, len(signal_), block):
+        if paced:
+            time.sleep(max(wall + i / SR - time.perf_counter(), 0.0))
         engine.process(signal_[i : i + block])
     return (time.thread_time() - started) / (len(signal_) / SR)
 
@@ -81,6 +85,8 @@ def main() -> None:
                         help="comma list of none, spatial, neural, noise (default all)")
     parser.add_argument("--mono", action="store_true", help="live rows for one channel only")
     parser.add_argument("--live-only", action="store_true", help="no offline and no exported-module rows")
+    parser.add_argument("--paced", action="store_true",
+                        help="also the ONNX path paced as live, one block per block period (takes real time)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -105,24 +111,28 @@ def main() -> None:
     onnx = resolve_runtime("auto", precision="float32") == "onnxruntime"
     paths = {"onnx": dict(runtime="onnxruntime")} if onnx else {}
     paths.update({"fused": dict(fuse=True), "split": dict(fuse=False)})
+    paced = {"paced": dict(runtime="onnxruntime")} if onnx and args.paced else {}
     if not onnx:
         print("(onnxruntime is not installed here: no ONNX column)")
 
     print("\nlive, 128-frame blocks, band 200-8000 Hz: CPU s per audio s; ratios to the scripted fused step")
-    print(f"{'chain':<24} {'ch':>2} " + " ".join(f"{p:>7}" for p in paths) + f" {'onnx/f':>7} {'split/f':>7}"
+    if paced:
+        print("(paced: the ONNX path with one block per block period, the thread sleeping between calls as live)")
+    print(f"{'chain':<24} {'ch':>2} " + " ".join(f"{p:>7}" for p in {**paths, **paced}) + f" {'onnx/f':>7} {'split/f':>7}"
           f" {'ops fused':>10} {'ops split':>10}")
     for chain, values in chains:
         label = chain + (f" {values['inpaint.method']}" if values else "")
         for signal_ in (mono,) if args.mono else (mono, stereo):
             ch = signal_.shape[1]
             engines = {p: Engine(model, sr=SR, channels=ch, chain=chain, values={**BAND, **values}, **kw)
-                       for p, kw in paths.items()}
-            got = alternate({p: (lambda e=e: cpu_per_audio_s(e, signal_, 128)) for p, e in engines.items()}, args.rounds)
+                       for p, kw in {**paths, **paced}.items()}
+            got = alternate({p: (lambda e=e, p=p: cpu_per_audio_s(e, signal_, 128, paced=p == "paced"))
+                             for p, e in engines.items()}, args.rounds)
             ops = ("", "")
             if not args.no_ops and ch == 1:
                 ops = tuple(f"{ops_per_column(engines[p], signal_, 128):.0f}" for p in ("fused", "split"))
             onnx_ratio = f"{got['onnx'] / got['fused']:>7.2f}" if onnx else f"{'':>7}"
-            print(f"{label:<24} {ch:>2} " + " ".join(f"{got[p]:>7.3f}" for p in paths)
+            print(f"{label:<24} {ch:>2} " + " ".join(f"{got[p]:>7.3f}" for p in {**paths, **paced})
                   + f" {onnx_ratio} {got['split'] / got['fused']:>7.2f} {ops[0]:>10} {ops[1]:>10}")
 
     if args.live_only:
