@@ -98,6 +98,7 @@ class RuntimeStep:
         self._no_samples = np.zeros((streams, 0))
         self._no_codes = torch.zeros(0, self.n_rows, 0, dtype=torch.long)
         self._take_counters()
+        self._take_chain()
 
     def region_changed(self) -> None:
         """A region parameter was set on the step (the next columns ask it for their region)."""
@@ -106,6 +107,7 @@ class RuntimeStep:
     def parameters_changed(self) -> None:
         """An effect parameter was set on the step (the next column asks it what the chain is)."""
         self._neural_chain = None
+        self._temperature = None
 
     def _take_counters(self) -> None:
         """The core's stream counters and overlap-add buffer, kept here between calls (reading a
@@ -115,10 +117,20 @@ class RuntimeStep:
         self._columns_done = int(core.columns_done)
         self._pre_roll_left = int(core.pre_roll_left)
         self.nonfinite_values = int(core.nonfinite_values)
+        self._overlap = core.synthesis.overlap.numpy()  # the buffer's memory: updated in place
+
+    def _take_chain(self) -> None:
+        """What the chain is, from the step (whose histories are current)."""
+        self._effects = bool(self.step.chain_codes or self.step.chain_latents)
         # whether the chain is the neural prior's alone (None: ask the step at the next column)
         self._neural_chain: bool | None = None
-        self._overlap = core.synthesis.overlap.numpy()  # the buffer's memory: updated in place
-        self._effects = bool(self.step.chain_codes or self.step.chain_latents)
+        # that chain run here: its temperature while the ramp stands still (None: ask the step),
+        # the last context_columns input codes [streams, n_rows, C] (None: read the step's history),
+        # and the (outputs, inputs) columns not yet pushed to the step's histories
+        self._temperature: float | None = None
+        self._input_tail: np.ndarray | None = None
+        self._unpushed: list[tuple[np.ndarray, np.ndarray]] = []
+        self._seed = int(self.step.seed)
 
     def _give_counters(self) -> None:
         core = self.step.core
@@ -130,6 +142,7 @@ class RuntimeStep:
 
     def hand_over(self) -> None:
         """The stream state into the step's own layers and buffers (the scripted path goes on from here)."""
+        self._push_histories()
         core = self.step.core
         self.network.store_state(core.model)
         if not self.aux_streams:  # (with a second source the step analyses: its ring is current)
@@ -146,6 +159,7 @@ class RuntimeStep:
             self._pending = core.pending.numpy().transpose(0, 2, 1).copy()
         self._region_valid = False
         self._take_counters()
+        self._take_chain()
 
     def process(self, x: np.ndarray, aux: np.ndarray) -> np.ndarray:
         """The next samples ``x`` [streams, n] and ``aux`` [aux_streams, n] (float64) -> the change
@@ -179,6 +193,8 @@ class RuntimeStep:
         if self._neural_chain and cells.any():
             latent = self._neural_inpaint(codes, cells)
         elif self._effects:
+            self._push_histories()  # the step's chain reads and advances them
+            self._input_tail = None
             core.first_column = self._columns_done - k  # the chain keys its draws by absolute column
             inputs = torch.from_numpy(codes)
             neural, first, columns, known, unknown, temperature = step.chain_begin(inputs, torch.from_numpy(cells), aux_codes)
@@ -199,33 +215,52 @@ class RuntimeStep:
 
     def _neural_inpaint(self, codes: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """The step's chain when it is ``inpaint`` alone with the neural prior (``chain_begin``,
-        the prior, ``chain_finish``) with only its draws and histories in the step: the codes
-        ``[streams, n_rows, k]`` of ``k`` columns whose region is ``cells`` [k, n_rows] -> their
-        latents ``[streams, D, n_rows, k]``. Each column's region rows are drawn from the prior
-        given the encoder's codes of the columns before and of its other rows."""
-        step = self.step
+        the prior, ``chain_finish``), run here with no call into the step while the temperature
+        stands still: the codes ``[streams, n_rows, k]`` of ``k`` columns whose region is
+        ``cells`` [k, n_rows] -> their latents ``[streams, D, n_rows, k]``. Each column's region
+        rows are drawn from the prior given the encoder's codes of the columns before and of its
+        other rows; the draws are the step's keyed uniforms, the histories reach the step in batches."""
         streams, rows, k = codes.shape
         c = self.context_columns
-        temperature, draws = step.neural_draws(k, self._columns_done - k)
-        history = step.input_history.numpy()
-        earlier = history[:, :, max(history.shape[2] - c, 0) :]
-        if earlier.shape[2] < c:  # before the stream: unknown
-            earlier = np.concatenate([np.full((streams, rows, c - earlier.shape[2]), -1, np.int64), earlier], axis=2)
-        full = np.concatenate([earlier, codes], axis=2)
+        if self._temperature is None:
+            values, settled = self.step.inpaint_temperatures(k)
+            temperature = values.numpy()
+            self._temperature = float(temperature[-1]) if settled else None
+        else:
+            temperature = np.full(k, self._temperature)
+        if self._input_tail is None:
+            self._push_histories()
+            history = self.step.input_history.numpy()
+            tail = history[:, :, max(history.shape[2] - c, 0) :]
+            if tail.shape[2] < c:  # before the stream: unknown
+                tail = np.concatenate([np.full((streams, rows, c - tail.shape[2]), -1, np.int64), tail], axis=2)
+            self._input_tail = tail
+        full = np.concatenate([self._input_tail, codes], axis=2)
+        self._input_tail = full[:, :, k:]
         # one batch row per (column, stream), as builtin.neural_batch orders them
         context = np.stack([full[:, :, j : j + c] for j in range(k)]).reshape(k * streams, rows, c)
         columns = codes.transpose(2, 0, 1).reshape(k * streams, rows).copy()  # (a view of codes for one column)
         unknown = np.repeat(cells, streams, axis=0)
         asked = np.argwhere(unknown)
         logits = self.prior.logits(context, columns, ~unknown, asked)
-        picked = _sample_finite(
-            logits, draws.numpy().transpose(2, 0, 1).reshape(k * streams, rows)[asked[:, 0], asked[:, 1]],
-            temperature.numpy()[asked[:, 0] // streams],
-        )
-        columns[asked[:, 0], asked[:, 1]] = picked
+        # builtin.inpaint_draws at the asked cells: batch row b is stream b % S of column first + b // S
+        first = self._columns_done - k
+        keys = ((first * streams + asked[:, 0]) * rows + asked[:, 1]) * 4 + 2
+        columns[asked[:, 0], asked[:, 1]] = _sample_finite(logits, _uniforms(keys, self._seed),
+                                                           temperature[asked[:, 0] // streams])
         drawn = np.ascontiguousarray(columns.reshape(k, streams, rows).transpose(1, 2, 0))
-        step.push_history(torch.from_numpy(drawn), torch.from_numpy(codes))
+        self._unpushed.append((drawn, codes))
+        if len(self._unpushed) >= 16:
+            self._push_histories()
         return self.codebook[drawn].transpose(0, 3, 1, 2)
+
+    def _push_histories(self) -> None:
+        """The columns drawn here into the step's histories (one call for many columns)."""
+        if self._unpushed:
+            outputs, inputs = zip(*self._unpushed)
+            self._unpushed = []
+            self.step.push_history(torch.from_numpy(np.concatenate(outputs, axis=2)),
+                                   torch.from_numpy(np.concatenate(inputs, axis=2)))
 
     def _analyse(self, core: Any, x: np.ndarray) -> tuple | None:
         """The step core's ``analyse_input`` in numpy, frames first (its ring and pending frames
@@ -318,6 +353,20 @@ class RuntimeStep:
         if count not in self._norms:
             self._norms[count] = np.tile(self.norm, count)[None]
         return out / self._norms[count]
+
+
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _uniforms(keys: np.ndarray, seed: int) -> np.ndarray:
+    """:func:`~spectro_fx.effect.core.builtin.uniforms` in numpy (the same splitmix64 bits, in
+    unsigned arithmetic): one float64 in [0, 1) per int64 key."""
+    offset = np.uint64((seed + 1) * int(_GOLDEN) % (1 << 64))
+    z = keys.astype(np.uint64) + offset
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
 def _sample_finite(logits: np.ndarray, draws: np.ndarray, temperature: np.ndarray) -> np.ndarray:

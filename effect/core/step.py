@@ -325,19 +325,20 @@ class ColumnStep(nn.Module):
     def neural_chain(self) -> bool:
         """Whether the chain is ``inpaint`` alone drawing from the neural prior: the chain that
         :meth:`chain_begin` splits, and that a caller may run whole elsewhere (with
-        :meth:`neural_draws` and :meth:`push_history`)."""
+        :meth:`inpaint_temperatures` and :meth:`push_history`; its draws are
+        :func:`builtin.inpaint_draws`)."""
         method = int(self.effect_ramps.value[self.inpaint_method])
         return (self.chain_codes == [self.inpaint] and len(self.chain_latents) == 0 and method == self.neural
                 and self.has_neural_prior)
 
     @torch.jit.export
-    def neural_draws(self, n_new: int, first_column: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """For :meth:`neural_chain`'s chain run elsewhere on ``n_new`` columns whose first is the
-        stream's column ``first_column``: their temperatures ``[n_new]`` (the ramp advances, as
-        :meth:`chain` advances it) and the uniforms every cell draws with ``[streams, rows,
-        n_new]`` (those of :func:`builtin.neural_pick`)."""
+    def inpaint_temperatures(self, n_new: int) -> Tuple[torch.Tensor, bool]:
+        """For :meth:`neural_chain`'s chain run elsewhere: the inpainting temperature of each of
+        the next ``n_new`` columns ``[n_new]`` (its ramp advances, as :meth:`chain` advances it),
+        and whether the ramp has settled (then every later column has the last value, and the
+        ramp stays as it is, until a parameter is set)."""
         temperature = self._column_values(self.inpaint_temperature, n_new)
-        return temperature, builtin.inpaint_draws([self.history.shape[0], self.n_rows, n_new], first_column, self.seed)
+        return temperature, self.effect_ramps.settled(self.inpaint_temperature)
 
     @torch.jit.export
     def chain_finish(

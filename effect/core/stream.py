@@ -99,6 +99,11 @@ class Ramps(nn.Module):
             self.left[i] = 0
 
     @torch.jit.export
+    def settled(self, index: int) -> bool:
+        """Whether parameter ``index`` is on its target (every hop keeps that value until it is set)."""
+        return self.left[index] == 0
+
+    @torch.jit.export
     def advance(self, index: int, n: int) -> torch.Tensor:
         """Values of parameter ``index`` for the next ``n`` hops, float64 ``[n]``."""
         if self.left[index] == 0:  # settled: no per-hop loop

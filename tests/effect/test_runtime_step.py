@@ -183,3 +183,14 @@ def test_cross_with_a_second_source_plays_alike_in_both_runtimes_through_a_split
                 out.append(engine.process(x[start : start + 256], aux=aux[start : start + 256]))
             outs[runtime] = np.concatenate(out)
     np.testing.assert_allclose(outs["onnxruntime"], outs["torchscript"], atol=1e-5)
+
+
+def test_the_keyed_draws_in_numpy_are_the_steps_bit_for_bit(rng):
+    import torch
+
+    from spectro_fx.effect.core import builtin
+    from spectro_fx.effect.core.runtime_step import _uniforms
+
+    keys = np.concatenate([rng.integers(0, 2**62, 5000), np.arange(64), [2**63 - 1]]).astype(np.int64)
+    for seed in (0, 1, 7, 123456789, 2**40 + 3):
+        np.testing.assert_array_equal(_uniforms(keys, seed), builtin.uniforms(torch.from_numpy(keys), seed).numpy())
