@@ -97,6 +97,7 @@ BENCHES = (
     Bench("bench_latency.py", quick=("--seconds", "4", "--live-seconds", "6"), needs=_needs_jackd),
     Bench("bench_scripted.py", quick=("--seconds", "3")),
     Bench("bench_column_step.py", quick=("--seconds", "2", "--rounds", "1", "--no-ops")),
+    Bench("bench_start.py", quick=("--runs", "1"), needs=_needs_jackd),
     Bench("bench_quantizer.py", quick=("--repeats", "10")),
     Bench("bench_precision.py", quick=("--seconds", "3", "--rounds", "1")),
     Bench("bench_file_render.py", quick=("--seconds", "3", "--rounds", "1", "--model", "default", "--chain", "none")),
