@@ -2,7 +2,7 @@
 what was there, with naive Bayes and trivial baselines in the same run.
 
 Run: .venv/bin/python tests/bench/bench_gap_filling.py [--full] [--model FILE] [--neural-prior FILE]
-     [--workdir DIR] [--json OUT]
+     [--compare-prior FILE ...] [--workdir DIR] [--json OUT]
 
 Material the default model never trained on: TimGM6mb notes (FluidSynth) and, when `make
 bench-system` installed them, the voice, music and drum recordings of bench_real_recordings.py,
@@ -359,21 +359,22 @@ def print_category(kind: str, n_clips: int, summary: dict, open_levels: dict) ->
               f"{s['abs_level']:8.2f} {s['level']:7.2f} {open_text}")
 
 
-def target_lines(kind: str, summary: dict, open_levels: dict) -> list[str]:
-    """The neural prior's targets: context=output, T=0, against the best naive Bayes variant."""
-    if ("neural", "output", 0.0) not in summary:
+def target_lines(kind: str, summary: dict, open_levels: dict, name: str = "neural") -> list[str]:
+    """The targets of neural prior ``name``: context=output, T=0, against the best naive Bayes variant."""
+    if (name, "output", 0.0) not in summary:
         return []
-    nb = {name: summary[(name, "output", 0.0)] for name in NB_METHODS if (name, "output", 0.0) in summary}
+    nb = {nb_name: summary[(nb_name, "output", 0.0)] for nb_name in NB_METHODS if (nb_name, "output", 0.0) in summary}
     best_mel = min(nb.items(), key=lambda kv: kv[1]["mel"])
     best_rec = max(nb.items(), key=lambda kv: kv[1]["recovered"])
-    ours = summary[("neural", "output", 0.0)]
+    ours = summary[(name, "output", 0.0)]
     cut = 100 * (1 - ours["mel"] / best_mel[1]["mel"])
     ratio = ours["recovered"] / max(best_rec[1]["recovered"], 1e-9)
     resynthesis = summary.get(("resynthesis", "-", 0.0))
-    line = (f"{kind:>8}: mel {ours['mel']:.2f} vs best NB {best_mel[1]['mel']:.2f} ({best_mel[0]}): {cut:+.0f} % lower "
+    label = kind if name == "neural" else f"{kind} ({name})"
+    line = (f"{label:>8}: mel {ours['mel']:.2f} vs best NB {best_mel[1]['mel']:.2f} ({best_mel[0]}): {cut:+.0f} % lower "
             f"(target >= 25 %); codes recovered {ours['recovered']:.3f} vs {best_rec[1]['recovered']:.3f} "
             f"({best_rec[0]}): {ratio:.2f}x (target >= 2x)")
-    level = open_levels.get(("neural", "output", 0.0))
+    level = open_levels.get((name, "output", 0.0))
     if level is not None:
         line += f"; open band {level:+.1f} dB vs the input (target within 3 dB)"
     del resynthesis
@@ -484,6 +485,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=str(asset_path(DEFAULT_MODEL)))
     parser.add_argument("--neural-prior", default=None,
                         help="a neural prior file (RUN/neural_prior.pt) to measure with a model file that has none")
+    parser.add_argument("--compare-prior", action="append", default=[], metavar="FILE",
+                        help="another neural prior (a model file that has one, or RUN/neural_prior.pt) measured in the "
+                             "same run at temperature 0, as 'neural FILE-STEM'; repeatable")
     parser.add_argument("--workdir", default=None, help="keep rendered notes and recordings here")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -503,6 +507,16 @@ def main(argv: list[str] | None = None) -> None:
     if neural is not None:
         print(neural_cost(module, neural))
     methods = method_table(module, neural)
+    compared = []
+    for path in args.compare_prior:
+        from spectro_fx.models.neural_prior import neural_inpaint
+        from spectro_fx.training.prior import neural_prior_of
+
+        other = neural_prior_of(path)
+        name = f"neural {Path(path).stem}"
+        methods[name] = (lambda net: lambda codemap, mask, context, temperature, rng: neural_inpaint(
+            net, codemap, mask, temperature=temperature, rng=rng, context=context))(other)
+        compared.append(name)
     seeds = (1, 2, 3) if args.full else (1, 2)
     region_list = regions(args.full)
     with tempfile.TemporaryDirectory() as tmp:
@@ -520,7 +534,8 @@ def main(argv: list[str] | None = None) -> None:
             summary = summarise(results, seeds)
             open_levels = open_band_levels(results)
             print_category(kind, len(clips), summary, open_levels)
-            targets += target_lines(kind, summary, open_levels)
+            for name in ("neural", *compared):
+                targets += target_lines(kind, summary, open_levels, name)
             report[kind] = {"clips": len(clips),
                             "summary": {" / ".join(map(str, k)): v for k, v in summary.items()},
                             "open_band_level_vs_input": {" / ".join(map(str, k)): v for k, v in open_levels.items()}}
