@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,31 @@ class NeuralPriorTraining:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ParameterError(f"{name}={value!r} must lie in [0, 1]")
+
+
+    def changed(self) -> str:
+        """The fields other than ``steps`` and ``seed`` that differ from the defaults, as
+        ``"rollout 56, lr 0.001"`` ("" when none do)."""
+        default = NeuralPriorTraining()
+        return ", ".join(f"{f.name} {getattr(self, f.name):g}" for f in dataclasses.fields(self)
+                         if f.name not in ("steps", "seed") and getattr(self, f.name) != getattr(default, f.name))
+
+
+def training_settings(overrides: Sequence[str] = (), **given) -> NeuralPriorTraining:
+    """:class:`NeuralPriorTraining` of ``given`` fields and ``overrides`` items ``"name=value"``
+    (`spectro-fx-train prior --set`; each value read as its field's type; later items win)."""
+    fields = {f.name: type(f.default) for f in dataclasses.fields(NeuralPriorTraining)}
+    values = dict(given)
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise ParameterError(f"--set {item!r} must be NAME=VALUE with NAME one of {', '.join(fields)}")
+        try:
+            values[name] = fields[name](text.strip())
+        except ValueError:
+            raise ParameterError(f"--set {item!r}: {text.strip()!r} is not a valid {fields[name].__name__}") from None
+    return NeuralPriorTraining(**values)
 
 
 def _sample_windows(codemaps: list[np.ndarray], starts: np.ndarray, owners: np.ndarray, length: int,
@@ -412,8 +438,10 @@ def add_neural_prior_to_file(
     clips = load_clips(data, sr=cfg.stft.sr, min_samples=cfg.time_stride * cfg.stft.hop_length, progress=progress)
     maps = list(codemaps_of_audio(model, clips.audio))
     net = fit_neural_prior(maps, n_codes=cfg.codebook_size, settings=settings, init=init, progress=progress, log=log)
+    changed = settings.changed()
     description = (f"neural prior trained {settings.steps} steps on the codemaps of {clips.description} "
-                   f"(seed {settings.seed})" + (f", starting from {init_description}" if init_description else ""))
+                   f"(seed {settings.seed}{'; ' + changed if changed else ''})"
+                   + (f", starting from {init_description}" if init_description else ""))
     return with_neural_prior(model, net, output, description=description), net, clips.description
 
 
@@ -438,6 +466,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output", "-o", default=None, help="with --model: the model file to write (may be --model itself)")
     p.add_argument("--steps", type=int, default=NeuralPriorTraining.steps, help="neural: training steps (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="neural: seed of the initialisation and the batches")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="neural: a training setting (rollout=56, lr=1e-3, unknown_start=0.7, windows, columns, ...: "
+                        "the fields of NeuralPriorTraining); repeatable")
     p.add_argument("--init", default=None, metavar="FILE",
                    help="neural: start from this neural prior (a model file that has one, or RUN/neural_prior.pt) "
                         "instead of a fresh network: a fine-tune on other data")
@@ -472,7 +503,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_neural(args: argparse.Namespace) -> int:
     import time
 
-    settings = NeuralPriorTraining(steps=args.steps, seed=args.seed)
+    settings = training_settings(args.overrides, steps=args.steps, seed=args.seed)
     init = neural_prior_of(args.init) if args.init is not None else None
     started = time.perf_counter()
 

@@ -143,6 +143,19 @@ def test_neural_prior_learns_codemaps_and_round_trips(model, tmp_path):
         NeuralPriorTraining(true_history=2)
 
 
+def test_training_settings_from_set_items():
+    from spectro_fx.training.prior import NeuralPriorTraining, training_settings
+
+    settings = training_settings(["rollout=56", "lr=1e-3", "unknown_start = 0.7"], steps=10, seed=2)
+    assert settings == NeuralPriorTraining(steps=10, seed=2, rollout=56, lr=1e-3, unknown_start=0.7)
+    assert settings.changed() == "rollout 56, lr 0.001, unknown_start 0.7"
+    assert NeuralPriorTraining(steps=5).changed() == ""
+    with pytest.raises(ParameterError, match="NAME one of steps, windows"):
+        training_settings(["depth=3"])
+    with pytest.raises(ParameterError, match="'x' is not a valid int"):
+        training_settings(["rollout=x"])
+
+
 def test_cli_trains_the_neural_prior_and_export_carries_it(model, tmp_path, capsys):
     from spectro_fx.models.export import export_model, load_model
     from spectro_fx.training.cli import main
@@ -169,6 +182,9 @@ def test_cli_trains_the_neural_prior_and_export_carries_it(model, tmp_path, caps
         assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output",
                      str(again), "--steps", "1", "--init", str(init)]) == 0
         assert f"starting from the neural prior of {init.name}" in load_model(again).metadata["neural_prior"]
+    assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output",
+                 str(again), "--steps", "1", "--set", "rollout=2", "--set", "windows=4"]) == 0
+    assert "(seed 0; windows 4, rollout 2)" in load_model(again).metadata["neural_prior"]
     assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output",
                  str(again), "--init", str(plain)]) == 2
     assert "has no neural prior" in capsys.readouterr().err
