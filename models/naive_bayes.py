@@ -239,7 +239,7 @@ def sample_log_weights(log_weights: np.ndarray, uniforms: np.ndarray, *, tempera
     return np.minimum(index, log_weights.shape[1] - 1)
 
 
-def _gaussian_nb_predict(values: np.ndarray, offsets: np.ndarray, uniforms: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+def gaussian_nb_predict(values: np.ndarray, offsets: np.ndarray, uniforms: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
     """Fit one Gaussian NB per cell on its known neighbours and predict at the cell (0, 0).
 
     ``values`` [B, M]: neighbour codes (-1 unknown) at ``offsets`` [M, 2]. Features are the
@@ -386,7 +386,7 @@ def spatial_inpaint(
         offsets = offsets[offsets[:, 0] <= 0]
 
     def predict(values: np.ndarray, u: np.ndarray) -> np.ndarray:
-        codes, has_neighbour = _gaussian_nb_predict(values, offsets, u, temperature)
+        codes, has_neighbour = gaussian_nb_predict(values, offsets, u, temperature)
         if not has_neighbour.all():
             if fallback_log_prior is None:
                 raise ParameterError("a masked cell has no known neighbour and no fallback_log_prior was given")

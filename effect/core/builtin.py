@@ -140,7 +140,7 @@ def spatial_pick(
     values: torch.Tensor, offsets: torch.Tensor, draws: torch.Tensor, temperature: torch.Tensor,
     fallback_log_prior: torch.Tensor, var_smoothing: float = VAR_SMOOTHING,
 ) -> torch.Tensor:
-    """The paper's Gaussian NB per cell (``naive_bayes._gaussian_nb_predict``), all cells at
+    """The paper's Gaussian NB per cell (``naive_bayes.gaussian_nb_predict``), all cells at
     once: each class (a code among the cell's known neighbours) is summed over the neighbours
     holding it, in neighbour order; classes are then taken in ascending code order (the first
     maximum wins, as scikit-learn's). Cells without a known neighbour draw from

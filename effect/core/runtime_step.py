@@ -14,7 +14,11 @@ import torch
 
 from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.export import ModelFile, rebuild_module
+from spectro_fx.models.naive_bayes import gaussian_nb_predict, sample_log_weights
 from spectro_fx.models.onnx_stream import ColumnNetwork, PriorNetwork, runtime_available
+
+from . import builtin
+from .step import NEURAL
 
 RUNTIMES = ("torchscript", "onnxruntime", "auto")
 """Where the engine runs the network: ``torchscript`` (the exported module's code; best for long
@@ -106,8 +110,9 @@ class RuntimeStep:
 
     def parameters_changed(self) -> None:
         """An effect parameter was set on the step (the next column asks it what the chain is)."""
-        self._neural_chain = None
+        self._inpaint = None
         self._temperature = None
+        self._input_tail = None
 
     def _take_counters(self) -> None:
         """The core's stream counters and overlap-add buffer, kept here between calls (reading a
@@ -122,11 +127,12 @@ class RuntimeStep:
     def _take_chain(self) -> None:
         """What the chain is, from the step (whose histories are current)."""
         self._effects = bool(self.step.chain_codes or self.step.chain_latents)
-        # whether the chain is the neural prior's alone (None: ask the step at the next column)
-        self._neural_chain: bool | None = None
-        # that chain run here: its temperature while the ramp stands still (None: ask the step),
-        # the last context_columns input codes [streams, n_rows, C] (None: read the step's history),
-        # and the (outputs, inputs) columns not yet pushed to the step's histories
+        # a chain of inpaint alone run here: ("neural",) or ("spatial", offsets, reach, fallback log
+        # prior), False when the step runs the chain, None: ask the step at the next column
+        self._inpaint: tuple | bool | None = None
+        # its temperature while the ramp stands still (None: ask the step), the last input codes
+        # it reads [streams, n_rows, columns] (None: from the step's history), and the (outputs,
+        # inputs) columns not yet pushed to the step's histories
         self._temperature: float | None = None
         self._input_tail: np.ndarray | None = None
         self._unpushed: list[tuple[np.ndarray, np.ndarray]] = []
@@ -188,10 +194,10 @@ class RuntimeStep:
         ts = self.network.time_stride
         codes = np.stack([self.network.encode(np.ascontiguousarray(features[:, :, j * ts : (j + 1) * ts]))
                           for j in range(k)], axis=2)
-        if self._neural_chain is None:
-            self._neural_chain = self._effects and self.prior is not None and bool(step.neural_chain())
-        if self._neural_chain and cells.any():
-            latent = self._neural_inpaint(codes, cells)
+        if self._inpaint is None:
+            self._inpaint = self._ask_inpaint()
+        if self._inpaint and cells.any():
+            latent = self._inpaint_here(codes, cells)
         elif self._effects:
             self._push_histories()  # the step's chain reads and advances them
             self._input_tail = None
@@ -213,46 +219,92 @@ class RuntimeStep:
                 decoded[:, :, j * ts : (j + 1) * ts] = column
         return self._synthesise(decoded, *held)
 
-    def _neural_inpaint(self, codes: np.ndarray, cells: np.ndarray) -> np.ndarray:
-        """The step's chain when it is ``inpaint`` alone with the neural prior (``chain_begin``,
-        the prior, ``chain_finish``), run here with no call into the step while the temperature
-        stands still: the codes ``[streams, n_rows, k]`` of ``k`` columns whose region is
-        ``cells`` [k, n_rows] -> their latents ``[streams, D, n_rows, k]``. Each column's region
-        rows are drawn from the prior given the encoder's codes of the columns before and of its
-        other rows; the draws are the step's keyed uniforms, the histories reach the step in batches."""
+    def _ask_inpaint(self) -> tuple | bool:
+        """How a chain of ``inpaint`` alone draws, from the step, when this class can run it."""
+        method, radius, axis = self.step.inpaint_alone() if self._effects else (-1, 0, 0)
+        if method == NEURAL and self.prior is not None:
+            return ("neural",)
+        if method == 0:
+            offsets = builtin.spatial_offsets(radius, axis).numpy()
+            return ("spatial", offsets, radius if axis != 1 else 0, self.step.fallback_log_prior.numpy().copy())
+        return False
+
+    def _inpaint_here(self, codes: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """The step's chain when it is ``inpaint`` alone with the neural prior or the spatial naive
+        Bayes, run here with no call into the step while the temperature stands still: the codes
+        ``[streams, n_rows, k]`` of ``k`` columns whose region is ``cells`` [k, n_rows] -> their
+        latents ``[streams, D, n_rows, k]``. Each region cell is drawn given the encoder's codes
+        around it (earlier columns, the other rows of its own); the draws are the step's keyed
+        uniforms, the histories reach the step in batches."""
         streams, rows, k = codes.shape
-        c = self.context_columns
         if self._temperature is None:
             values, settled = self.step.inpaint_temperatures(k)
             temperature = values.numpy()
             self._temperature = float(temperature[-1]) if settled else None
         else:
             temperature = np.full(k, self._temperature)
+        width = self.context_columns if self._inpaint[0] == "neural" else self._inpaint[2]
         if self._input_tail is None:
             self._push_histories()
             history = self.step.input_history.numpy()
-            tail = history[:, :, max(history.shape[2] - c, 0) :]
-            if tail.shape[2] < c:  # before the stream: unknown
-                tail = np.concatenate([np.full((streams, rows, c - tail.shape[2]), -1, np.int64), tail], axis=2)
+            tail = history[:, :, max(history.shape[2] - width, 0) :]
+            if tail.shape[2] < width:  # before the stream: unknown
+                tail = np.concatenate([np.full((streams, rows, width - tail.shape[2]), -1, np.int64), tail], axis=2)
             self._input_tail = tail
-        full = np.concatenate([self._input_tail, codes], axis=2)
+        full = np.concatenate([self._input_tail, codes], axis=2)  # [streams, rows, width + k]
         self._input_tail = full[:, :, k:]
+        if self._inpaint[0] == "neural":
+            drawn = self._neural(full, codes, cells, temperature)
+        else:
+            drawn = self._spatial(full, codes, cells, temperature)
+        self._unpushed.append((drawn, codes))
+        if len(self._unpushed) >= 16:
+            self._push_histories()
+        return self.codebook[drawn].transpose(0, 3, 1, 2)
+
+    def _neural(self, full: np.ndarray, codes: np.ndarray, cells: np.ndarray, temperature: np.ndarray) -> np.ndarray:
+        """``builtin.neural_batch`` + the prior + ``builtin.neural_pick``: codes ``[streams,
+        n_rows, k]`` with the region's drawn, the earlier input columns in ``full``."""
+        streams, rows, k = codes.shape
+        c = self.context_columns
         # one batch row per (column, stream), as builtin.neural_batch orders them
         context = np.stack([full[:, :, j : j + c] for j in range(k)]).reshape(k * streams, rows, c)
         columns = codes.transpose(2, 0, 1).reshape(k * streams, rows).copy()  # (a view of codes for one column)
         unknown = np.repeat(cells, streams, axis=0)
         asked = np.argwhere(unknown)
         logits = self.prior.logits(context, columns, ~unknown, asked)
-        # builtin.inpaint_draws at the asked cells: batch row b is stream b % S of column first + b // S
-        first = self._columns_done - k
-        keys = ((first * streams + asked[:, 0]) * rows + asked[:, 1]) * 4 + 2
-        columns[asked[:, 0], asked[:, 1]] = _sample_finite(logits, _uniforms(keys, self._seed),
-                                                           temperature[asked[:, 0] // streams])
-        drawn = np.ascontiguousarray(columns.reshape(k, streams, rows).transpose(1, 2, 0))
-        self._unpushed.append((drawn, codes))
-        if len(self._unpushed) >= 16:
-            self._push_histories()
-        return self.codebook[drawn].transpose(0, 3, 1, 2)
+        # batch row b is stream b % S of column b // S
+        uniforms = _uniforms(_cell_keys(asked[:, 0] % streams, asked[:, 1], self._columns_done - k + asked[:, 0] // streams,
+                                        streams, rows), self._seed)
+        columns[asked[:, 0], asked[:, 1]] = _sample_finite(logits, uniforms, temperature[asked[:, 0] // streams])
+        return np.ascontiguousarray(columns.reshape(k, streams, rows).transpose(1, 2, 0))
+
+    def _spatial(self, full: np.ndarray, codes: np.ndarray, cells: np.ndarray, temperature: np.ndarray) -> np.ndarray:
+        """``builtin.inpaint_redraw`` of the spatial method through the numpy naive Bayes (the
+        reference): codes ``[streams, n_rows, k]`` with the region's drawn, the earlier input
+        columns in ``full``."""
+        _, offsets, reach, fallback = self._inpaint
+        streams, rows, k = codes.shape
+        stream, row, column = np.nonzero(np.broadcast_to(cells.T[None], (streams, rows, k)))
+        at_row = row[:, None] + offsets[None, :, 1]
+        at_column = reach + column[:, None] + offsets[None, :, 0]
+        inside = (at_row >= 0) & (at_row < rows) & (at_column >= 0)
+        values = np.where(inside, full[stream[:, None], at_row.clip(0, rows - 1), at_column.clip(0, None)], -1)
+        uniforms = _uniforms(_cell_keys(stream, row, self._columns_done - k + column, streams, rows), self._seed)
+        picked = np.empty(stream.size, np.int64)
+        cell_temperature = temperature[column]
+        for t in np.unique(cell_temperature):
+            at = cell_temperature == t
+            with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 for cells of one neighbour
+                chosen, has_neighbour = gaussian_nb_predict(values[at], offsets, uniforms[at], float(t))
+            lonely = ~has_neighbour
+            if lonely.any():  # no known neighbour: the fallback prior
+                chosen[lonely] = sample_log_weights(np.broadcast_to(fallback, (int(lonely.sum()), fallback.size)),
+                                                    uniforms[at][lonely], temperature=float(t))
+            picked[at] = chosen
+        drawn = codes.copy()
+        drawn[stream, row, column] = picked
+        return drawn
 
     def _push_histories(self) -> None:
         """The columns drawn here into the step's histories (one call for many columns)."""
@@ -356,6 +408,11 @@ class RuntimeStep:
 
 
 _GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _cell_keys(streams: np.ndarray, rows: np.ndarray, columns: np.ndarray, n_streams: int, n_rows: int) -> np.ndarray:
+    """:func:`~spectro_fx.effect.core.builtin.cell_keys` of inpainting's draws (purpose 2) in numpy."""
+    return ((columns * n_streams + streams) * n_rows + rows) * 4 + 2
 
 
 def _uniforms(keys: np.ndarray, seed: int) -> np.ndarray:

@@ -311,7 +311,7 @@ class ColumnStep(nn.Module):
         inputs as :func:`builtin.neural_batch` makes them, the column temperatures), then
         :meth:`chain_finish` with the logits of those cells. Otherwise ``(False, latents, ...)``."""
         region = cells.t()
-        if self.neural_chain() and bool(region.any()):
+        if self.inpaint_alone()[0] == self.neural and bool(region.any()):
             n_new = inputs.shape[2]
             self.last_columns = n_new
             temperature = self._column_values(self.inpaint_temperature, n_new)  # the chain's one per-column value
@@ -322,14 +322,19 @@ class ColumnStep(nn.Module):
         return False, self.chain(inputs, cells, aux_codes), empty, empty, empty, empty
 
     @torch.jit.export
-    def neural_chain(self) -> bool:
-        """Whether the chain is ``inpaint`` alone drawing from the neural prior: the chain that
-        :meth:`chain_begin` splits, and that a caller may run whole elsewhere (with
+    def inpaint_alone(self) -> Tuple[int, int, int]:
+        """For a chain of ``inpaint`` alone, which a caller may run elsewhere (with
         :meth:`inpaint_temperatures` and :meth:`push_history`; its draws are
-        :func:`builtin.inpaint_draws`)."""
+        :func:`builtin.inpaint_draws`): ``(method, radius, axis)``, the method as :meth:`_inpaint`
+        draws (0 spatial, :data:`LEARNED`, :data:`NEURAL`; a method whose prior the file lacks
+        is spatial) and the spatial method's neighbourhood. Any other chain: ``(-1, 0, 0)``.
+        :meth:`chain_begin` splits the neural one."""
+        if self.chain_codes != [self.inpaint] or len(self.chain_latents) != 0:
+            return -1, 0, 0
         method = int(self.effect_ramps.value[self.inpaint_method])
-        return (self.chain_codes == [self.inpaint] and len(self.chain_latents) == 0 and method == self.neural
-                and self.has_neural_prior)
+        if method == self.neural and not self.has_neural_prior or method == self.learned and not self.has_prior:
+            method = 0
+        return method, int(self.effect_ramps.value[self.inpaint_radius]), int(self.effect_ramps.value[self.inpaint_axis])
 
     @torch.jit.export
     def inpaint_temperatures(self, n_new: int) -> Tuple[torch.Tensor, bool]:

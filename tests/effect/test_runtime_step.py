@@ -79,12 +79,15 @@ def test_the_default_model_with_its_neural_prior_plays_alike_in_both_runtimes(de
     np.testing.assert_allclose(outs["onnxruntime"], outs["torchscript"], atol=1e-5)
 
 
-def test_the_neural_prior_run_outside_the_step_plays_as_the_step_through_every_change(default_model_file, rng):
-    """Stereo, blocks of one to several columns, the temperature ramping, the method switched to
-    spatial and back, the band moving, a stretch on the split path: as the scripted step."""
+def test_inpainting_run_outside_the_step_plays_as_the_step_through_every_change(default_model_file, rng):
+    """The neural prior and the spatial naive Bayes run outside the scripted step: stereo, blocks
+    of one to several columns, the temperature ramping, the method switched to spatial (its
+    neighbourhood changed) and back, the band moving, a stretch on the split path: as the step."""
     x = _signal(rng, 33600, 2)
     values = {"low_hz": 300.0, "high_hz": 6000.0, "inpaint.temperature": 1.0}
-    moves = [(15, "inpaint.temperature", 0.3), (30, "inpaint.method", "spatial"), (45, "inpaint.method", "neural"),
+    moves = [(15, "inpaint.temperature", 0.3), (30, "inpaint.method", "spatial"), (35, "inpaint.axis", "freq"),
+             (38, "inpaint.axis", "time"), (41, "inpaint.radius", 3), (43, "inpaint.axis", "both"),
+             (45, "inpaint.method", "neural"),
              (55, "high_hz", 12000.0), (70, "inpaint.context", "output"), (85, "inpaint.context", "input"),
              (100, "inpaint.temperature", 0.0)]
     outs, engines = {}, {}
@@ -94,7 +97,7 @@ def test_the_neural_prior_run_outside_the_step_plays_as_the_step_through_every_c
             engines[runtime] = Engine(default_model_file, sr=SR, channels=2, chain="inpaint", values=values, seed=5,
                                       runtime=runtime)
             outs[runtime] = _play(engines[runtime], x, [128, 700, 1, 383], moves)
-    assert engines["onnxruntime"]._runtime_step._neural_chain  # the last columns took the path outside the step
+    assert engines["onnxruntime"]._runtime_step._inpaint == ("neural",)  # the last columns ran outside the step
     delayed = np.concatenate([np.zeros((engines["onnxruntime"].latency_samples, 2), np.float32), x])[: len(x)]
     assert np.max(np.abs(outs["torchscript"] - delayed)) > 1e-3
     np.testing.assert_allclose(outs["onnxruntime"], outs["torchscript"], atol=1e-5)
