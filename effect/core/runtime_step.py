@@ -2,7 +2,8 @@
 
 The scripted step keeps the region, the parameters and the built-in effects (their draws and
 histories); the network (encoder, code search, decoder, the neural prior's) runs as ONNX Runtime
-calls one column at a time, and the spectrum's analysis and synthesis in numpy.
+calls one column at a time, and the spectrum's analysis and synthesis in numpy. A chain of
+``inpaint`` alone (neural prior or spatial naive Bayes) also runs here, with the step's keyed draws.
 """
 
 from __future__ import annotations
