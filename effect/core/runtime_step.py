@@ -427,21 +427,34 @@ def _uniforms(keys: np.ndarray, seed: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-def _sample_finite(logits: np.ndarray, draws: np.ndarray, temperature: np.ndarray) -> np.ndarray:
+def _sample_finite(logits: np.ndarray, draws: np.ndarray, temperature: np.ndarray, *, block: int = 32) -> np.ndarray:
     """:func:`~spectro_fx.effect.core.builtin.sample_finite` in numpy: one index per row of
     ``logits`` [N, K] from ``softmax(logits / temperature)`` by inverse CDF with ``draws`` [N]
-    (temperature 0: the first maximum)."""
+    (temperature 0: the first maximum). The cumulative weights are summed a ``block`` of codes at
+    a time and then within the one block where the draw falls: a running sum over all K codes
+    costs 3.5 ns a code here (36 us for ten cells of 1024), and the order of the additions moves
+    the result by a rounding error only."""
     greedy = np.argmax(logits, axis=1)
     hot = temperature > 0.0
     if not hot.any():
         return greedy
-    # in place on one float64 buffer; the weights unnormalised (the draw scales to their sum instead)
+    n, k = logits.shape
+    if k % block:
+        block = k
+    # unnormalised (the draw scales to their sum instead), in place on one float64 buffer
     weights = logits.astype(np.float64)
     weights /= np.maximum(temperature, 1e-12)[:, None]
     weights -= weights.max(axis=1, keepdims=True)
     np.exp(weights, out=weights)
-    np.cumsum(weights, axis=1, out=weights)
-    sampled = np.minimum(np.count_nonzero(weights <= draws[:, None] * weights[:, -1:], axis=1), logits.shape[1] - 1)
+    blocks = weights.reshape(n, k // block, block)
+    # the cumulative weight at each block's end (a product with ones: numpy's sum over a short
+    # last axis is several times slower)
+    ends = np.cumsum((weights.reshape(-1, block) @ np.ones(block)).reshape(n, k // block), axis=1)
+    target = draws * ends[:, -1]
+    rows = np.arange(n)
+    at = np.minimum(np.count_nonzero(ends <= target[:, None], axis=1), k // block - 1)  # the block it falls in
+    inner = np.where(at > 0, ends[rows, at - 1], 0.0)[:, None] + np.cumsum(blocks[rows, at], axis=1)
+    sampled = np.minimum(at * block + np.count_nonzero(inner <= target[:, None], axis=1), k - 1)
     return np.where(hot, sampled, greedy)
 
 
