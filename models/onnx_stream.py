@@ -1,8 +1,8 @@
 """The network's stream as ONNX Runtime graphs: one call per codemap column, state as explicit arrays.
 
 A live column through TorchScript is some 300 small ops at a few microseconds each; the same
-arithmetic as three ONNX Runtime calls costs about half (convolutions with time taps become 1-D
-convolutions over frequency with the frames folded into channels). Built from a model file's
+arithmetic as three ONNX Runtime calls costs half or less (each layer's past frames an explicit
+input, every convolution a plain 2-D one that ONNX Runtime runs in its blocked layout). Built from a model file's
 weights in milliseconds (nothing compiled, nothing cached); needs ``onnxruntime`` alone.
 """
 
@@ -140,7 +140,7 @@ def _weights(conv: CausalConv2d) -> tuple[np.ndarray, np.ndarray]:
 
 class _Builder:
     """Layers of the stream in the layout ``[streams, channels, frames, bins]`` (time before
-    frequency, so a column's frames fold into channels for the 1-D convolutions)."""
+    frequency, as the model's convolutions read them)."""
 
     def __init__(self, graph: _Graph, bins: int):
         self.g = graph
@@ -150,18 +150,15 @@ class _Builder:
 
     def conv(self, x: str, layer: CausalConv2d, frames: int) -> tuple[str, int]:
         """``x`` [S, c_in, frames, F] -> ``[S, c_out, frames // st, F']`` and its frame count;
-        a layer with time context reads its last input frames from a cache input."""
+        a layer with time context reads its last input frames from a cache input. A plain 2-D
+        convolution: ONNX Runtime runs it in its blocked-channel layout (NCHWc), about 1.3x faster
+        here than the same arithmetic as a 1-D convolution with the frames folded into channels."""
         g = self.g
         weight, bias = _weights(layer)
         c_out, c_in, kf, kt = weight.shape
         st, sf, pad_t = layer.st, layer.sf, layer.pad_t
-        pads = [layer.pad_f[0], layer.pad_f[1]]
         bins = self.bins
-        self.bins = (bins + pads[0] + pads[1] - kf) // sf + 1
-        if kt == 1 and pad_t == 0:  # no time taps: a 2-D convolution with a [1, kf] kernel
-            w = weight.transpose(0, 1, 3, 2).copy()
-            y = g.op("Conv", x, g.const(w, "w"), g.const(bias, "b"), pads=[0, pads[0], 0, pads[1]], strides=[st, sf])
-            return y, frames // st
+        self.bins = (bins + layer.pad_f[0] + layer.pad_f[1] - kf) // sf + 1
         window, width = x, frames
         if pad_t > 0:
             name = f"cache{len(self.caches)}"
@@ -171,16 +168,9 @@ class _Builder:
             new = g.op("Slice", window, g.ints([frames]), g.ints([width]), g.ints([2]))
             self.caches.append((name, name + "_out", (c_in, pad_t, bins), layer))
             g.output(new, name + "_out")
-        out_frames = (width - kt) // st + 1
-        # output frame j reads window frames j * st .. j * st + kt - 1: one block of the folded weight each
-        folded = np.zeros((c_out, out_frames, c_in, width, kf), np.float32)
-        for j in range(out_frames):
-            for t in range(kt):
-                folded[:, j, :, j * st + t, :] = weight[:, :, :, t]
-        folded = folded.reshape(c_out * out_frames, c_in * width, kf)
-        flat = g.op("Reshape", window, g.ints([0, c_in * width, -1]))
-        y = g.op("Conv", flat, g.const(folded, "w"), g.const(np.repeat(bias, out_frames), "b"), pads=pads, strides=[sf])
-        return g.op("Reshape", y, g.ints([0, c_out, out_frames, -1])), out_frames
+        y = g.op("Conv", window, g.const(weight.transpose(0, 1, 3, 2).copy(), "w"), g.const(bias, "b"),
+                 pads=[0, layer.pad_f[0], 0, layer.pad_f[1]], strides=[st, sf])
+        return y, (width - kt) // st + 1
 
     def gelu(self, x: str) -> str:
         return self.g.op("Gelu", x)
@@ -478,23 +468,29 @@ class PriorNetwork:
         x = g.op("Reshape", g.op("Gather", g.const(embed, "embed"), codes), g.ints([0, 0, -1]))
         x = g.op("Concat", x, g.op("Unsqueeze", g.op("Cast", known, to=1), g.ints([2])), axis=2)
 
-        def linear(value: str, layer: Any) -> str:
-            weight = layer.weight.detach().float().numpy().T.copy()
-            return g.op("Add", g.op("MatMul", value, g.const(weight, "w")), g.const(layer.bias.detach().float().numpy(), "b"))
+        def weights(layer: Any) -> tuple[np.ndarray, np.ndarray]:
+            return layer.weight.detach().float().numpy(), layer.bias.detach().float().numpy()
 
-        h = g.op("Add", linear(x, prior.row_in), g.const(prior.row_bias.detach().float().numpy(), "row_bias"))
+        w, b = weights(prior.row_in)
+        bias = prior.row_bias.detach().float().numpy() + b  # [R, hidden]: the row's and the layer's
+        h = g.op("Add", g.op("MatMul", x, g.const(w.T.copy(), "w")), g.const(bias, "b"))
+        # the blocks as dilated convolutions over the rows (channels first): a block's linear map
+        # of the rows at -d, 0, +d is a kernel of three taps
+        h = g.op("Unsqueeze", g.op("Transpose", h, perm=[0, 2, 1]), g.ints([3]))
         for block, d in zip(prior.blocks, prior.dilations):
-            padded = g.op("Pad", g.op("Relu", h), g.ints([0, d, 0, 0, d, 0]))
-            rows = g.op("Shape", h, start=1, end=2)
-            shifted = [g.op("Slice", padded, g.const(np.array([i * d], np.int64)), g.op("Add", rows, g.const(np.array([i * d], np.int64))),
-                            g.ints([1])) for i in range(3)]
-            h = g.op("Add", h, linear(g.op("Concat", *shifted, axis=2), block))
-        h = g.op("GatherND", g.op("Relu", h), cells)  # [N, hidden]
+            w, b = weights(block)
+            kernel = w.reshape(w.shape[0], 3, -1).transpose(0, 2, 1)[..., None].copy()  # [out, in, tap, 1]
+            conv = g.op("Conv", g.op("Relu", h), g.const(kernel, "w"), g.const(b, "b"), dilations=[d, 1], pads=[d, 0, d, 0])
+            h = g.op("Add", h, conv)
+        h = g.op("GatherND", g.op("Transpose", g.op("Squeeze", g.op("Relu", h), g.ints([3])), perm=[0, 2, 1]), cells)  # [N, hidden]
         earlier = g.op("GatherND", g.op("Slice", codes, g.ints([0]), g.ints([c]), g.ints([2])), cells)  # [N, C]
-        logits = g.op("Pad", linear(h, prior.head), g.ints([0, 0, 0, 1]))
-        # each earlier code's copy weight on its own logit (unknown ones land on a dropped K-th)
-        logits = g.op("ScatterElements", logits, earlier, linear(h, prior.copy), axis=1, reduction="add")
-        g.output(g.op("Slice", logits, g.ints([0]), g.ints([k]), g.ints([1])), "logits")
+        w, b = weights(prior.head)  # one more logit (K), always 0: where unknown earlier codes land
+        head = np.concatenate([w.T, np.zeros((w.shape[1], 1), np.float32)], axis=1)
+        logits = g.op("Gemm", h, g.const(head, "w"), g.const(np.append(b, np.float32(0)), "b"))
+        w, b = weights(prior.copy)  # each earlier code's copy weight on its own logit
+        copies = g.op("Gemm", h, g.const(w.T.copy(), "w"), g.const(b, "b"))
+        g.output(g.op("ScatterElements", logits, earlier, copies, axis=1, reduction="add"), "logits")
+        self._k = k
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -502,7 +498,7 @@ class PriorNetwork:
 
     def logits(self, context: np.ndarray, column: np.ndarray, known: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """Logits ``[N, K]`` of ``cells`` [N, 2] (batch row, row); the other arguments as ``NeuralPrior.forward``'s."""
-        return self._session.run(["logits"], {"context": context, "column": column, "known": known, "cells": cells})[0]
+        return self._session.run(["logits"], {"context": context, "column": column, "known": known, "cells": cells})[0][:, : self._k]
 
 
 def _submodule(module: Any, path: str) -> Any:
