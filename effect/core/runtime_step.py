@@ -441,17 +441,22 @@ def _sample_finite(logits: np.ndarray, draws: np.ndarray, temperature: np.ndarra
     n, k = logits.shape
     if k % block:
         block = k
-    # unnormalised (the draw scales to their sum instead), in place on one float64 buffer
+    rows = np.arange(n)
+    # unnormalised (the draw scales to their sum instead), in place on one float64 buffer; the
+    # largest weight is the greedy pick's (division keeps the order), so no second search for it
     weights = logits.astype(np.float64)
-    weights /= np.maximum(temperature, 1e-12)[:, None]
-    weights -= weights.max(axis=1, keepdims=True)
+    top = weights[rows, greedy]
+    scale = np.maximum(temperature, 1e-12)
+    if (scale != 1.0).any():
+        weights /= scale[:, None]
+        top /= scale
+    weights -= top[:, None]
     np.exp(weights, out=weights)
     blocks = weights.reshape(n, k // block, block)
     # the cumulative weight at each block's end (a product with ones: numpy's sum over a short
     # last axis is several times slower)
     ends = np.cumsum((weights.reshape(-1, block) @ np.ones(block)).reshape(n, k // block), axis=1)
     target = draws * ends[:, -1]
-    rows = np.arange(n)
     at = np.minimum(np.count_nonzero(ends <= target[:, None], axis=1), k // block - 1)  # the block it falls in
     inner = np.where(at > 0, ends[rows, at - 1], 0.0)[:, None] + np.cumsum(blocks[rows, at], axis=1)
     sampled = np.minimum(at * block + np.count_nonzero(inner <= target[:, None], axis=1), k - 1)
