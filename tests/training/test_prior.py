@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -143,6 +144,67 @@ def test_neural_prior_learns_codemaps_and_round_trips(model, tmp_path):
         NeuralPriorTraining(true_history=2)
 
 
+def test_code_levels_follow_the_input_level(model):
+    from spectro_fx.training.prior import code_levels
+
+    cfg = model.cfg
+    clips = chirps(cfg.stft.sr) + [np.zeros(10, dtype=np.float32)]  # too short for a column: skipped
+    maps = list(codemaps_of_audio(model, clips))
+    levels = code_levels(model, clips)
+    assert levels.shape == (cfg.n_rows, cfg.codebook_size) and np.isfinite(levels).all()
+    np.testing.assert_allclose(code_levels(model, clips, codemaps=maps), levels)
+    # the same codes 20 dB louder: every figure 20 dB up (unseen codes take the median of seen
+    # ones), where the cells are well above the -100 dB floor
+    louder = code_levels(model, [10 * c for c in clips], codemaps=maps)
+    loud = levels > -60
+    assert loud.any()
+    assert np.median((louder - levels)[loud]) == pytest.approx(20.0, abs=0.01)
+    assert ((louder - levels) > -1e-6).all() and ((louder - levels) < 20 + 1e-6).all()
+    with pytest.raises(ParameterError, match="no clip long enough"):
+        code_levels(model, [np.zeros(10, dtype=np.float32)])
+
+
+def test_level_term_compares_band_levels():
+    from spectro_fx.training.prior import _level_term
+
+    energy = torch.tensor([[-20.0, -10.0, 0.0]]).expand(2, 3)  # codes 10 dB apart, same in both rows
+    cells = torch.tensor([[0, 0], [0, 1], [1, 0]])  # two cells of example 0, one of example 1
+    target = torch.tensor([2, 2, 0])
+    sure = torch.nn.functional.one_hot(target, 3).float() * 50.0
+    assert float(_level_term(sure, target, cells, energy, 2, 0.25)) < 1e-6
+    # example 0 predicted 10 dB low (code 1 for code 2), example 1 right: ((-1)^2 + 0) / 2
+    low = torch.nn.functional.one_hot(torch.tensor([1, 1, 0]), 3).float()
+    assert float(_level_term(50 * low, target, cells, energy, 2, 0.25)) == pytest.approx(0.5, rel=1e-4)
+    # and its gradient raises the louder code's logit, lowers the quieter one's
+    logits = (0.1 * low).requires_grad_()
+    _level_term(logits, target, cells, energy, 2, 0.25).backward()
+    assert logits.grad[0, 2] < 0 < logits.grad[0, 0]
+
+
+def test_level_weight_trains_with_code_levels(model):
+    from spectro_fx.training.prior import NeuralPriorTraining, fit_neural_prior
+
+    rng = np.random.default_rng(0)
+    maps = [rng.integers(0, 16, size=(model.cfg.n_rows, 40)) for _ in range(4)]
+    settings = NeuralPriorTraining(steps=2, windows=4, columns=4, rollout=4, level_weight=1.0)
+    with pytest.raises(ParameterError, match="needs the codes' levels"):
+        fit_neural_prior(maps, n_codes=16, settings=settings, config={"hidden": 8, "embed_dim": 4})
+    levels = rng.uniform(-80, 0, size=16)
+    net = fit_neural_prior(maps, n_codes=16, settings=settings, config={"hidden": 8, "embed_dim": 4},
+                           code_level_db=levels)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    with pytest.raises(ParameterError, match="level_weight=-1"):
+        NeuralPriorTraining(level_weight=-1.0)
+    # level_bias: the head's bias tilted by the codes' levels after training, nothing else changed
+    plain = NeuralPriorTraining(steps=1, windows=4, columns=4, rollout=4, lr=1e-12)
+    tilted = dataclasses.replace(plain, level_bias=0.01)
+    a = fit_neural_prior(maps, n_codes=16, settings=plain, init=net)
+    b = fit_neural_prior(maps, n_codes=16, settings=tilted, init=net, code_level_db=levels)
+    np.testing.assert_allclose((b.head.bias - a.head.bias).detach().numpy(), 0.01 * (levels - levels.mean()),
+                               rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items() if k != "head.bias")
+
+
 def test_training_settings_from_set_items():
     from spectro_fx.training.prior import NeuralPriorTraining, training_settings
 
@@ -185,6 +247,9 @@ def test_cli_trains_the_neural_prior_and_export_carries_it(model, tmp_path, caps
     assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output",
                  str(again), "--steps", "1", "--set", "rollout=2", "--set", "windows=4"]) == 0
     assert "(seed 0; windows 4, rollout 2)" in load_model(again).metadata["neural_prior"]
+    assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output",
+                 str(again), "--steps", "1", "--set", "level_weight=0.5"]) == 0
+    assert "level_weight 0.5" in load_model(again).metadata["neural_prior"]
     assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output",
                  str(again), "--init", str(plain)]) == 2
     assert "has no neural prior" in capsys.readouterr().err
