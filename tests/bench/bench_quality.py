@@ -1,7 +1,7 @@
 """Held-out quality of a model file: TimGM6mb notes (a SoundFont the default model never saw),
 as rendered and at +-20 dB, against weak anchors; plus CPU training throughput.
 
-Run: .venv/bin/python tests/bench/bench_quality.py [--model FILE] [--train-data DIR] [--stride N]
+Run: .venv/bin/python tests/bench/bench_quality.py [--model FILE] [--selection a|b] [--train-data DIR] [--stride N]
 Prints tables; writes JSON with --json. Figures, not asserts.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import scipy.signal
 import torch
 
-from spectro_fx.assets import asset_path
+from spectro_fx.assets import model_path
 from spectro_fx.models.export import load_model
 from spectro_fx.models.spectral import istft, stft
 from spectro_fx.training.data import load_clips
@@ -32,6 +32,14 @@ TRAIN_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 HELDOUT_PROGRAMS = [0, 11, 19, 24, 33, 40, 48, 52, 56, 61, 65, 71, 73, 81, 89, 105]
 HELDOUT_PITCHES = list(range(36, 85, 4))
 HELDOUT_VELOCITIES = [64, 100]
+# held-out selections: one set of notes can flatter a model; "b" shares no program, pitch or
+# velocity with "a": electric piano, celesta, drawbar organ, clean guitar, fretless bass, cello,
+# pizzicato strings, trombone, French horn, tenor sax, oboe, bassoon, pan flute, square lead,
+# choir pad, kalimba
+SELECTIONS = {
+    "a": (HELDOUT_PROGRAMS, HELDOUT_PITCHES, HELDOUT_VELOCITIES),
+    "b": ([4, 8, 16, 27, 35, 42, 45, 57, 60, 66, 68, 70, 75, 80, 91, 108], list(range(38, 87, 4)), [48, 120]),
+}
 
 
 def band_share(clips, sr: int, cutoff_hz: float = 8000.0) -> str:
@@ -90,16 +98,19 @@ def training_throughput(model_cfg, data: Path, *, steps: int, threads: int) -> f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(asset_path("default_model.pt")))
+    parser.add_argument("--model", default="default", help="a model file, or a bundled model's name")
     parser.add_argument("--workdir", default=None, help="keep rendered notes here (default: a temporary folder)")
     parser.add_argument("--train-data", default=None, help="training notes for the mean-spectrum anchor (default: rendered here)")
+    parser.add_argument("--selection", choices=sorted(SELECTIONS), default="a",
+                        help="which held-out notes: a (the usual 416) or b (416 with no program, pitch or velocity of a)")
     parser.add_argument("--stride", type=int, default=1, help="evaluate every N-th held-out note (1 = all 416)")
-    parser.add_argument("--throughput-steps", type=int, default=20)
+    parser.add_argument("--throughput-steps", type=int, default=20, help="training steps timed (0: no throughput)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for inference and throughput")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    args.model = str(model_path(args.model))
     model_file = load_model(args.model)
     resynthesis = ModelResynthesis(model_file)
     cfg = model_file.config.stft
@@ -107,14 +118,15 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     work = Path(args.workdir or tmp.name)
 
-    heldout_dir = work / f"timgm6mb-heldout-{sr}"
+    heldout_dir = work / (f"timgm6mb-heldout-{sr}" if args.selection == "a" else f"timgm6mb-heldout-{args.selection}-{sr}")
     if not (heldout_dir / "examples.json").is_file():
-        render_notes(heldout_dir, soundfont=HELDOUT_SOUNDFONT, programs=HELDOUT_PROGRAMS, pitches=HELDOUT_PITCHES,
-                     velocities=HELDOUT_VELOCITIES, sr=sr, progress=False)
+        programs, pitches, velocities = SELECTIONS[args.selection]
+        render_notes(heldout_dir, soundfont=HELDOUT_SOUNDFONT, programs=programs, pitches=pitches,
+                     velocities=velocities, sr=sr, progress=False)
     heldout = load_clips(heldout_dir, sr=sr)
     heldout.audio, heldout.names = heldout.audio[:: args.stride], heldout.names[:: args.stride]
     peaks = 20 * np.log10([np.abs(a).max() for a in heldout.audio])
-    print(f"held-out: {len(heldout)} TimGM6mb notes at {sr} Hz, peaks {peaks.min():.0f}..{peaks.max():.0f} dBFS "
+    print(f"held-out ({args.selection}): {len(heldout)} TimGM6mb notes at {sr} Hz, peaks {peaks.min():.0f}..{peaks.max():.0f} dBFS "
           f"(median {np.median(peaks):.0f}); {band_share(heldout.audio, sr)}")
 
     if args.train_data:
@@ -145,12 +157,16 @@ def main() -> None:
           "metrics (MR-STFT, LSD, spectral convergence at the model rate); its mel distance is ~0 by construction.")
     print("anchor 'original paper configuration for the same wall time': not run in this benchmark.")
 
-    throughput = training_throughput(model_file.config, heldout_dir, steps=args.throughput_steps, threads=args.threads)
-    print(f"\ntraining throughput (fit, default config, batch 16 x 64 frames, CPU, {args.threads} thread(s)): "
-          f"{throughput:.1f} examples/s; evaluation took {timings[0.0]:.0f} s for {len(heldout)} notes at 0 dB")
+    throughput = None
+    if args.throughput_steps > 0:
+        throughput = training_throughput(model_file.config, heldout_dir, steps=args.throughput_steps, threads=args.threads)
+        print(f"\ntraining throughput (fit, default config, batch 16 x 64 frames, CPU, {args.threads} thread(s)): "
+              f"{throughput:.1f} examples/s", end="; ")
+    print(f"evaluation took {timings[0.0]:.0f} s for {len(heldout)} notes at 0 dB")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "model": args.model,
+            "selection": args.selection,
             "n_notes": len(heldout),
             "results": {name: {"metrics": ev.metrics, "codebook": ev.codebook} for name, ev in rows.items()},
             "train_examples_per_s_cpu": throughput,
