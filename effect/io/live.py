@@ -151,17 +151,19 @@ def run_live(args: argparse.Namespace, *, make_engine: Callable[..., Any] | None
 WARM_UP_VALUES = (("wet", 1.0), ("low_hz", 20.0), ("high_hz", 24000.0), ("period_s", 0.0))
 
 
-def _warm_up(engine: Any, blocksize: int, channels: int, sr: int, *, seconds: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+def _warm_up(engine: Any, blocksize: int, channels: int, sr: int, *, seconds: float = 0.32) -> tuple[np.ndarray, np.ndarray]:
     """Run the engine on noise first: TorchScript optimises on its first calls, which would
     otherwise make the first blocks late. It runs with the whole band regenerated, the most
     work a knob can ask for (the engine skips work for silence and empty regions), then the
     parameters are put back. Between calls it sleeps a quarter block, as the worker waits for
-    the next one, and notes how late the sleep returns.
+    the next one, and notes how late the sleep returns. The first sixth of the calls is not
+    measured: they fill the analysis window and carry TorchScript's first, profiling runs (as
+    many calls are measured as when it ran 0.4 s and dropped the first third).
 
     Returns
     -------
     call_s : np.ndarray
-        Seconds per engine call after the first third (the calls that complete a column dominate).
+        Seconds per engine call after the first sixth (the calls that complete a column dominate).
     wake_s : np.ndarray
         How much later than asked each sleep returned, seconds (the machine's scheduling jitter:
         how long a thread that can run waits for a core, as the worker does when a block lands).
@@ -185,7 +187,7 @@ def _warm_up(engine: Any, blocksize: int, channels: int, sr: int, *, seconds: fl
     for name in changed:
         engine.set(name, saved[name])
     engine.reset()
-    return np.array(times[len(times) // 3 :]), np.array(late[len(late) // 3 :])
+    return np.array(times[len(times) // 6 :]), np.array(late[len(late) // 6 :])
 
 
 KEEPS_UP = 0.9
@@ -229,7 +231,7 @@ def _lighter_load(args: argparse.Namespace, name: str, plan: Any, sr: int) -> fl
         engine = default_engine_factory(other)(sr=sr, channels=plan.in_channels, block_hint=plan.blocksize)
     except ParameterError:  # its settings do not apply to that model
         return None
-    call_s, _ = _warm_up(engine, plan.blocksize, plan.in_channels, sr, seconds=0.3)
+    call_s, _ = _warm_up(engine, plan.blocksize, plan.in_channels, sr)
     return engine_load(call_s, blocksize=plan.blocksize, sr=sr)
 
 
