@@ -382,6 +382,15 @@ def code_levels(model, clips: Iterable[np.ndarray], *, codemaps: Optional[Sequen
     return (sums + min_count * overall[None]) / (counts + min_count)
 
 
+def _fit_on_clips(model, audio, *, n_codes: int, settings: NeuralPriorTraining, init, progress: bool, log):
+    """:func:`fit_neural_prior` on the codemaps ``model`` gives ``audio`` (and the codes' levels
+    there, when the settings ask for them)."""
+    maps = list(codemaps_of_audio(model, audio))
+    levels = code_levels(model, audio, codemaps=maps) if settings.level_weight or settings.level_bias else None
+    return fit_neural_prior(maps, n_codes=n_codes, settings=settings, init=init, code_level_db=levels,
+                            progress=progress, log=log)
+
+
 def save_neural_prior(net, path: str | os.PathLike) -> Path:
     """Write a neural prior as its config and weights (loadable with ``weights_only=True``), atomically."""
     path = Path(path)
@@ -520,10 +529,8 @@ def fit_run_neural_prior(
     run_dir = Path(run_dir)
     model, clips = _run_model_and_clips(run_dir, data=data, progress=progress)
     cfg = model.cfg
-    maps = list(codemaps_of_audio(model, clips.audio))
-    levels = code_levels(model, clips.audio, codemaps=maps) if settings.level_weight or settings.level_bias else None
-    net = fit_neural_prior(maps, n_codes=cfg.codebook_size, settings=settings, init=init, code_level_db=levels,
-                           progress=progress, log=log)
+    net = _fit_on_clips(model, clips.audio, n_codes=cfg.codebook_size, settings=settings, init=init,
+                        progress=progress, log=log)
     return save_neural_prior(net, run_dir / NEURAL_PRIOR_NAME), net, clips.description
 
 
@@ -549,10 +556,8 @@ def add_neural_prior_to_file(
     model = load_model(model_path)
     cfg = model.config
     clips = load_clips(data, sr=cfg.stft.sr, min_samples=cfg.time_stride * cfg.stft.hop_length, progress=progress)
-    maps = list(codemaps_of_audio(model, clips.audio))
-    levels = code_levels(model, clips.audio, codemaps=maps) if settings.level_weight or settings.level_bias else None
-    net = fit_neural_prior(maps, n_codes=cfg.codebook_size, settings=settings, init=init, code_level_db=levels,
-                           progress=progress, log=log)
+    net = _fit_on_clips(model, clips.audio, n_codes=cfg.codebook_size, settings=settings, init=init,
+                        progress=progress, log=log)
     changed = settings.changed()
     description = (f"neural prior trained {settings.steps} steps on the codemaps of {clips.description} "
                    f"(seed {settings.seed}{'; ' + changed if changed else ''})"
