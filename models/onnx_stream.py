@@ -19,6 +19,15 @@ from .vqvae import CausalConv2d, Decoder, Encoder, ResBlock, UpBlock
 OPSET = 20
 """ONNX opset of the graphs (20 has ``Gelu``)."""
 
+_DRAW_BLOCK = 32
+"""Codes summed together before the cumulative sum of a draw (a cumulative sum is a slow loop)."""
+
+DRAW_TOLERANCE = 2e-5
+"""A float32 draw's margin below which it is drawn again in float64. float32 moves each end of a
+code's interval by at most about 7e-6 of the total weight: each weight by ``(|x| + 2) * 2**-23``
+relative (the rounded exponent ``x`` and exp's own error; ``|x|`` averages at most log K under the
+weights), and the cumulative sums by up to 94 roundings of ``2**-24``."""
+
 
 def runtime_available() -> bool:
     """Whether ONNX Runtime imports here."""
@@ -489,16 +498,70 @@ class PriorNetwork:
         logits = g.op("Gemm", h, g.const(head, "w"), g.const(np.append(b, np.float32(0)), "b"))
         w, b = weights(prior.copy)  # each earlier code's copy weight on its own logit
         copies = g.op("Gemm", h, g.const(w.T.copy(), "w"), g.const(b, "b"))
-        g.output(g.op("ScatterElements", logits, earlier, copies, axis=1, reduction="add"), "logits")
-        self._k = k
+        logits = g.op("ScatterElements", logits, earlier, copies, axis=1, reduction="add")
+        g.output(logits, "logits")
+        self._draw_graph(g, g.op("Slice", logits, g.ints([0]), g.ints([k]), g.ints([1])), k)
+        self.codebook_size = k
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(g.model_bytes(), options, providers=["CPUExecutionProvider"])
 
+    @staticmethod
+    def _draw_graph(g: _Graph, logits: str, k: int) -> None:
+        """The draw of one code per row of ``logits`` [N, K] in float32 (inputs ``draws`` and
+        ``temperature``, [N, 1] float32): ``sample_finite``'s inverse CDF of ``softmax(logits /
+        temperature)``, its cumulative weights summed a block of codes at a time and then within
+        the block where the draw falls. Outputs: ``codes`` [N, 1] int64; ``unsure`` [N, 1] bool
+        where float32 does not decide: a draw within :data:`DRAW_TOLERANCE` of the total weight
+        from an end of its code's interval (float32's rounding moves the ends by less: elsewhere
+        the code is the one float64 picks), and every row at temperature 0 (the first maximum is
+        taken from the logits, outside); ``unsure_logits`` [M, K], those rows' logits. (About 40
+        nodes: each costs ONNX Runtime about a microsecond, so the graph is kept short.)"""
+        block = _DRAW_BLOCK if k % _DRAW_BLOCK == 0 else k
+        blocks = k // block
+        draws, temperature = g.input("draws", ["N", 1]), g.input("temperature", ["N", 1])
+
+        def count_below(cumulative: str) -> str:  # how many of the cumulative weights are <= target
+            return g.op("ReduceSum", g.op("Cast", g.op("LessOrEqual", cumulative, target), to=7), g.ints([1]), keepdims=1)
+
+        x = g.op("Div", g.op("Sub", logits, g.op("ReduceMax", logits, g.ints([1]), keepdims=1)),
+                 g.op("Max", temperature, g.const(np.float32(1e-30))))
+        weights = g.op("Reshape", g.op("Exp", x), g.ints([0, blocks, block]))
+        ends = g.op("CumSum", g.op("ReduceSum", weights, g.ints([2]), keepdims=0), g.const(np.int64(1)))  # [N, blocks]
+        total = g.op("Slice", ends, g.ints([blocks - 1]), g.ints([blocks]), g.ints([1]))
+        target = g.op("Mul", draws, total)
+        at = g.op("Min", count_below(ends), g.const(np.int64(blocks - 1)))  # the block the draw falls in
+        before = g.op("GatherElements", g.op("Pad", ends, g.ints([0, 1, 0, 0])), at, axis=1)  # the weight before it
+        inner = g.op("Concat", before, g.op("Add", before, g.op("CumSum", g.op("GatherND", weights, at, batch_dims=1),
+                                                                  g.const(np.int64(1)))), axis=1)  # [N, block + 1]
+        # count_below(inner) - 1 codes of the block lie below the draw; past its end: the last code
+        sampled = g.op("Add", g.op("Mul", at, g.const(np.int64(block))), count_below(inner))
+        g.output(g.op("Min", g.op("Sub", sampled, g.const(np.int64(1))), g.const(np.int64(k - 1))), "codes", np.int64)
+        # the nearest end of an interval: the cumulative weights are ordered, so the two around the draw
+        margin = g.op("ReduceMin", g.op("Abs", g.op("Sub", inner, target)), g.ints([1]), keepdims=1)
+        sure = g.op("And", g.op("Greater", margin, g.op("Mul", total, g.const(np.float32(DRAW_TOLERANCE)))),
+                    g.op("Greater", temperature, g.const(np.float32(0.0))))
+        unsure = g.op("Not", sure)
+        g.output(unsure, "unsure", np.bool_)
+        g.output(g.op("Compress", logits, g.op("Squeeze", unsure, g.ints([1])), axis=0), "unsure_logits")
+
     def logits(self, context: np.ndarray, column: np.ndarray, known: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """Logits ``[N, K]`` of ``cells`` [N, 2] (batch row, row); the other arguments as ``NeuralPrior.forward``'s."""
-        return self._session.run(["logits"], {"context": context, "column": column, "known": known, "cells": cells})[0][:, : self._k]
+        no_draws = np.zeros((cells.shape[0], 1), np.float32)
+        feed = {"context": context, "column": column, "known": known, "cells": cells, "draws": no_draws, "temperature": no_draws}
+        return self._session.run(["logits"], feed)[0][:, : self.codebook_size]
+
+    def draw(self, context: np.ndarray, column: np.ndarray, known: np.ndarray, cells: np.ndarray, draws: np.ndarray,
+             temperature: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One code for each of ``cells`` [N, 2] drawn in float32 with the uniforms ``draws`` [N] at
+        ``temperature`` [N]: ``(codes [N] int64, unsure [N] bool, logits [M, K])``, the logits of
+        the ``M`` draws float32 cannot decide (and of those at temperature 0), which the caller
+        draws in float64."""
+        feed = {"context": context, "column": column, "known": known, "cells": cells,
+                "draws": draws.astype(np.float32).reshape(-1, 1), "temperature": temperature.astype(np.float32).reshape(-1, 1)}
+        codes, unsure, logits = self._session.run(["codes", "unsure", "unsure_logits"], feed)
+        return codes.reshape(-1), unsure.reshape(-1), logits
 
 
 def _submodule(module: Any, path: str) -> Any:

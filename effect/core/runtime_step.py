@@ -100,6 +100,8 @@ class RuntimeStep:
         self._pending = np.zeros((streams, 0, self.n_bins), np.complex128)  # frames first
         self._region_valid = False  # whether _region is the next columns' (the region stands still)
         self._region: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
+        self._asked: tuple | None = None  # the neural prior's batch for the region's cells
+        self._rows_to_decode: tuple = (None, None)  # (cells, the rows and first column to decode)
         self._no_samples = np.zeros((streams, 0))
         self._no_codes = torch.zeros(0, self.n_rows, 0, dtype=torch.long)
         self._take_counters()
@@ -211,11 +213,15 @@ class RuntimeStep:
             latent = first.numpy()
         else:  # nothing to change: the codes' vectors (no history is read without an effect)
             latent = self.codebook[codes].transpose(0, 3, 1, 2)
-        low, high, first = _decode_rows(cells)
+        if self._rows_to_decode[0] is not cells:  # (the same cells while the region stands still)
+            self._rows_to_decode = (cells, _decode_rows(cells))
+        low, high, first = self._rows_to_decode[1]
+        columns = [self.network.decode(np.ascontiguousarray(latent[:, :, :, j]), *((low, high) if j >= first else (0, 0)))
+                   for j in range(k)]
+        if k == 1 and columns[0] is not None:
+            return self._synthesise(columns[0], *held)
         decoded = np.zeros(features.shape, np.float32)
-        for j in range(k):
-            rows = (low, high) if j >= first else (0, 0)
-            column = self.network.decode(np.ascontiguousarray(latent[:, :, :, j]), *rows)
+        for j, column in enumerate(columns):
             if column is not None:
                 decoded[:, :, j * ts : (j + 1) * ts] = column
         return self._synthesise(decoded, *held)
@@ -269,16 +275,34 @@ class RuntimeStep:
         streams, rows, k = codes.shape
         c = self.context_columns
         # one batch row per (column, stream), as builtin.neural_batch orders them
-        context = np.stack([full[:, :, j : j + c] for j in range(k)]).reshape(k * streams, rows, c)
-        columns = codes.transpose(2, 0, 1).reshape(k * streams, rows).copy()  # (a view of codes for one column)
-        unknown = np.repeat(cells, streams, axis=0)
-        asked = np.argwhere(unknown)
-        logits = self.prior.logits(context, columns, ~unknown, asked)
-        # batch row b is stream b % S of column b // S
-        uniforms = _uniforms(_cell_keys(asked[:, 0] % streams, asked[:, 1], self._columns_done - k + asked[:, 0] // streams,
-                                        streams, rows), self._seed)
-        columns[asked[:, 0], asked[:, 1]] = _sample_finite(logits, uniforms, temperature[asked[:, 0] // streams])
+        if k == 1:
+            context, columns = np.ascontiguousarray(full[:, :, :c]), codes[:, :, 0].copy()
+        else:
+            context = np.stack([full[:, :, j : j + c] for j in range(k)]).reshape(k * streams, rows, c)
+            columns = codes.transpose(2, 0, 1).reshape(k * streams, rows).copy()
+        known, asked, column, keys = self._asked_cells(cells, streams)
+        uniforms = _uniforms(keys + (self._columns_done - k) * (streams * rows * 4), self._seed)
+        cell_temperature = temperature[column]
+        picked, unsure, logits = self.prior.draw(context, columns, known, asked, uniforms, cell_temperature)
+        if logits.shape[0]:  # draws float32 cannot decide (and temperature 0): float64 decides
+            picked[unsure] = _sample_finite(logits, uniforms[unsure], cell_temperature[unsure])
+        columns[asked[:, 0], asked[:, 1]] = picked
+        if k == 1:
+            return columns[:, :, None]
         return np.ascontiguousarray(columns.reshape(k, streams, rows).transpose(1, 2, 0))
+
+    def _asked_cells(self, cells: np.ndarray, streams: int) -> tuple[np.ndarray, ...]:
+        """The prior's batch for a region's ``cells`` [k, n_rows] (kept while the region stands
+        still): its known cells [k * streams, n_rows], the asked cells [N, 2] (batch row, row), each
+        one's column (of k) and its draw's key counted from column 0 (batch row b is stream b %
+        streams of column b // streams)."""
+        if self._asked is None or self._asked[0] is not cells:
+            unknown = np.repeat(cells, streams, axis=0)
+            asked = np.argwhere(unknown)
+            column = asked[:, 0] // streams
+            keys = _cell_keys(asked[:, 0] % streams, asked[:, 1], column, streams, cells.shape[1])
+            self._asked = (cells, ~unknown, asked, column, keys)
+        return self._asked[1:]
 
     def _spatial(self, full: np.ndarray, codes: np.ndarray, cells: np.ndarray, temperature: np.ndarray) -> np.ndarray:
         """``builtin.inpaint_redraw`` of the spatial method through the numpy naive Bayes (the
@@ -427,40 +451,17 @@ def _uniforms(keys: np.ndarray, seed: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-def _sample_finite(logits: np.ndarray, draws: np.ndarray, temperature: np.ndarray, *, block: int = 32) -> np.ndarray:
-    """:func:`~spectro_fx.effect.core.builtin.sample_finite` in numpy: one index per row of
-    ``logits`` [N, K] from ``softmax(logits / temperature)`` by inverse CDF with ``draws`` [N]
-    (temperature 0: the first maximum). The cumulative weights are summed a ``block`` of codes at
-    a time and then within the one block where the draw falls: a running sum over all K codes
-    costs 3.5 ns a code here (36 us for ten cells of 1024), and the order of the additions moves
-    the result by a rounding error only."""
+def _sample_finite(logits: np.ndarray, draws: np.ndarray, temperature: np.ndarray) -> np.ndarray:
+    """:func:`~spectro_fx.effect.core.builtin.sample_finite` in numpy, float64: one index per row
+    of ``logits`` [N, K] from ``softmax(logits / temperature)`` by inverse CDF with ``draws`` [N]
+    (temperature 0: the first maximum). The engine draws in the prior's graph, in float32, and
+    here only where float32 cannot decide (a few rows)."""
     greedy = np.argmax(logits, axis=1)
-    hot = temperature > 0.0
-    if not hot.any():
-        return greedy
-    n, k = logits.shape
-    if k % block:
-        block = k
-    rows = np.arange(n)
-    # unnormalised (the draw scales to their sum instead), in place on one float64 buffer; the
-    # largest weight is the greedy pick's (division keeps the order), so no second search for it
-    weights = logits.astype(np.float64)
-    top = weights[rows, greedy]
-    scale = np.maximum(temperature, 1e-12)
-    if (scale != 1.0).any():
-        weights /= scale[:, None]
-        top /= scale
-    weights -= top[:, None]
-    np.exp(weights, out=weights)
-    blocks = weights.reshape(n, k // block, block)
-    # the cumulative weight at each block's end (a product with ones: numpy's sum over a short
-    # last axis is several times slower)
-    ends = np.cumsum((weights.reshape(-1, block) @ np.ones(block)).reshape(n, k // block), axis=1)
-    target = draws * ends[:, -1]
-    at = np.minimum(np.count_nonzero(ends <= target[:, None], axis=1), k // block - 1)  # the block it falls in
-    inner = np.where(at > 0, ends[rows, at - 1], 0.0)[:, None] + np.cumsum(blocks[rows, at], axis=1)
-    sampled = np.minimum(at * block + np.count_nonzero(inner <= target[:, None], axis=1), k - 1)
-    return np.where(hot, sampled, greedy)
+    weights = logits.astype(np.float64) - logits[np.arange(len(greedy)), greedy][:, None]
+    weights /= np.maximum(temperature, 1e-12)[:, None]
+    cumulative = np.cumsum(np.exp(weights, out=weights), axis=1)  # unnormalised: the draw scales to the sum
+    sampled = np.count_nonzero(cumulative <= (draws * cumulative[:, -1])[:, None], axis=1)
+    return np.where(temperature > 0.0, np.minimum(sampled, logits.shape[1] - 1), greedy)
 
 
 def _decode_rows(cells: np.ndarray) -> tuple[int, int, int]:

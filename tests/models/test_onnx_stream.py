@@ -137,3 +137,52 @@ def test_the_neural_prior_in_onnx_runtime_gives_its_logits(rng):
     got = PriorNetwork(prior).logits(context.numpy(), column.numpy(), known.numpy(), cells.numpy())
     assert expected.shape == (int(cells.shape[0]), 16) and np.abs(expected).max() > 0.1
     np.testing.assert_allclose(got, expected, atol=1e-5 * float(np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("codebook_size", [16, 64])
+def test_the_neural_priors_draw_in_its_graph_is_sample_finites_or_says_it_is_unsure(codebook_size, rng):
+    """The float32 draw in the prior's graph picks the code the float64 reference
+    (``builtin.sample_finite``) picks wherever it does not flag the draw as unsure, and hands the
+    unsure rows' logits back; a draw that lands on an end of a code's interval is unsure, and so
+    is every draw at temperature 0 (the caller takes the first maximum)."""
+    from spectro_fx.effect.core.builtin import sample_finite
+    from spectro_fx.models.neural_prior import NeuralPrior
+    from spectro_fx.models.onnx_stream import PriorNetwork
+
+    torch.manual_seed(5)
+    k = codebook_size
+    prior = NeuralPrior(n_rows=9, codebook_size=k, context_columns=3, embed_dim=4, hidden=8, dilations=[1, 3]).eval()
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    network = PriorNetwork(prior)
+    unsure_seen = 0
+    for temperature in (0.0, 0.3, 1.0, 3.0):
+        context = rng.integers(-1, k + 1, (40, 9, 3))
+        column = rng.integers(0, k, (40, 9))
+        known = rng.random((40, 9)) < 0.5
+        cells = np.argwhere(~known)
+        draws = rng.random(len(cells))
+        draws[:4] = [0.0, 0.5, 1.0 - 2.0**-53, 0.25]
+        t = np.full(len(cells), temperature)
+        logits = network.logits(context, known=known, column=column, cells=cells)
+        expected = sample_finite(torch.from_numpy(logits), torch.from_numpy(draws), torch.from_numpy(t)).numpy()
+        codes, unsure, unsure_logits = network.draw(context, column, known, cells, draws, t)
+        np.testing.assert_array_equal(codes[~unsure], expected[~unsure])
+        np.testing.assert_array_equal(unsure_logits, logits[unsure])
+        if temperature == 0.0:
+            assert unsure.all()
+        else:
+            unsure_seen += int(unsure.sum())
+    assert unsure_seen < 0.2 * 3 * len(cells)
+    # every code equally likely, draws on the ends of the codes' intervals: float32 cannot decide
+    cells = np.argwhere(np.ones((1, 9), bool))
+    flat = {"context": np.full((1, 9, 3), -1), "column": np.zeros((1, 9), np.int64), "known": np.zeros((1, 9), bool)}
+    with torch.no_grad():
+        prior.head.weight.zero_(), prior.head.bias.zero_(), prior.copy.weight.zero_(), prior.copy.bias.zero_()
+    network = PriorNetwork(prior)
+    logits = network.logits(**flat, cells=cells)
+    assert np.ptp(logits) == 0.0
+    draws = np.arange(1, 10) / k
+    codes, unsure, unsure_logits = network.draw(**flat, cells=cells, draws=draws, temperature=np.ones(9))
+    assert unsure.all() and unsure_logits.shape == (9, k)
