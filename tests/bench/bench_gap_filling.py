@@ -2,7 +2,7 @@
 what was there, with naive Bayes and trivial baselines in the same run.
 
 Run: .venv/bin/python tests/bench/bench_gap_filling.py [--full] [--model FILE] [--neural-prior FILE]
-     [--compare-prior FILE ...] [--workdir DIR] [--json OUT]
+     [--compare-prior FILE ...] [--temperatures 0,0.5,1] [--workdir DIR] [--json OUT]
 
 Material the default model never trained on: TimGM6mb notes (FluidSynth) and, when `make
 bench-system` installed them, the voice, music and drum recordings of bench_real_recordings.py,
@@ -22,9 +22,10 @@ region only (its STFT bins and frames; mel bands whose centre lies in the band):
 * level (dB): energy of the decoded region over that of the resynthesis; |level| is averaged
   over clips as well, and for open bands the level against the input itself.
 
-Temperature 0 (the most probable code), and 1 with the spread over seeds. Once per run, the
-codemap-level figures are checked against a file render through the engine (the CLI's path).
-Figures, not asserts.
+Temperature 0 (the most probable code) for every inpainter; the sampling ones (the neural prior,
+two naive Bayes variants, the usage draw) also at 1, or at each of ``--temperatures``, with the
+spread over seeds above 0. Once per run, the codemap-level figures are checked against a file
+render through the engine (the CLI's path). Figures, not asserts.
 """
 
 from __future__ import annotations
@@ -76,8 +77,32 @@ def regions(full: bool) -> list[Region]:
             + [Region(lo, hi, None) for lo, hi in ((500, 1500), (1500, 3500))])
 
 
-# temperature 1 (several seeds) for these; the other baselines at temperature 0 only
+# at each measured temperature (several seeds above 0) for these; the other baselines at temperature 0 only
 SAMPLED_METHODS = ("spatial r2 both", "learned NB", "usage draw", "neural")
+TEMPERATURES = (0.0, 1.0)
+
+
+def temperature_list(text: str) -> tuple[float, ...]:
+    """``--temperatures``: a comma list such as ``0,0.5,1`` -> (0.0, 0.5, 1.0), sorted, each once."""
+    temperatures = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            value = float("nan")
+        if not np.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"temperature {item.strip()!r} in {text!r} must be a number >= 0 "
+                                             "(a comma list such as 0,0.5,1)")
+        temperatures.append(value)
+    return tuple(sorted(set(temperatures)))
+
+
+def settings(name: str, temperatures: tuple[float, ...], seeds: tuple[int, ...]) -> list[tuple[float, tuple[int, ...]]]:
+    """(temperature, seeds) pairs method ``name`` is measured at: a sampling method at each of
+    ``temperatures`` (one seed at 0, where the draw is the most probable code), the others at 0."""
+    if name not in SAMPLED_METHODS:
+        return [(0.0, seeds[:1])]
+    return [(t, seeds if t > 0 else seeds[:1]) for t in temperatures]
 
 
 # --- material ---------------------------------------------------------------------------------
@@ -280,7 +305,7 @@ def input_magnitude(module, audio: np.ndarray) -> np.ndarray:
 
 
 def run_category(meter: Meter, methods: dict, clips: list[np.ndarray], region_list: list[Region], *,
-                 seeds: tuple[int, ...]) -> dict:
+                 seeds: tuple[int, ...], temperatures: tuple[float, ...] = TEMPERATURES) -> dict:
     """Per region and setting (method, context, temperature, seed): per-clip figures."""
     module = meter.module
     results: dict = {}
@@ -294,8 +319,7 @@ def run_category(meter: Meter, methods: dict, clips: list[np.ndarray], region_li
             outs, keys = [codes], [("resynthesis", "-", 0.0, 0)]
             for name, fill in methods.items():
                 for context in ("output", "input"):
-                    settings = ((0.0, seeds[:1]), (1.0, seeds)) if name in SAMPLED_METHODS else ((0.0, seeds[:1]),)
-                    for temperature, seed_list in settings:
+                    for temperature, seed_list in settings(name, temperatures, seeds):
                         for seed in seed_list:
                             rng = np.random.default_rng(1000 * ci + seed)
                             outs.append(fill(codes, mask, context, temperature, rng))
@@ -318,7 +342,7 @@ def run_category(meter: Meter, methods: dict, clips: list[np.ndarray], region_li
 
 
 def summarise(results: dict, seeds: tuple[int, ...]) -> dict:
-    """Per setting (method, context, temperature): means over regions and clips; at T=1 the mean
+    """Per setting (method, context, temperature): means over regions and clips; at T > 0 the mean
     over seeds and the spread (max - min of the seeds' means)."""
     table: dict = {}
     for by_key in results.values():
@@ -350,12 +374,14 @@ def open_band_levels(results: dict) -> dict:
 def print_category(kind: str, n_clips: int, summary: dict, open_levels: dict) -> None:
     print(f"\n{kind} ({n_clips} clips); inside the region: mel distance to the resynthesis (dB, lower is better), "
           "codes recovered, mean |level| and level vs resynthesis (dB), open bands' level vs the input (dB)")
-    print(f"{'method':>18} {'context':>7} {'T':>3} {'mel dB':>13} {'recovered':>9} {'|level|':>8} {'level':>7} {'open vs in':>10}")
+    width = max([3] + [len(f"{temperature:g}") for _, _, temperature in summary])
+    print(f"{'method':>18} {'context':>7} {'T':>{width}} {'mel dB':>13} {'recovered':>9} {'|level|':>8} {'level':>7} "
+          f"{'open vs in':>10}")
     for (name, context, temperature), s in summary.items():
         spread = f" +-{s['mel_spread'] / 2:.2f}" if temperature > 0 else "      "
         open_level = open_levels.get((name, context, temperature))
         open_text = f"{open_level:10.1f}" if open_level is not None else f"{'':10}"
-        print(f"{name:>18} {context:>7} {temperature:>3g} {s['mel']:7.2f}{spread} {s['recovered']:9.3f} "
+        print(f"{name:>18} {context:>7} {temperature:>{width}g} {s['mel']:7.2f}{spread} {s['recovered']:9.3f} "
               f"{s['abs_level']:8.2f} {s['level']:7.2f} {open_text}")
 
 
@@ -488,6 +514,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-prior", action="append", default=[], metavar="FILE",
                         help="another neural prior (a model file that has one, or RUN/neural_prior.pt) measured in the "
                              "same run at temperature 0, as 'neural FILE-STEM'; repeatable")
+    parser.add_argument("--temperatures", type=temperature_list, default=TEMPERATURES, metavar="T,T,...",
+                        help="the sampling temperatures of the neural prior and the other sampling inpainters, a "
+                             "comma list of numbers >= 0 such as 0,0.5,1 (default 0,1: the most probable code, and "
+                             "a draw from the prior as it is); the other baselines are measured at 0 only")
     parser.add_argument("--workdir", default=None, help="keep rendered notes and recordings here")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -525,12 +555,13 @@ def main(argv: list[str] | None = None) -> None:
         categories = {"notes": heldout_notes(work, sr, args.full)}
         categories.update(real_recordings(work, sr, 3 if args.full else 1))
         print(f"machine: {machine_line()}")
+        sampled = ",".join(f"{t:g}" for t in args.temperatures if t > 0)
         print(f"model {Path(args.model).name}; regions: {', '.join(r.label for r in region_list)}; "
-              f"seeds at T=1: {len(seeds)}")
+              + (f"seeds at T={sampled}: {len(seeds)}" if sampled else "temperature 0 only"))
         report = {}
         targets = []
         for kind, clips in categories.items():
-            results = run_category(meter, methods, clips, region_list, seeds=seeds)
+            results = run_category(meter, methods, clips, region_list, seeds=seeds, temperatures=args.temperatures)
             summary = summarise(results, seeds)
             open_levels = open_band_levels(results)
             print_category(kind, len(clips), summary, open_levels)
@@ -547,7 +578,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{time.perf_counter() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine_line(), "model": Path(args.model).name,
-                                               "regions": [r.label for r in region_list], "results": report}, indent=2))
+                                               "regions": [r.label for r in region_list],
+                                               "temperatures": list(args.temperatures), "results": report}, indent=2))
 
 
 if __name__ == "__main__":

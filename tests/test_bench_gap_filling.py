@@ -1,0 +1,44 @@
+"""The gap-filling benchmark's `--temperatures`: what it accepts, what it refuses, and which
+settings each inpainter is measured at (the benchmark itself takes minutes: not run here)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent / "bench" / "bench_gap_filling.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_gap_filling", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_gap_filling"] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules["bench_gap_filling"]
+    return module
+
+
+def test_temperatures_are_sorted_once_each(bench):
+    assert bench.temperature_list("1, 0.25,0,0.25") == (0.0, 0.25, 1.0)
+    assert bench.temperature_list("0.5") == (0.5,)
+
+
+@pytest.mark.parametrize("text, bad", [("0,-0.5,1", "-0.5"), ("0,warm", "warm"), ("nan", "nan"), ("0,,1", "")])
+def test_bad_temperatures_are_refused_by_name(bench, capsys, text, bad):
+    with pytest.raises(SystemExit):
+        bench.main(["--temperatures", text])
+    error = capsys.readouterr().err
+    assert f"temperature {bad!r} in {text!r} must be a number >= 0" in error
+
+
+def test_sampling_methods_at_each_temperature_the_others_at_zero(bench):
+    seeds = (1, 2)
+    assert bench.settings("neural", (0.0, 0.5, 1.0), seeds) == [(0.0, (1,)), (0.5, (1, 2)), (1.0, (1, 2))]
+    assert bench.settings("spatial r2 both", (0.5,), seeds) == [(0.5, (1, 2))]
+    assert bench.settings("last column", (0.0, 0.5, 1.0), seeds) == [(0.0, (1,))]
+    # the default is what make bench measured before the option: 0 with one seed, 1 with all
+    assert bench.settings("neural", bench.TEMPERATURES, seeds) == [(0.0, (1,)), (1.0, (1, 2))]
