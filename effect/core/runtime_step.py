@@ -368,9 +368,12 @@ class RuntimeStep:
         magnitude = np.abs(spec)
         # the encoder's input: a frame louder than samples within +-1 can be is scaled down to that
         energy = np.add.reduce(magnitude * magnitude, axis=-1, keepdims=True)
-        scale = np.sqrt(self.energy_ceiling / np.maximum(energy, self.energy_ceiling))
-        features = (magnitude * scale).astype(np.float32).transpose(0, 2, 1)
-        return features, cells, (spec, magnitude, mask)
+        if energy.max() > self.energy_ceiling:
+            magnitude_in = magnitude * np.sqrt(self.energy_ceiling / np.maximum(energy, self.energy_ceiling))
+        else:  # (the scale would be 1.0 exactly)
+            magnitude_in = magnitude
+        features = magnitude_in.astype(np.float32).transpose(0, 2, 1)
+        return features, cells, (spec, magnitude, mask, energy)
 
     def _region_frames(self, core: Any, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """The core's ``region_frames``; while the region stands still, its last mask and cells
@@ -383,27 +386,36 @@ class RuntimeStep:
         self._region_valid = still
         return self._region
 
-    def _synthesise(self, decoded: np.ndarray, spec: np.ndarray, magnitude: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _synthesise(self, decoded: np.ndarray, spec: np.ndarray, magnitude: np.ndarray, mask: np.ndarray,
+                    energy: np.ndarray | None = None) -> np.ndarray:
         """The step core's ``synthesise_decoded`` in numpy (one to three microseconds an op where
         the scripted ops cost several), frames first so every sum runs along memory: the change
         samples ``[streams, m]`` float64 of the columns of ``spec`` / ``magnitude`` [streams,
-        frames, n_bins] and ``mask`` [frames, n_bins]."""
+        frames, n_bins] and ``mask`` [frames, n_bins]; ``energy`` [streams, frames, 1], the frames'
+        energy (from ``magnitude`` when not given). The common case takes no more operations than
+        it needs (no loud frame, no bin of zero magnitude); every case gives the same numbers."""
         core = self.step.core
         decoded = decoded.transpose(0, 2, 1).astype(np.float64)
-        finite = np.isfinite(decoded)
-        if not finite.all():
+        if not np.isfinite(np.add.reduce(decoded, axis=None)):  # (a sum of floats is finite when each is)
+            finite = np.isfinite(decoded)
             self.nonfinite_values += int((~finite).sum())
             decoded = np.where(finite, decoded, magnitude)
-        energy = np.add.reduce(magnitude * magnitude, axis=-1)  # [streams, frames]
-        region = mask[None] * (energy <= self.energy_ceiling)[:, :, None]
+        if energy is None:
+            energy = np.add.reduce(magnitude * magnitude, axis=-1, keepdims=True)
+        region = mask * (energy <= self.energy_ceiling)
         inside, outside = region * decoded, (1.0 - region) * magnitude
         limit = self.guard_ratio * np.sqrt(energy)
-        rest = np.sqrt(np.add.reduce(outside * outside, axis=-1))
-        regenerated = np.sqrt(np.add.reduce(inside * inside, axis=-1))
-        gain = np.minimum(np.maximum((limit - rest) / np.maximum(regenerated, 1e-30), 0.0), 1.0)
-        decoded = decoded * np.where(rest + regenerated > limit, gain, 1.0)[:, :, None]
-        positive = magnitude > 0.0
-        phase = np.where(positive, spec / np.where(positive, magnitude, 1.0), 1.0)
+        rest = np.sqrt(np.add.reduce(outside * outside, axis=-1, keepdims=True))
+        regenerated = np.sqrt(np.add.reduce(inside * inside, axis=-1, keepdims=True))
+        loud = rest + regenerated > limit
+        if loud.any():
+            gain = np.minimum(np.maximum((limit - rest) / np.maximum(regenerated, 1e-30), 0.0), 1.0)
+            decoded = decoded * np.where(loud, gain, 1.0)
+        if magnitude.min() > 0.0:
+            phase = spec / magnitude
+        else:  # a bin of zero magnitude (digital silence) has no phase: 1
+            positive = magnitude > 0.0
+            phase = np.where(positive, spec / np.where(positive, magnitude, 1.0), 1.0)
         out = self._overlap_add(core, region * (decoded - magnitude) * phase)
         drop = min(self._pre_roll_left, out.shape[1])
         if drop > 0:
