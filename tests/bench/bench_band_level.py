@@ -1,7 +1,8 @@
 """Level of an inpainted band against the input, over time: does the band stay alive?
 
-Renders the demo clip (or ``--input FILE``) through ``--chain inpaint`` with an always-on region
-(``period_s=0``) and with a 1 s / 50 % gate, for each method, axis and ``inpaint.context``, and
+Renders the demo clip (or ``--input FILE``) through ``--chain none`` (the codec's own level) and
+``--chain inpaint`` with an always-on region (``period_s=0``) and with a 1 s / 50 % gate, for each
+method (the neural prior at temperatures 0 and 1), axis and ``inpaint.context``, and
 prints the band's energy (inside ``--low``..``--high`` Hz) relative to the input's: the whole
 clip, its last third (a strip that freezes or darkens shows there), and the first 0.3 s (a start
 burst shows there). 0 dB = same level as the input. Prints figures; asserts nothing.
@@ -36,6 +37,17 @@ def db(ratio: float) -> float:
     return 10.0 * np.log10(max(ratio, 1e-30))
 
 
+def band_cases(model) -> list[tuple[str, str, float, str]]:
+    """(method, axis, temperature, context) of each render: plain resynthesis (``none``, the
+    codec's own level), the neural prior where the model file has one (temperatures 0 and 1), the
+    spatial naive Bayes on each axis and the learned one, each context."""
+    cases = [("none", "", 0.0, "")]
+    if bool(getattr(model.module, "has_neural_prior", False)):
+        cases += [("neural", "both", t, context) for context in ("input", "output") for t in (0.0, 1.0)]
+    cases += [("spatial", axis, 1.0, context) for context in ("input", "output") for axis in ("both", "time", "freq")]
+    return cases + [("learned", "both", 1.0, context) for context in ("input", "output")]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path, default=REPO / "assets" / "demo.wav")
@@ -57,15 +69,16 @@ def main(argv=None) -> None:
     last = len(e_in) * 2 // 3
     print(f"input {args.input.name}: {len(audio) / sr:.1f} s at {sr} Hz; band {args.low:g}-{args.high:g} Hz; "
           f"model {model.path if hasattr(model, 'path') else args.model or 'default'}")
-    print(f"{'gate':<9}{'method':<9}{'axis':<6}{'context':<8}{'whole dB':>9}{'last 1/3':>9}{'first 0.3 s':>12}"
+    print(f"{'gate':<9}{'method':<9}{'axis':<6}{'T':<5}{'context':<8}{'whole dB':>9}{'last 1/3':>9}{'first 0.3 s':>12}"
           f"{'x RT':>7}")
-    cases = [("spatial", axis, context) for context in ("input", "output") for axis in ("both", "time", "freq")]
-    cases += [("learned", "both", context) for context in ("input", "output")]
     for gate in ("always", "1s/50%"):
-        for method, axis, context in cases:
-            values = {"low_hz": args.low, "high_hz": args.high, "period_s": 0.0 if gate == "always" else 1.0,
-                      "duty": 0.5, "inpaint.method": method, "inpaint.axis": axis, "inpaint.context": context}
-            engine = Engine(model, sr=sr, channels=audio.shape[1], chain="inpaint", seed=args.seed, values=values)
+        for method, axis, temperature, context in band_cases(model):
+            values = {"low_hz": args.low, "high_hz": args.high, "period_s": 0.0 if gate == "always" else 1.0, "duty": 0.5}
+            if method != "none":
+                values.update({"inpaint.method": method, "inpaint.axis": axis, "inpaint.context": context,
+                               "inpaint.temperature": temperature})
+            engine = Engine(model, sr=sr, channels=audio.shape[1], chain="none" if method == "none" else "inpaint",
+                            seed=args.seed, values=values)
             started = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -75,7 +88,8 @@ def main(argv=None) -> None:
             whole = db(e_out.sum() / e_in.sum())
             tail = db(e_out[last:].sum() / e_in[last:].sum())
             first = db(e_out[:head].sum() / max(e_in[:head].sum(), 1e-30))
-            print(f"{gate:<9}{method:<9}{axis:<6}{context:<8}{whole:9.1f}{tail:9.1f}{first:12.1f}{speed:7.1f}")
+            print(f"{gate:<9}{method:<9}{axis if method == 'spatial' else '':<6}{'' if method == 'none' else f'{temperature:g}':<5}"
+                  f"{'' if method == 'none' else context:<8}{whole:9.1f}{tail:9.1f}{first:12.1f}{speed:7.1f}")
 
 
 if __name__ == "__main__":
