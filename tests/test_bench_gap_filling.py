@@ -1,25 +1,18 @@
 """The gap-filling benchmark's `--temperatures`: what it accepts, what it refuses, and which
 settings each inpainter is measured at (the benchmark itself takes minutes: not run here)."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+
+from .scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parent / "bench" / "bench_gap_filling.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_gap_filling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_gap_filling"] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules["bench_gap_filling"]
-    return module
+    return load_script(SCRIPT)
 
 
 def test_temperatures_are_sorted_once_each(bench):
