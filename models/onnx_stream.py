@@ -24,9 +24,10 @@ _DRAW_BLOCK = 32
 
 DRAW_TOLERANCE = 2e-5
 """A float32 draw's margin below which it is drawn again in float64. float32 moves each end of a
-code's interval by at most about 7e-6 of the total weight: each weight by ``(|x| + 2) * 2**-23``
-relative (the rounded exponent ``x`` and exp's own error; ``|x|`` averages at most log K under the
-weights), and the cumulative sums by up to 94 roundings of ``2**-24``."""
+code's interval, and the draw itself, by less than about 7e-6 of the total weight: each weight by
+``(1.5 |x| + 2) * 2**-23`` relative (the exponent ``x = (logit - max) / temperature`` and the
+temperature rounded, exp's own error; ``|x|`` averages at most log K under the weights), the
+cumulative sums by up to 94 roundings of ``2**-24``."""
 
 
 def runtime_available() -> bool:
