@@ -103,8 +103,9 @@ class Inpaint(Effect):
         Parameter("method", 0, 2, "neural", kind="choice", choices=METHODS,
                   help="spatial: Gaussian NB on neighbour coordinates (the paper); learned: the model file's naive "
                        "Bayes prior; neural: the model file's neural prior (spatial when the file has none)"),
-        Parameter("temperature", 0.0, 10.0, 1.0, unit="", smoothing_s=0.05,
-                  help="0 takes the most probable code; 1 samples the posterior; higher is wilder"),
+        Parameter("temperature", 0.0, 10.0, 0.5, unit="", smoothing_s=0.05,
+                  help="0 takes the most probable code (close to plain resynthesis); 1 samples the posterior "
+                       "(the band a few dB quieter); higher is wilder"),
         Parameter("radius", 1, 8, 2, unit="cells", kind="int",
                   help="spatial: neighbours on each side (1 cell = 1 column in time or 1 row in frequency)"),
         Parameter("axis", 0, 2, "both", kind="choice", choices=AXES,

@@ -2,12 +2,13 @@
 
 Renders the demo clip (or ``--input FILE``) through ``--chain none`` (the codec's own level) and
 ``--chain inpaint`` with an always-on region (``period_s=0``) and with a 1 s / 50 % gate, for each
-method (the neural prior at temperatures 0 and 1), axis and ``inpaint.context``, and
+method (the neural prior at temperatures 0, 0.5 and 1), axis and ``inpaint.context``, and
 prints the band's energy (inside ``--low``..``--high`` Hz) relative to the input's: the whole
 clip, its last third (a strip that freezes or darkens shows there), and the first 0.3 s (a start
 burst shows there). 0 dB = same level as the input. Prints figures; asserts nothing.
 
-Run: ``.venv/bin/python tests/bench/bench_band_level.py [--input FILE] [--low 400 --high 3000]``.
+Run: ``.venv/bin/python tests/bench/bench_band_level.py [--input FILE] [--low 400 --high 3000]
+[--methods none,neural]``.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ def db(ratio: float) -> float:
 
 def band_cases(model) -> list[tuple[str, str, float, str]]:
     """(method, axis, temperature, context) of each render: plain resynthesis (``none``, the
-    codec's own level), the neural prior where the model file has one (temperatures 0 and 1), the
+    codec's own level), the neural prior where the model file has one (temperatures 0, 0.5 and 1), the
     spatial naive Bayes on each axis and the learned one, each context."""
     cases = [("none", "", 0.0, "")]
     if bool(getattr(model.module, "has_neural_prior", False)):
-        cases += [("neural", "both", t, context) for context in ("input", "output") for t in (0.0, 1.0)]
+        cases += [("neural", "both", t, context) for context in ("input", "output") for t in (0.0, 0.5, 1.0)]
     cases += [("spatial", axis, 1.0, context) for context in ("input", "output") for axis in ("both", "time", "freq")]
     return cases + [("learned", "both", 1.0, context) for context in ("input", "output")]
 
@@ -55,7 +56,14 @@ def main(argv=None) -> None:
     parser.add_argument("--low", type=float, default=400.0)
     parser.add_argument("--high", type=float, default=3000.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default="none,neural,spatial,learned",
+                        help="comma list of none, neural, spatial, learned (default all)")
     args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - {"none", "neural", "spatial", "learned"})
+    if unknown or not methods:
+        parser.error(f"--methods {args.methods!r}: unknown {', '.join(unknown) or '(none given)'}; "
+                     "known: none, neural, spatial, learned")
 
     from spectro_fx.effect.core.engine import Engine
     from spectro_fx.effect.io.render import read_audio, render, resolve_model
@@ -72,7 +80,7 @@ def main(argv=None) -> None:
     print(f"{'gate':<9}{'method':<9}{'axis':<6}{'T':<5}{'context':<8}{'whole dB':>9}{'last 1/3':>9}{'first 0.3 s':>12}"
           f"{'x RT':>7}")
     for gate in ("always", "1s/50%"):
-        for method, axis, temperature, context in band_cases(model):
+        for method, axis, temperature, context in [case for case in band_cases(model) if case[0] in methods]:
             values = {"low_hz": args.low, "high_hz": args.high, "period_s": 0.0 if gate == "always" else 1.0, "duty": 0.5}
             if method != "none":
                 values.update({"inpaint.method": method, "inpaint.axis": axis, "inpaint.context": context,
