@@ -8,7 +8,7 @@ calls one column at a time, and the spectrum's analysis and synthesis in numpy. 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +43,20 @@ def resolve_runtime(runtime: str, *, precision: str) -> str:
             raise ParameterError("runtime='onnxruntime' needs the onnxruntime package (pip install onnxruntime)")
         return "torchscript"
     return "onnxruntime"
+
+
+class _CellsPlan(NamedTuple):
+    """What a region's cells [k, n_rows] decide for :class:`RuntimeStep`: the rows and first
+    column to decode (:func:`_decode_rows`), and the neural prior's batch (one row per column and
+    stream): its known cells [k * streams, n_rows], the asked cells [N, 2] (batch row, row), and
+    each asked cell's column (of k) and stream."""
+
+    cells: np.ndarray
+    decode_rows: tuple[int, int, int]
+    known: np.ndarray
+    asked: np.ndarray
+    column: np.ndarray
+    stream: np.ndarray
 
 
 class RuntimeStep:
@@ -100,8 +114,7 @@ class RuntimeStep:
         self._pending = np.zeros((streams, 0, self.n_bins), np.complex128)  # frames first
         self._region_valid = False  # whether _region is the next columns' (the region stands still)
         self._region: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
-        self._asked: tuple | None = None  # the neural prior's batch for the region's cells
-        self._rows_to_decode: tuple = (None, None)  # (cells, the rows and first column to decode)
+        self._plan: _CellsPlan | None = None  # what the region's cells decide (kept while it stands still)
         self._no_samples = np.zeros((streams, 0))
         self._no_codes = torch.zeros(0, self.n_rows, 0, dtype=torch.long)
         self._take_counters()
@@ -213,9 +226,7 @@ class RuntimeStep:
             latent = first.numpy()
         else:  # nothing to change: the codes' vectors (no history is read without an effect)
             latent = self.codebook[codes].transpose(0, 3, 1, 2)
-        if self._rows_to_decode[0] is not cells:  # (the same cells while the region stands still)
-            self._rows_to_decode = (cells, _decode_rows(cells))
-        low, high, first = self._rows_to_decode[1]
+        low, high, first = self._cells_plan(cells).decode_rows
         columns = [self.network.decode(np.ascontiguousarray(latent[:, :, :, j]), *((low, high) if j >= first else (0, 0)))
                    for j in range(k)]
         if k == 1 and columns[0] is not None:
@@ -275,34 +286,28 @@ class RuntimeStep:
         streams, rows, k = codes.shape
         c = self.context_columns
         # one batch row per (column, stream), as builtin.neural_batch orders them
-        if k == 1:
-            context, columns = np.ascontiguousarray(full[:, :, :c]), codes[:, :, 0].copy()
-        else:
-            context = np.stack([full[:, :, j : j + c] for j in range(k)]).reshape(k * streams, rows, c)
-            columns = codes.transpose(2, 0, 1).reshape(k * streams, rows).copy()
-        known, asked, column, keys = self._asked_cells(cells, streams)
-        uniforms = _uniforms(keys + (self._columns_done - k) * (streams * rows * 4), self._seed)
+        context = np.stack([full[:, :, j : j + c] for j in range(k)]).reshape(k * streams, rows, c)
+        columns = codes.transpose(2, 0, 1).reshape(k * streams, rows).copy()  # (a view of codes for one column)
+        plan = self._cells_plan(cells)
+        asked, column = plan.asked, plan.column
+        uniforms = _uniforms(_cell_keys(plan.stream, asked[:, 1], self._columns_done - k + column, streams, rows), self._seed)
         cell_temperature = temperature[column]
-        picked, unsure, logits = self.prior.draw(context, columns, known, asked, uniforms, cell_temperature)
+        picked, unsure, logits = self.prior.draw(context, columns, plan.known, asked, uniforms, cell_temperature)
         if logits.shape[0]:  # draws float32 cannot decide (and temperature 0): float64 decides
             picked[unsure] = _sample_finite(logits, uniforms[unsure], cell_temperature[unsure])
         columns[asked[:, 0], asked[:, 1]] = picked
-        if k == 1:
-            return columns[:, :, None]
         return np.ascontiguousarray(columns.reshape(k, streams, rows).transpose(1, 2, 0))
 
-    def _asked_cells(self, cells: np.ndarray, streams: int) -> tuple[np.ndarray, ...]:
-        """The prior's batch for a region's ``cells`` [k, n_rows] (kept while the region stands
-        still): its known cells [k * streams, n_rows], the asked cells [N, 2] (batch row, row), each
-        one's column (of k) and its draw's key counted from column 0 (batch row b is stream b %
-        streams of column b // streams)."""
-        if self._asked is None or self._asked[0] is not cells:
-            unknown = np.repeat(cells, streams, axis=0)
+    def _cells_plan(self, cells: np.ndarray) -> _CellsPlan:
+        """What a region's ``cells`` [k, n_rows] decide, worked out once while the region stands
+        still (the step hands back the same array then): :class:`_CellsPlan`."""
+        if self._plan is None or self._plan.cells is not cells:
+            streams = self.network.streams
+            unknown = np.repeat(cells, streams, axis=0)  # batch row b is stream b % S of column b // S
             asked = np.argwhere(unknown)
-            column = asked[:, 0] // streams
-            keys = _cell_keys(asked[:, 0] % streams, asked[:, 1], column, streams, cells.shape[1])
-            self._asked = (cells, ~unknown, asked, column, keys)
-        return self._asked[1:]
+            self._plan = _CellsPlan(cells, _decode_rows(cells), ~unknown, asked, asked[:, 0] // streams,
+                                    asked[:, 0] % streams)
+        return self._plan
 
     def _spatial(self, full: np.ndarray, codes: np.ndarray, cells: np.ndarray, temperature: np.ndarray) -> np.ndarray:
         """``builtin.inpaint_redraw`` of the spatial method through the numpy naive Bayes (the
