@@ -41,6 +41,12 @@ class NeuralPrior(nn.Module):
     which a copy path adds a learned weight (per cell and earlier column) on the logit of each
     earlier code of the same row.
 
+    With ``level_input``, the unknown rows also read the band's level: the mean, over the
+    column's unknown rows, of the level of the code the column holds there (``column`` as
+    given: the input's codes in every caller), each code's level in its row taken from
+    :attr:`code_level` (set by :meth:`set_code_levels_`). The band's codes stay unknown; how
+    loud it is does not (live, the input is there: the regenerated band follows its level).
+
     Parameters
     ----------
     n_rows : int > 0
@@ -54,12 +60,16 @@ class NeuralPrior(nn.Module):
         Width of the code embedding and of the convolutions.
     dilations : list of int > 0
         One residual convolution per entry (the reach along the rows grows with their sum).
+    level_input : bool
+        Whether the unknown rows read the band's level (above); the table :attr:`code_level`
+        ``[n_rows, codebook_size]`` is then a buffer of the network (zeros until set).
     """
 
     n_rows: int
     codebook_size: int
     context_columns: int
     dilations: list[int]
+    level_input: bool
     config_json: str
 
     def __init__(
@@ -71,6 +81,7 @@ class NeuralPrior(nn.Module):
         embed_dim: int = NEURAL_PRIOR_DEFAULTS["embed_dim"],
         hidden: int = NEURAL_PRIOR_DEFAULTS["hidden"],
         dilations: "list[int] | tuple[int, ...]" = tuple(NEURAL_PRIOR_DEFAULTS["dilations"]),
+        level_input: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("n_rows", n_rows), ("codebook_size", codebook_size), ("context_columns", context_columns),
@@ -80,12 +91,19 @@ class NeuralPrior(nn.Module):
         self.codebook_size = int(codebook_size)
         self.context_columns = int(context_columns)
         self.dilations = [positive_int("dilations", int(d)) for d in dilations]
-        self.config_json = json.dumps({
-            "n_rows": self.n_rows, "codebook_size": self.codebook_size, "context_columns": self.context_columns,
-            "embed_dim": int(embed_dim), "hidden": int(hidden), "dilations": self.dilations,
-        }, sort_keys=True)
+        if not isinstance(level_input, bool):
+            raise ParameterError(f"level_input={level_input!r} must be true or false")
+        self.level_input = level_input
+        config = {"n_rows": self.n_rows, "codebook_size": self.codebook_size, "context_columns": self.context_columns,
+                  "embed_dim": int(embed_dim), "hidden": int(hidden), "dilations": self.dilations}
+        if level_input:  # only then: a file without it stays readable by versions that know no such key
+            config["level_input"] = True
+        self.config_json = json.dumps(config, sort_keys=True)
         self.embed = nn.Embedding(self.codebook_size + 1, embed_dim)
-        self.row_in = nn.Linear((self.context_columns + 1) * embed_dim + 1, hidden)
+        self.row_in = nn.Linear((self.context_columns + 1) * embed_dim + 1 + int(level_input), hidden)
+        # each code's level in each row, in units of 10 dB about the table's mean (empty without level_input)
+        shape = (self.n_rows, self.codebook_size) if level_input else (0, 0)
+        self.register_buffer("code_level", torch.zeros(shape), persistent=level_input)  # older files have none
         self.row_bias = nn.Parameter(torch.zeros(self.n_rows, hidden))
         # a convolution along the rows as one matmul over three shifted copies: at batch 1 on a
         # CPU, torch's dilated Conv1d takes a slow path costing several times this
@@ -100,10 +118,44 @@ class NeuralPrior(nn.Module):
         """A fresh network of the size ``config`` (its :attr:`config_json`, or that parsed)."""
         if isinstance(config, str):
             config = json.loads(config)
-        unknown = sorted(set(config) - {"n_rows", "codebook_size", "context_columns", "embed_dim", "hidden", "dilations"})
+        unknown = sorted(set(config) - {"n_rows", "codebook_size", "context_columns", "embed_dim", "hidden", "dilations",
+                                        "level_input"})
         if unknown:
             raise ParameterError(f"neural prior config has unknown keys {', '.join(unknown)}")
         return cls(**config)
+
+    @torch.jit.ignore
+    def set_code_levels_(self, level_db) -> None:
+        """Set :attr:`code_level` from each code's mean level (dB) in each row, ``level_db``
+        ``[n_rows, codebook_size]`` (``training.prior.code_levels``), or ``[codebook_size]``
+        for every row alike."""
+        if not self.level_input:
+            raise ParameterError("this neural prior reads no level (level_input is false)")
+        table = torch.as_tensor(level_db, dtype=torch.float64)
+        given = tuple(table.shape)
+        if table.dim() == 1:
+            table = table[None].expand(self.n_rows, -1)
+        if tuple(table.shape) != (self.n_rows, self.codebook_size) or not bool(torch.isfinite(table).all()):
+            raise ParameterError(f"code levels of shape {given} must be finite dB, "
+                                 f"[{self.n_rows}, {self.codebook_size}] (rows, codes)")
+        with torch.no_grad():
+            self.code_level.copy_(((table - table.mean()) / 10.0).float())
+
+    @torch.jit.ignore
+    def with_level_input(self, level_db) -> "NeuralPrior":
+        """A copy of this network that also reads the band's level, its outputs unchanged until
+        trained (the new input's weights are zero), with the codes' levels ``level_db`` (as
+        :meth:`set_code_levels_`)."""
+        config = json.loads(self.config_json)
+        config["level_input"] = True
+        net = NeuralPrior.from_config(config)
+        state = {key: value.detach().clone() for key, value in self.state_dict().items() if key != "code_level"}
+        if not self.level_input:
+            weight = state["row_in.weight"]
+            state["row_in.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], 1)], dim=1)
+        net.load_state_dict({**state, "code_level": net.code_level})
+        net.set_code_levels_(level_db)
+        return net.train(self.training)
 
     def features(self, context: torch.Tensor, column: torch.Tensor, known: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Hidden state ``[B, R, hidden]`` of every row, before the head, and the context with
@@ -114,6 +166,8 @@ class NeuralPrior(nn.Module):
         codes = torch.cat([context, torch.where(known, column, -1)[:, :, None]], dim=2)
         codes = torch.where(codes < 0, k, codes)
         x = torch.cat([self.embed(codes).reshape(b, r, -1), known.to(torch.float32)[:, :, None]], dim=2)
+        if self.level_input:
+            x = torch.cat([x, self.band_level(column, known)[:, :, None]], dim=2)
         h = self.row_in(x) + self.row_bias
         i = 0
         for block in self.blocks:
@@ -122,6 +176,15 @@ class NeuralPrior(nn.Module):
             g = F.pad(F.relu(h), (0, 0, d, d))
             h = h + block(torch.cat([g[:, : r], g[:, d : d + r], g[:, 2 * d : 2 * d + r]], dim=2))
         return F.relu(h), codes[:, :, : self.context_columns]
+
+    def band_level(self, column: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """``[B, R]``: on each unknown row, the mean :attr:`code_level` of ``column``'s codes
+        over the unknown rows of its batch row; 0 on the known rows."""
+        rows = torch.arange(self.n_rows, device=column.device)[None, :] * self.codebook_size
+        level = torch.take(self.code_level, column.clamp(min=0) + rows)
+        unknown = known.logical_not().to(level.dtype)
+        band = (level * unknown).sum(dim=1, keepdim=True) / unknown.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return band * unknown
 
     def forward(self, context: torch.Tensor, column: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """Logits of the unknown rows' codes.
@@ -132,7 +195,8 @@ class NeuralPrior(nn.Module):
             Codes of the ``C = context_columns`` previous columns, oldest first; a negative
             value (e.g. -1 before a stream's start) or K means unknown.
         column : torch.Tensor [B, R] int64
-            This column's codes; read only where ``known``.
+            This column's codes; read only where ``known`` (and, with ``level_input``, for
+            the band's level on the unknown rows: the input's codes there).
         known : torch.Tensor [B, R] bool
             False on the rows to predict (the region).
 

@@ -477,6 +477,15 @@ class PriorNetwork:
         embed = prior.embed.weight.detach().float().numpy()
         x = g.op("Reshape", g.op("Gather", g.const(embed, "embed"), codes), g.ints([0, 0, -1]))
         x = g.op("Concat", x, g.op("Unsqueeze", g.op("Cast", known, to=1), g.ints([2])), axis=2)
+        if bool(prior.level_input):  # NeuralPrior.band_level: the unknown rows' mean code level, on those rows
+            table = prior.code_level.detach().float().numpy().reshape(-1)
+            offsets = np.arange(prior.n_rows, dtype=np.int64) * k
+            level = g.op("Gather", g.const(table, "code_level"),
+                         g.op("Add", g.op("Max", column, g.const(np.int64(0))), g.const(offsets, "row_offsets")))
+            unknown = g.op("Cast", g.op("Not", known), to=1)
+            band = g.op("Div", g.op("ReduceSum", g.op("Mul", level, unknown), g.ints([1]), keepdims=1),
+                        g.op("Max", g.op("ReduceSum", unknown, g.ints([1]), keepdims=1), g.const(np.float32(1.0))))
+            x = g.op("Concat", x, g.op("Unsqueeze", g.op("Mul", band, unknown), g.ints([2])), axis=2)
 
         def weights(layer: Any) -> tuple[np.ndarray, np.ndarray]:
             return layer.weight.detach().float().numpy(), layer.bias.detach().float().numpy()

@@ -112,6 +112,11 @@ class NeuralPriorTraining:
     toward louder codes by ``exp(level_bias * dB)`` (a fixed prior over the codes, so the
     network's size and the inference paths stay as they are; temperature 1 samples the tilted
     prediction too).
+
+    ``level_input`` gives the network the band's level as an input (``NeuralPrior``'s
+    ``level_input``: the mean level of the codes of the column's unknown rows, each code at its
+    mean level in the training audio: live, the input's level in the region); a network given
+    as ``init`` without it gets it, with zero weights at the start.
     """
 
     steps: int = 1500
@@ -128,6 +133,7 @@ class NeuralPriorTraining:
     level_weight: float = 0.0
     level_temperature: float = 0.1
     level_bias: float = 0.0
+    level_input: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -148,10 +154,12 @@ class NeuralPriorTraining:
 
     def changed(self) -> str:
         """The fields other than ``steps`` and ``seed`` that differ from the defaults, as
-        ``"rollout 56, lr 0.001"`` ("" when none do)."""
+        ``"rollout 56, lr 0.001, level_input"`` ("" when none do)."""
         default = NeuralPriorTraining()
-        return ", ".join(f"{f.name} {getattr(self, f.name):g}" for f in dataclasses.fields(self)
-                         if f.name not in ("steps", "seed") and getattr(self, f.name) != getattr(default, f.name))
+        changed = [f.name for f in dataclasses.fields(self)
+                   if f.name not in ("steps", "seed") and getattr(self, f.name) != getattr(default, f.name)]
+        return ", ".join(name if isinstance(getattr(self, name), bool) else f"{name} {getattr(self, name):g}"
+                         for name in changed)
 
 
 def training_settings(overrides: Sequence[str] = (), **given) -> NeuralPriorTraining:
@@ -165,10 +173,19 @@ def training_settings(overrides: Sequence[str] = (), **given) -> NeuralPriorTrai
         if not sep or name not in fields:
             raise ParameterError(f"--set {item!r} must be NAME=VALUE with NAME one of {', '.join(fields)}")
         try:
-            values[name] = fields[name](text.strip())
+            values[name] = _parse_bool(text.strip()) if fields[name] is bool else fields[name](text.strip())
         except ValueError:
-            raise ParameterError(f"--set {item!r}: {text.strip()!r} is not a valid {fields[name].__name__}") from None
+            kind = "bool (true or false)" if fields[name] is bool else fields[name].__name__
+            raise ParameterError(f"--set {item!r}: {text.strip()!r} is not a valid {kind}") from None
     return NeuralPriorTraining(**values)
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
 
 
 def _sample_windows(codemaps: list[np.ndarray], starts: np.ndarray, owners: np.ndarray, length: int,
@@ -235,7 +252,8 @@ def fit_neural_prior(
         if config is not None:
             raise ParameterError("give the network's size by config or by init, not both")
         net = NeuralPrior.from_config(str(init.config_json))
-        net.load_state_dict({k: v.detach().clone() for k, v in init.state_dict().items()})
+        given = init.state_dict()  # (a scripted network also lists a buffer it does not save)
+        net.load_state_dict({k: given[k].detach().clone() for k in net.state_dict()})
         if (net.n_rows, net.codebook_size) != (n_rows, int(n_codes)):
             raise ParameterError(f"the initial neural prior predicts {net.n_rows} rows of {net.codebook_size} codes; "
                                  f"the codemaps have {n_rows} rows of {int(n_codes)}")
@@ -243,11 +261,13 @@ def fit_neural_prior(
         net_config = {**NEURAL_PRIOR_DEFAULTS, **(config or {})}
         net = NeuralPrior(n_rows=n_rows, codebook_size=int(n_codes), **net_config)
     level_db_table = None
-    if settings.level_weight > 0 or settings.level_bias > 0:
+    if settings.level_weight > 0 or settings.level_bias > 0 or settings.level_input:
         if code_level_db is None:
-            raise ParameterError("level_weight or level_bias > 0 needs the codes' levels (code_level_db)")
+            raise ParameterError("level_weight, level_bias > 0 or level_input needs the codes' levels (code_level_db)")
         level_db_table = torch.from_numpy(np.broadcast_to(np.asarray(code_level_db, dtype=np.float32),
                                                         (n_rows, int(n_codes))).copy())  # [R, K] dB
+        if settings.level_input:
+            net = net.with_level_input(level_db_table)
     c = net.context_columns
     length = c + settings.rollout + settings.columns
     maps = [m for m in maps if m.shape[1] >= length]
@@ -386,7 +406,7 @@ def _fit_on_clips(model, audio, *, n_codes: int, settings: NeuralPriorTraining, 
     """:func:`fit_neural_prior` on the codemaps ``model`` gives ``audio`` (and the codes' levels
     there, when the settings ask for them)."""
     maps = list(codemaps_of_audio(model, audio))
-    levels = code_levels(model, audio, codemaps=maps) if settings.level_weight or settings.level_bias else None
+    levels = code_levels(model, audio, codemaps=maps) if settings.level_weight or settings.level_bias or settings.level_input else None
     return fit_neural_prior(maps, n_codes=n_codes, settings=settings, init=init, code_level_db=levels,
                             progress=progress, log=log)
 

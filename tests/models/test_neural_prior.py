@@ -60,6 +60,46 @@ def test_an_unknown_rows_own_code_is_never_read(rng):
     assert torch.equal(net(context, column, known), net(context, other, known))
 
 
+def test_level_input_reads_the_mean_level_of_the_unknown_rows_codes(rng):
+    """With ``level_input`` the unknown rows read the mean level of the codes the column holds
+    there (the input's, live) and nothing else of them; a plain network given the input keeps
+    its outputs until trained; scripting and the config keep it."""
+    plain = small()
+    levels = rng.uniform(-90.0, -10.0, (6, 16))
+    net = plain.with_level_input(levels).eval()
+    context = torch.from_numpy(rng.integers(-1, 16, size=(3, 6, 3)))
+    column = torch.from_numpy(rng.integers(0, 16, size=(3, 6)))
+    known = torch.from_numpy(rng.random((3, 6)) < 0.5)
+    known[2] = True  # no unknown row: no level
+    torch.testing.assert_close(net(context, column, known), plain(context, column, known), rtol=0, atol=1e-6)
+    table = (levels - levels.mean()) / 10.0
+    band = net.band_level(column, known).numpy()
+    for b in range(3):
+        rows = np.flatnonzero(~known[b].numpy())
+        expected = table[rows, column[b, rows].numpy()].mean() if rows.size else 0.0
+        np.testing.assert_allclose(band[b, rows], expected, rtol=1e-6)
+        assert np.all(band[b, known[b].numpy()] == 0.0)
+    with torch.no_grad():
+        net.row_in.weight[:, -1] = 1.0
+    # a quieter code in an unknown row changes the prediction of its batch row
+    b, row = np.argwhere(~known.numpy())[0]
+    quieter = column.clone()
+    quieter[b, row] = int(np.argmin(levels[row]))
+    assert not torch.allclose(net(context, quieter, known)[b], net(context, column, known)[b])
+    script = scripted(net)
+    torch.testing.assert_close(script(context, quieter, known), net(context, quieter, known), rtol=0, atol=1e-6)
+    again = NeuralPrior.from_config(net.config_json)
+    again.load_state_dict(net.state_dict())
+    torch.testing.assert_close(again.eval()(context, column, known), net(context, column, known), rtol=0, atol=0)
+    assert "level_input" not in plain.config_json  # a file without it reads as before
+    with pytest.raises(ParameterError, match=r"code levels of shape \(16,\) must be finite dB, \[6, 16\]"):
+        net.set_code_levels_(np.full(16, np.nan))
+    with pytest.raises(ParameterError, match="reads no level"):
+        plain.set_code_levels_(levels)
+    with pytest.raises(ParameterError, match="level_input=1 must be true or false"):
+        NeuralPrior(n_rows=4, codebook_size=8, level_input=1)
+
+
 def test_sample_codes_matches_the_naive_bayes_sampler(rng):
     logits = torch.from_numpy(rng.normal(size=(40, 16)) * 3).float()
     u = torch.from_numpy(rng.random(40))
@@ -134,6 +174,15 @@ def test_the_model_file_carries_it_and_older_files_keep_naive_bayes(tiny_config,
     torch.testing.assert_close(added.neural_prior()(*args), expected, rtol=0, atol=1e-6)
     with pytest.raises(ParameterError, match="predicts 5 rows"):
         export_model(model, tmp_path / "bad.pt", neural_prior=small(n_rows=5, k=k))
+    # a prior that reads the band's level carries its table of code levels
+    leveled = net.with_level_input(rng.uniform(-80.0, 0.0, (n_rows, k))).eval()
+    with torch.no_grad():
+        leveled.row_in.weight[:, -1] = 2.0
+    expected = leveled(*args)
+    assert not torch.allclose(expected, net(*args))
+    loaded = load_model(with_neural_prior(plain, leveled, tmp_path / "leveled.pt", description="level"))
+    torch.testing.assert_close(loaded.neural_prior()(*args), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(rebuild_module(loaded.module, loaded.config).neural_prior(*args), expected, rtol=0, atol=1e-6)
 
 
 def test_a_format_2_file_loads_without_a_neural_prior():

@@ -117,15 +117,21 @@ def test_streams_must_be_positive():
         ColumnNetwork(_module("odd"), streams=0)
 
 
-def test_the_neural_prior_in_onnx_runtime_gives_its_logits(rng):
+@pytest.mark.parametrize("level_input", [False, True])
+def test_the_neural_prior_in_onnx_runtime_gives_its_logits(level_input, rng):
     from spectro_fx.models.neural_prior import NeuralPrior
     from spectro_fx.models.onnx_stream import PriorNetwork
 
     torch.manual_seed(4)
-    prior = NeuralPrior(n_rows=9, codebook_size=16, context_columns=3, embed_dim=4, hidden=8, dilations=[1, 3]).eval()
+    prior = NeuralPrior(n_rows=9, codebook_size=16, context_columns=3, embed_dim=4, hidden=8, dilations=[1, 3],
+                        level_input=level_input).eval()
     with torch.no_grad():
         for p in prior.parameters():
             p.add_(0.5 * torch.randn_like(p))
+    if level_input:  # a strong weight on the band's level: a wrong level would show in the logits
+        prior.set_code_levels_(rng.uniform(-90.0, -10.0, (9, 16)))
+        with torch.no_grad():
+            prior.row_in.weight[:, -1] = 3.0
     b = 5
     context = torch.from_numpy(rng.integers(-1, 17, (b, 9, 3)))  # -1 and K: unknown
     column = torch.from_numpy(rng.integers(0, 16, (b, 9)))

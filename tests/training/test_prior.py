@@ -203,6 +203,15 @@ def test_level_weight_trains_with_code_levels(model):
     np.testing.assert_allclose((b.head.bias - a.head.bias).detach().numpy(), 0.01 * (levels - levels.mean()),
                                rtol=1e-4, atol=1e-5)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items() if k != "head.bias")
+    # level_input: a network without it gets it (the band's level as an input), trained with the levels
+    reading = dataclasses.replace(plain, level_input=True, lr=1e-2)
+    with pytest.raises(ParameterError, match="needs the codes' levels"):
+        fit_neural_prior(maps, n_codes=16, settings=reading, init=net)
+    c = fit_neural_prior(maps, n_codes=16, settings=reading, init=net, code_level_db=levels)
+    assert c.level_input and not net.level_input
+    np.testing.assert_allclose(c.code_level.numpy(), np.broadcast_to((levels - levels.mean()) / 10, (model.cfg.n_rows, 16)),
+                               rtol=1e-5, atol=1e-6)
+    assert float(c.row_in.weight.detach()[:, -1].abs().max()) > 0  # trained from zero
 
 
 def test_training_settings_from_set_items():
@@ -216,6 +225,10 @@ def test_training_settings_from_set_items():
         training_settings(["depth=3"])
     with pytest.raises(ParameterError, match="'x' is not a valid int"):
         training_settings(["rollout=x"])
+    assert training_settings(["level_input=true"]).level_input and not training_settings(["level_input=off"]).level_input
+    assert training_settings(["level_input=yes", "lr=1e-3"]).changed() == "lr 0.001, level_input"
+    with pytest.raises(ParameterError, match=r"'maybe' is not a valid bool \(true or false\)"):
+        training_settings(["level_input=maybe"])
 
 
 def test_cli_trains_the_neural_prior_and_export_carries_it(model, tmp_path, capsys):
@@ -250,6 +263,9 @@ def test_cli_trains_the_neural_prior_and_export_carries_it(model, tmp_path, caps
     assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output",
                  str(again), "--steps", "1", "--set", "level_weight=0.5"]) == 0
     assert "level_weight 0.5" in load_model(again).metadata["neural_prior"]
+    assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output",
+                 str(again), "--steps", "1", "--set", "level_input=true"]) == 0
+    assert "level_input" in load_model(again).metadata["neural_prior"] and load_model(again).neural_prior().level_input
     assert main(["prior", "--method", "neural", "--model", str(plain), "--data", str(audio_dir), "--output",
                  str(again), "--init", str(plain)]) == 2
     assert "has no neural prior" in capsys.readouterr().err
