@@ -115,6 +115,7 @@ class RuntimeStep:
         self._region_valid = False  # whether _region is the next columns' (the region stands still)
         self._region: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
         self._plan: _CellsPlan | None = None  # what the region's cells decide (kept while it stands still)
+        self._ahead: tuple | None = None  # (plan, seed, first column, uniforms [columns, cells]) of _draws
         self._no_samples = np.zeros((streams, 0))
         self._no_codes = torch.zeros(0, self.n_rows, 0, dtype=torch.long)
         self._take_counters()
@@ -290,7 +291,7 @@ class RuntimeStep:
         columns = codes.transpose(2, 0, 1).reshape(k * streams, rows).copy()  # (a view of codes for one column)
         plan = self._cells_plan(cells)
         asked, column = plan.asked, plan.column
-        uniforms = _uniforms(_cell_keys(plan.stream, asked[:, 1], self._columns_done - k + column, streams, rows), self._seed)
+        uniforms = self._draws(plan, k, streams, rows)
         cell_temperature = temperature[column]
         picked, unsure, logits = self.prior.draw(context, columns, plan.known, asked, uniforms, cell_temperature)
         if logits.shape[0]:  # draws float32 cannot decide (and temperature 0): float64 decides
@@ -308,6 +309,22 @@ class RuntimeStep:
             self._plan = _CellsPlan(cells, _decode_rows(cells), ~unknown, asked, asked[:, 0] // streams,
                                     asked[:, 0] % streams)
         return self._plan
+
+    def _draws(self, plan: _CellsPlan, k: int, streams: int, rows: int) -> np.ndarray:
+        """The keyed uniforms of ``plan``'s asked cells in the last ``k`` columns. One column at a
+        time (live) with the region standing still, those of the next :data:`_DRAWS_AHEAD` columns
+        are mixed in one numpy pass instead of one a column."""
+        first = self._columns_done - k
+        ahead = self._ahead
+        if k == 1 and ahead is not None and ahead[0] is plan and ahead[1] == self._seed:
+            if ahead[3] is not None and 0 <= first - ahead[2] < _DRAWS_AHEAD:
+                return ahead[3][first - ahead[2]]
+            columns = first + np.arange(_DRAWS_AHEAD)[:, None]  # the region stands still: the next columns at once
+            keys = _cell_keys(plan.stream[None, :], plan.asked[None, :, 1], columns, streams, rows)
+            self._ahead = (plan, self._seed, first, _uniforms(keys, self._seed))
+            return self._ahead[3][0]
+        self._ahead = (plan, self._seed, first, None)  # a region just set (a knob moving): this column alone
+        return _uniforms(_cell_keys(plan.stream, plan.asked[:, 1], first + plan.column, streams, rows), self._seed)
 
     def _spatial(self, full: np.ndarray, codes: np.ndarray, cells: np.ndarray, temperature: np.ndarray) -> np.ndarray:
         """``builtin.inpaint_redraw`` of the spatial method through the numpy naive Bayes (the
@@ -450,6 +467,10 @@ class RuntimeStep:
 
 
 _GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+_DRAWS_AHEAD = 64
+"""Columns whose inpainting uniforms :meth:`RuntimeStep._draws` mixes at once (256 ms of the default model)."""
 
 
 def _cell_keys(streams: np.ndarray, rows: np.ndarray, columns: np.ndarray, n_streams: int, n_rows: int) -> np.ndarray:

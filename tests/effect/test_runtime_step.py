@@ -70,8 +70,13 @@ def test_every_built_in_chain_plays_alike_in_both_runtimes(prior_model, rng, cas
 
 
 def test_the_default_model_with_its_neural_prior_plays_alike_in_both_runtimes(default_model_file, rng):
+    """One column a call, the band standing still for more columns than the engine mixes keyed
+    uniforms ahead (before and after a move), at temperature 1: as the step."""
+    from spectro_fx.effect.core.runtime_step import _DRAWS_AHEAD
+
     model = default_model_file
-    x = _signal(rng, 19200, 1)
+    x = _signal(rng, 38400, 1)  # 200 columns: the band moves at the 40th
+    assert 200 - 40 > 2 * _DRAWS_AHEAD
     values = {"low_hz": 200.0, "high_hz": 8000.0, "inpaint.temperature": 1.0}
     outs = {runtime: _play(Engine(model, sr=SR, channels=1, chain="inpaint", values=values, seed=3, runtime=runtime),
                            x, [128], [(60, "high_hz", 2000.0)])
