@@ -607,7 +607,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, default=NeuralPriorTraining.steps, help="neural: training steps (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="neural: seed of the initialisation and the batches")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                   help="neural: a training setting (rollout=56, lr=1e-3, unknown_start=0.7, windows, columns, ...: "
+                   help="neural: a training setting (rollout=56, lr=1e-3, unknown_start=0.7, level_input=true, windows, ...: "
                         "the fields of NeuralPriorTraining); repeatable")
     p.add_argument("--init", default=None, metavar="FILE",
                    help="neural: start from this neural prior (a model file that has one, or RUN/neural_prior.pt) "
