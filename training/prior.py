@@ -152,6 +152,11 @@ class NeuralPriorTraining:
                 raise ParameterError(f"{name}={value!r} must lie in [0, 1]")
 
 
+    @property
+    def needs_code_levels(self) -> bool:
+        """Whether training needs each code's level (the level term, the tilt or the level input)."""
+        return self.level_weight > 0 or self.level_bias > 0 or self.level_input
+
     def changed(self) -> str:
         """The fields other than ``steps`` and ``seed`` that differ from the defaults, as
         ``"rollout 56, lr 0.001, level_input"`` ("" when none do)."""
@@ -261,7 +266,7 @@ def fit_neural_prior(
         net_config = {**NEURAL_PRIOR_DEFAULTS, **(config or {})}
         net = NeuralPrior(n_rows=n_rows, codebook_size=int(n_codes), **net_config)
     level_db_table = None
-    if settings.level_weight > 0 or settings.level_bias > 0 or settings.level_input:
+    if settings.needs_code_levels:
         if code_level_db is None:
             raise ParameterError("level_weight, level_bias > 0 or level_input needs the codes' levels (code_level_db)")
         level_db_table = torch.from_numpy(np.broadcast_to(np.asarray(code_level_db, dtype=np.float32),
@@ -406,7 +411,7 @@ def _fit_on_clips(model, audio, *, n_codes: int, settings: NeuralPriorTraining, 
     """:func:`fit_neural_prior` on the codemaps ``model`` gives ``audio`` (and the codes' levels
     there, when the settings ask for them)."""
     maps = list(codemaps_of_audio(model, audio))
-    levels = code_levels(model, audio, codemaps=maps) if settings.level_weight or settings.level_bias or settings.level_input else None
+    levels = code_levels(model, audio, codemaps=maps) if settings.needs_code_levels else None
     return fit_neural_prior(maps, n_codes=n_codes, settings=settings, init=init, code_level_db=levels,
                             progress=progress, log=log)
 

@@ -315,18 +315,16 @@ class RuntimeStep:
         time (live) with the region standing still, those of the next :data:`_DRAWS_AHEAD` columns
         are mixed in one numpy pass instead of one a column."""
         first = self._columns_done - k
-        if k != 1:
-            return _uniforms(_cell_keys(plan.stream, plan.asked[:, 1], first + plan.column, streams, rows), self._seed)
         ahead = self._ahead
-        if ahead is not None and ahead[1] == self._seed and (
-                ahead[0] is plan or ahead[0].asked.shape == plan.asked.shape and np.array_equal(ahead[0].asked, plan.asked)):
-            if ahead[3] is not None and 0 <= first - ahead[2] < _DRAWS_AHEAD:
-                return ahead[3][first - ahead[2]]
-            columns = first + np.arange(_DRAWS_AHEAD)[:, None]  # the same cells again: the next columns at once
-            keys = _cell_keys(plan.stream[None, :], plan.asked[None, :, 1], columns, streams, rows)
-            self._ahead = (plan, self._seed, first, _uniforms(keys, self._seed))
-            return self._ahead[3][0]
-        self._ahead = (plan, self._seed, first, None)  # a region just set (a knob moving): this column alone
+        if k == 1 and ahead is not None and ahead[1] == self._seed and (
+                ahead[0] is plan or np.array_equal(ahead[0].asked, plan.asked)):
+            if ahead[3] is None or not 0 <= first - ahead[2] < _DRAWS_AHEAD:  # the same cells again: the next columns at once
+                columns = first + np.arange(_DRAWS_AHEAD)[:, None]
+                keys = _cell_keys(plan.stream[None, :], plan.asked[None, :, 1], columns, streams, rows)
+                ahead = self._ahead = (plan, self._seed, first, _uniforms(keys, self._seed))
+            return ahead[3][first - ahead[2]]
+        if k == 1:  # a region just set (a knob moving): this column alone
+            self._ahead = (plan, self._seed, first, None)
         return _uniforms(_cell_keys(plan.stream, plan.asked[:, 1], first + plan.column, streams, rows), self._seed)
 
     def _spatial(self, full: np.ndarray, codes: np.ndarray, cells: np.ndarray, temperature: np.ndarray) -> np.ndarray:
