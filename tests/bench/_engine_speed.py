@@ -67,3 +67,44 @@ def machine_line(extra: str) -> str:
         ort = ""
     return (f"machine: {cpu_description()}, {platform.machine()}, {os.cpu_count()} CPUs, load average "
             f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}{ort}, 1 thread; {extra}")
+
+
+def cold_cache_factor(*, megabytes: float = 2.0, period_s: float = 128 / SR, calls: int = 200,
+                      rounds: int = 3) -> float:
+    """How much dearer this host makes work that returns to its data once per block period (a
+    live engine's pattern) than the same work back to back: the median thread time of a
+    float32 matrix-vector product over ``megabytes`` of weights (about the default model's
+    network, 1.9 MB), called every ``period_s`` with the thread asleep in between, over its
+    median called back to back; the median of ``rounds`` alternating rounds of ``calls`` calls.
+
+    About 1 where the caches keep the weights between calls; on a shared VM whose neighbours
+    evict them it was 1.7-2.0 (the weights come from memory at every call), and the engine's
+    paced and live figures pay that too. Takes about ``rounds * calls * period_s`` seconds."""
+    if megabytes <= 0 or period_s <= 0 or calls < 1 or rounds < 1:
+        raise ValueError(f"megabytes={megabytes}, period_s={period_s}, calls={calls}, rounds={rounds}: "
+                         "each must be positive")
+    n = max(int(np.sqrt(megabytes * 2**20 / 4)), 1)
+    weights = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    x = np.ones((n, 8), np.float32)
+
+    def median_call(paced: bool) -> float:
+        times = np.empty(calls)
+        due = time.perf_counter()
+        for i in range(calls):
+            if paced:
+                due += period_s
+                time.sleep(max(due - time.perf_counter(), 0.0))
+            started = time.thread_time()
+            weights @ x
+            times[i] = time.thread_time() - started
+        return float(np.median(times))
+
+    ratios = [median_call(True) / max(median_call(False), 1e-9) for _ in range(rounds)]
+    return float(np.median(ratios))
+
+
+def cold_cache_line(period_s: float = 128 / SR) -> str:
+    """:func:`cold_cache_factor` as the line the live benchmarks print beside the machine line."""
+    factor = cold_cache_factor(period_s=period_s)
+    return (f"host cache: a 2 MB matrix product called every {period_s * 1e3:.2f} ms costs {factor:.2f}x its "
+            "back-to-back time here (1 where the caches keep a live engine's weights between calls)")

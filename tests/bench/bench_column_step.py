@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _engine_speed import FILE_BLOCK, SR, demo_signal, machine_line  # noqa: E402
+from _engine_speed import FILE_BLOCK, SR, cold_cache_line, demo_signal, machine_line  # noqa: E402
 
 BAND = {"low_hz": 200.0, "high_hz": 8000.0}
 
@@ -105,6 +105,8 @@ def main() -> None:
         raise SystemExit(f"--chains: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     chains = [known[name] for name in asked if name != "neural" or has_neural]
     print(machine_line(f"model {args.model}, float32, {args.rounds} rounds interleaved, medians"))
+    if args.paced:
+        print(cold_cache_line())
     mono = demo_signal(args.seconds)
     stereo = np.concatenate([mono, np.roll(mono, SR // 3, axis=0)], axis=1)
 

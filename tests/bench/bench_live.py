@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.jack import NOISE_PLAYER, JackServer  # noqa: E402
+from tests.bench._engine_speed import cold_cache_line  # noqa: E402
 
 SR = 48000
 BLOCK = 256  # the knob-latency run's JACK period
@@ -254,6 +255,7 @@ def main() -> None:
             work = Path(tmp)
             print(f"bench_live: model {model}, JACK dummy 48 kHz / {args.period} frames ({'realtime' if args.realtime else 'no realtime'}), "
                   f"chain {args.chain}, runtime {args.runtime}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+            print(cold_cache_line(args.period / 48000) + "; at start")
             if not args.skip_soak:
                 extra = ["--chain", args.chain, "--runtime", args.runtime]
                 extra += [] if args.safety_ms is None else ["--safety-ms", str(args.safety_ms)]
@@ -270,6 +272,7 @@ def main() -> None:
                 for key, value in figures.items():
                     print(f"  {key:28s} {value}")
             print(f"load average {os.getloadavg()[0]:.1f} at end")
+            print(cold_cache_line(args.period / 48000) + "; at end")
     finally:
         server.stop()
 
