@@ -35,9 +35,12 @@ def live_model(tiny_model_path):
 
 
 def spectro_fx(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    """``spectro-fx *args`` started; a native crash (a segfault in an audio or MIDI library) prints
+    every thread's Python stack on its stderr, which the failing assertion shows."""
     cmd = [sys.executable, "-m", "spectro_fx.effect.io.cli", *args]
     return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kw
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})}, **kw
     )
 
 
