@@ -77,9 +77,9 @@ def cold_cache_factor(*, megabytes: float = 2.0, period_s: float = 128 / SR, cal
     network, 1.9 MB), called every ``period_s`` with the thread asleep in between, over its
     median called back to back; the median of ``rounds`` alternating rounds of ``calls`` calls.
 
-    About 1 where the caches keep the weights between calls; on a shared VM whose neighbours
-    evict them it was 1.7-2.0 (the weights come from memory at every call), and the engine's
-    paced and live figures pay that too. Takes about ``rounds * calls * period_s`` seconds."""
+    About 1 where the caches keep the weights between calls; on this project's shared VM, whose
+    neighbours evict them, 1.15-2.0 from minute to minute (the weights come from memory at every
+    call), and the engine's paced and live figures pay that too. Takes about ``rounds * calls * period_s`` seconds."""
     if megabytes <= 0 or period_s <= 0 or calls < 1 or rounds < 1:
         raise ValueError(f"megabytes={megabytes}, period_s={period_s}, calls={calls}, rounds={rounds}: "
                          "each must be positive")
@@ -103,8 +103,8 @@ def cold_cache_factor(*, megabytes: float = 2.0, period_s: float = 128 / SR, cal
     return float(np.median(ratios))
 
 
-def cold_cache_line(period_s: float = 128 / SR) -> str:
+def cold_cache_line(period_s: float = 128 / SR, megabytes: float = 2.0) -> str:
     """:func:`cold_cache_factor` as the line the live benchmarks print beside the machine line."""
-    factor = cold_cache_factor(period_s=period_s)
-    return (f"host cache: a 2 MB matrix product called every {period_s * 1e3:.2f} ms costs {factor:.2f}x its "
+    factor = cold_cache_factor(megabytes=megabytes, period_s=period_s)
+    return (f"host cache: a {megabytes:g} MB matrix product called every {period_s * 1e3:.2f} ms costs {factor:.2f}x its "
             "back-to-back time here (1 where the caches keep a live engine's weights between calls)")
