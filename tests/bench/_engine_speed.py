@@ -79,7 +79,8 @@ def cold_cache_factor(*, megabytes: float = 2.0, period_s: float = 128 / SR, cal
 
     About 1 where the caches keep the weights between calls; on this project's shared VM, whose
     neighbours evict them, 1.15-2.0 from minute to minute (the weights come from memory at every
-    call), and the engine's paced and live figures pay that too. Takes about ``rounds * calls * period_s`` seconds."""
+    call), and the engine's paced and live figures pay that too. Takes about ``rounds * calls *
+    period_s`` seconds."""
     if megabytes <= 0 or period_s <= 0 or calls < 1 or rounds < 1:
         raise ValueError(f"megabytes={megabytes}, period_s={period_s}, calls={calls}, rounds={rounds}: "
                          "each must be positive")
