@@ -395,7 +395,6 @@ def target_lines(kind: str, summary: dict, open_levels: dict, name: str = "neura
     ours = summary[(name, "output", 0.0)]
     cut = 100 * (1 - ours["mel"] / best_mel[1]["mel"])
     ratio = ours["recovered"] / max(best_rec[1]["recovered"], 1e-9)
-    resynthesis = summary.get(("resynthesis", "-", 0.0))
     label = kind if name == "neural" else f"{kind} ({name})"
     line = (f"{label:>8}: mel {ours['mel']:.2f} vs best NB {best_mel[1]['mel']:.2f} ({best_mel[0]}): {cut:+.0f} % lower "
             f"(target >= 25 %); codes recovered {ours['recovered']:.3f} vs {best_rec[1]['recovered']:.3f} "
@@ -403,7 +402,9 @@ def target_lines(kind: str, summary: dict, open_levels: dict, name: str = "neura
     level = open_levels.get((name, "output", 0.0))
     if level is not None:
         line += f"; open band {level:+.1f} dB vs the input (target within 3 dB)"
-    del resynthesis
+        codec = open_levels.get(("resynthesis", "-", 0.0))
+        if codec is not None:  # the codes that were there already lose some of the band's level
+            line += f", {level - codec:+.1f} dB vs their resynthesis ({codec:+.1f} dB)"
     return [line]
 
 
