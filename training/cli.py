@@ -14,7 +14,7 @@ from spectro_fx.models.errors import ParameterError
 from spectro_fx.models.runtime import torch_threads
 
 # Subcommand modules, in the order `--help` lists them; each registers itself.
-SUBCOMMANDS: list[str] = ["render_notes", "fit", "prior", "evaluate", "export_cmd", "experiments"]
+SUBCOMMANDS: list[str] = ["render_notes", "fit", "prior", "distill", "evaluate", "export_cmd", "experiments"]
 
 
 def build_parser() -> argparse.ArgumentParser:
