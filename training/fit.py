@@ -69,6 +69,11 @@ class TrainConfig:
     init : str
         A model file to start from (``fit --init``): its network weights and codebook replace the
         random initialisation (:func:`spectro_fx.training.finetune.init_from_model_file`); empty: start from scratch.
+    energy_weight : float >= 0
+        Weight of a term that keeps each codemap cell's energy (:func:`cell_energy_error`) beside
+        the reconstruction loss; 0: none. An L1 on log magnitude decodes what the codes do not
+        hold exactly as its median, below the input's energy; 0.1 is a good start (and
+        ``spectro-fx-train distill --decoder-only`` retrains a model file's decoder with it).
     """
 
     batch_size: int = 16
@@ -87,6 +92,7 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = False
     init: str = ""
+    energy_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "segment_frames", "steps", "checkpoint_every", "log_every", "media_every"):
@@ -101,6 +107,7 @@ class TrainConfig:
             raise ParameterError(f"train.gain_db={self.gain_db!r} must be in [0, 60] dB")
         non_negative_number("train.grad_clip", self.grad_clip)
         non_negative_number("train.weight_decay", self.weight_decay)
+        non_negative_number("train.energy_weight", self.energy_weight)
 
 
 @dataclass(frozen=True)
@@ -520,6 +527,9 @@ def train_step(run: _Run):
         out = run.net(mag)
         recon_loss = loss_fn(out.reconstruction.float(), out.target.float())
         loss = recon_loss + out.commitment_loss
+        if tcfg.energy_weight > 0:
+            decoded = run.model.normalizer.inverse(out.reconstruction.float())
+            loss = loss + tcfg.energy_weight * cell_energy_error(decoded, mag, cfg)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if tcfg.grad_clip > 0:
@@ -538,6 +548,23 @@ def train_step(run: _Run):
     if run.bar is not None:
         run.bar.update(1)
     return out, audio
+
+
+def cell_energy_error(decoded: torch.Tensor, mag: torch.Tensor, cfg: VQVAEConfig) -> torch.Tensor:
+    """Mean over codemap cells of |log(decoded energy + e) - log(input energy + e)|: ``decoded``
+    and ``mag`` linear magnitude [B, n_bins, frames] (frames a multiple of the time stride), a
+    cell a row's bins (``freq_stride``; the top row's padding counts as silence) over a column's
+    frames; ``e`` is 1e-6 per bin and frame, so that cells near silence weigh little."""
+    rows, ts = cfg.n_rows, cfg.time_stride
+    per_row = cfg.padded_bins // rows
+
+    def cells(m: torch.Tensor) -> torch.Tensor:
+        power = F.pad(m * m, (0, 0, 0, cfg.padded_bins - m.shape[1]))
+        b, _, frames = power.shape
+        return power.reshape(b, rows, per_row, frames // ts, ts).sum(dim=(2, 4))
+
+    floor = 1e-6 * per_row * ts
+    return (torch.log(cells(decoded) + floor) - torch.log(cells(mag) + floor)).abs().mean()
 
 
 def log_window(run: _Run) -> None:

@@ -68,6 +68,8 @@ def test_config_overrides_and_validation(tmp_path, tiny_config):
         load_config(None, ["train.learning_rate=1"])
     with pytest.raises(ParameterError, match="train.loss="):
         load_config(None, ["train.loss=huber"])
+    with pytest.raises(ParameterError, match="train.energy_weight=-0.1"):
+        load_config(None, ["train.energy_weight=-0.1"])
     with pytest.raises(ParameterError, match="table.key=value"):
         apply_overrides({}, ["lr"])
     with pytest.raises(ParameterError, match="does not exist"):
@@ -110,6 +112,26 @@ def test_fit_lowers_loss(tmp_path, tiny_config, tones):
     for name in (CHECKPOINT_NAME, "config.json"):
         assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o666 & ~umask, name
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def fixed_batch_level_db(model, data, cfg):
+    """The decoded energy of a fixed batch over the input's, dB."""
+    audio = torch.from_numpy(np.stack([sf.read(p, dtype="float32")[0][: 20 * cfg.stft.hop_length] for p in sorted(data.glob("*.wav"))]))
+    mag = magnitude(audio, cfg.stft)[:, :, -16:]
+    model.eval()
+    with torch.no_grad():
+        decoded = model.normalizer.inverse(model(mag).reconstruction)
+    return float(10 * torch.log10((decoded**2).sum() / (mag**2).sum()))
+
+
+def test_the_energy_term_brings_the_decoded_level_nearer_the_inputs(tmp_path, tiny_config, tones):
+    levels = {}
+    for weight in (0.0, 1.0):
+        config = tiny_run_config(tiny_config, tones, steps=60, checkpoint_every=60, log_every=10, energy_weight=weight)
+        torch.manual_seed(config.train.seed)
+        train(config, tmp_path / f"run{weight}", progress=False)
+        levels[weight] = fixed_batch_level_db(model_from_run(tmp_path / f"run{weight}")[0], tones, tiny_config)
+    assert abs(levels[1.0]) < abs(levels[0.0]) - 1.0, levels
 
 
 def test_resume_continues_from_checkpoint_exactly(tmp_path, tiny_config, tones):
