@@ -374,6 +374,7 @@ class _Window:
     usage: torch.Tensor  # [K] code counts
     recon: float = 0.0
     commit: float = 0.0
+    energy: float = 0.0  # the cell energy term (train.energy_weight > 0)
     perplexity: float = 0.0
     steps: int = 0
 
@@ -528,9 +529,10 @@ def train_step(run: _Run):
         out = run.net(mag)
         recon_loss = loss_fn(out.reconstruction.float(), out.target.float())
         loss = recon_loss + out.commitment_loss
+        energy_loss = torch.zeros(())
         if tcfg.energy_weight > 0:
-            decoded = run.model.normalizer.inverse(out.reconstruction.float())
-            loss = loss + tcfg.energy_weight * cell_energy_error(decoded, mag, cfg)
+            energy_loss = cell_energy_error(run.model.normalizer.inverse(out.reconstruction.float()), mag, cfg)
+            loss = loss + tcfg.energy_weight * energy_loss
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if tcfg.grad_clip > 0:
@@ -543,6 +545,7 @@ def train_step(run: _Run):
     window = run.window
     window.usage += torch.bincount(out.codes.flatten(), minlength=cfg.codebook_size).float()
     window.recon += float(recon_loss.detach())
+    window.energy += float(energy_loss.detach())
     window.commit += float(out.commitment_loss.detach())
     window.perplexity += float(out.perplexity)
     window.steps += 1
@@ -573,7 +576,7 @@ def log_window(run: _Run) -> None:
     them (rank 0) and start a new window."""
     window = run.window
     usage = run.ddp.mean(window.usage)
-    means = {k: float(run.ddp.mean(torch.tensor(getattr(window, k) / window.steps))) for k in ("recon", "commit", "perplexity")}
+    means = {k: float(run.ddp.mean(torch.tensor(getattr(window, k) / window.steps))) for k in ("recon", "commit", "energy", "perplexity")}
     run.last_loss = means["recon"]
     restarts = int(run.model.quantizer.restarts)
     _write_scalars(run, means, usage, restarts)
@@ -586,7 +589,10 @@ def _write_scalars(run: _Run, means: dict[str, float], usage: torch.Tensor, rest
     cfg, step, writer = run.config.model, run.step, run.writer
     writer.add_scalar("loss/reconstruction", means["recon"], step)
     writer.add_scalar("loss/commitment", means["commit"], step)
-    writer.add_scalar("loss/total", means["recon"] + means["commit"], step)
+    weight = run.config.train.energy_weight
+    if weight > 0:
+        writer.add_scalar("loss/cell_energy", means["energy"], step)
+    writer.add_scalar("loss/total", means["recon"] + means["commit"] + weight * means["energy"], step)
     writer.add_scalar("codebook/perplexity", means["perplexity"], step)
     writer.add_scalar("codebook/unused_codes", int((usage == 0).sum()), step)
     writer.add_scalar(

@@ -125,12 +125,17 @@ def fixed_batch_level_db(model, data, cfg):
 
 
 def test_the_energy_term_brings_the_decoded_level_nearer_the_inputs(tmp_path, tiny_config, tones):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     levels = {}
     for weight in (0.0, 1.0):
         config = tiny_run_config(tiny_config, tones, steps=60, checkpoint_every=60, log_every=10, energy_weight=weight)
         torch.manual_seed(config.train.seed)
         train(config, tmp_path / f"run{weight}", progress=False)
         levels[weight] = fixed_batch_level_db(model_from_run(tmp_path / f"run{weight}")[0], tones, tiny_config)
+        events = EventAccumulator(str(tmp_path / f"run{weight}" / "tb"))
+        events.Reload()
+        assert ("loss/cell_energy" in events.Tags()["scalars"]) == (weight > 0)  # logged where it is optimised
     assert abs(levels[1.0]) < abs(levels[0.0]) - 1.0, levels
 
 
