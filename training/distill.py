@@ -70,9 +70,9 @@ def distill(
     ``steps`` steps and write it to ``output`` (atomically, with the teacher's priors). Returns the
     last 100 steps' means: ``encoder`` (latent error relative to the latents' variance; 0 with
     ``decoder_only``), ``decoder`` (L1), ``energy`` (mean |natural log| of each codemap cell's
-    decoded energy over the input's, :func:`~spectro_fx.training.fit.cell_energy_error`), ``level_db`` (the decoded
-    crops' energy over the input's, dB) and ``codes`` (fraction of the student's codes equal to
-    the teacher's).
+    decoded energy over the input's, :func:`~spectro_fx.training.fit.cell_energy_error`),
+    ``level_db`` (the decoded crops' energy over the input's, dB) and ``codes`` (fraction of the
+    student's codes equal to the teacher's).
 
     ``decoder_only``: the teacher's network trained on from its weights, encoder frozen (no
     ``overrides``). ``energy_weight`` >= 0: weight of the cell energy term beside the L1 (0: none;
@@ -118,7 +118,7 @@ def distill(
     trained = list(student.decoder.parameters()) + ([] if decoder_only else list(student.encoder.parameters()))
     optimizer = torch.optim.Adam(trained, lr=lr)
     rng = np.random.default_rng(seed)
-    recent: list[tuple[float, float, float, float]] = []
+    recent: list[tuple[float, ...]] = []  # per step: encoder, decoder, energy, level_db, codes
     bar = tqdm(range(steps), desc="distill", unit="step", disable=not progress)
     for step in bar:
         picks = rng.integers(0, len(audio), batch_size)

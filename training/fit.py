@@ -576,7 +576,8 @@ def log_window(run: _Run) -> None:
     them (rank 0) and start a new window."""
     window = run.window
     usage = run.ddp.mean(window.usage)
-    means = {k: float(run.ddp.mean(torch.tensor(getattr(window, k) / window.steps))) for k in ("recon", "commit", "energy", "perplexity")}
+    means = {k: float(run.ddp.mean(torch.tensor(getattr(window, k) / window.steps)))
+             for k in ("recon", "commit", "energy", "perplexity")}
     run.last_loss = means["recon"]
     restarts = int(run.model.quantizer.restarts)
     _write_scalars(run, means, usage, restarts)

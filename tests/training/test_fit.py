@@ -84,9 +84,14 @@ def test_lr_schedule():
     assert lr_at(110, cfg) == pytest.approx(1e-4)
 
 
+def fixed_batch(data, cfg):
+    """The magnitude of every tone's first 20 hops, its last 16 frames."""
+    audio = [sf.read(p, dtype="float32")[0][: 20 * cfg.stft.hop_length] for p in sorted(data.glob("*.wav"))]
+    return magnitude(torch.from_numpy(np.stack(audio)), cfg.stft)[:, :, -16:]
+
+
 def fixed_batch_loss(model, data, cfg):
-    audio = torch.from_numpy(np.stack([sf.read(p, dtype="float32")[0][: 20 * cfg.stft.hop_length] for p in sorted(data.glob("*.wav"))]))
-    mag = magnitude(audio, cfg.stft)[:, :, -16:]
+    mag = fixed_batch(data, cfg)
     model.eval()
     with torch.no_grad():
         out = model(mag)
@@ -116,8 +121,7 @@ def test_fit_lowers_loss(tmp_path, tiny_config, tones):
 
 def fixed_batch_level_db(model, data, cfg):
     """The decoded energy of a fixed batch over the input's, dB."""
-    audio = torch.from_numpy(np.stack([sf.read(p, dtype="float32")[0][: 20 * cfg.stft.hop_length] for p in sorted(data.glob("*.wav"))]))
-    mag = magnitude(audio, cfg.stft)[:, :, -16:]
+    mag = fixed_batch(data, cfg)
     model.eval()
     with torch.no_grad():
         decoded = model.normalizer.inverse(model(mag).reconstruction)
