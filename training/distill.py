@@ -142,10 +142,13 @@ def distill(
                 agree = float((_nearest(mine, codebook) == codes).float().mean())
         decoded = student.decode_latent(quantized)
         decoder_loss = F.l1_loss(decoded, target)
-        linear = student.normalizer.inverse(decoded)
-        energy_loss = cell_energy_error(linear, mag, cfg)
+        # without the term its figure is still reported, outside the graph the backward pass walks
+        with torch.set_grad_enabled(energy_weight > 0):
+            linear = student.normalizer.inverse(decoded)
+            energy_loss = cell_energy_error(linear, mag, cfg)
+        loss = encoder_loss + decoder_loss + (energy_weight * energy_loss if energy_weight > 0 else 0.0)
         optimizer.zero_grad(set_to_none=True)
-        (encoder_loss + decoder_loss + energy_weight * energy_loss).backward()
+        loss.backward()
         optimizer.step()
         with torch.no_grad():
             level = 10.0 * float(torch.log10((linear * linear).sum() / (mag * mag).sum().clamp_min(1e-30)))
