@@ -405,13 +405,14 @@ class ColumnNetwork:
             self._context_rows = (int(rows[0]), int(rows[1]))
 
     def encode(self, magnitude: np.ndarray) -> np.ndarray:
-        """The next column's encoder input ``[streams, n_bins, time_stride]`` float32 -> its codes ``[streams, n_rows]`` int64."""
+        """The next column's encoder input ``[streams, n_bins, time_stride]`` (any layout, float32
+        or float64: copied into the float32 input buffer) -> its codes ``[streams, n_rows]`` int64."""
         np.copyto(self._encoder_in, magnitude)
         self._encoder_run()
         return np.argmin(self._distance, axis=1).reshape(self.streams, self.n_rows)  # the first of equal minima
 
     def decode(self, latent: np.ndarray, low_row: int, high_row: int) -> np.ndarray | None:
-        """The next column's latent ``[streams, D, n_rows]`` float32 -> linear magnitude
+        """The next column's latent ``[streams, D, n_rows]`` float32 (any layout) -> linear magnitude
         ``[streams, n_bins, time_stride]`` of rows ``low_row <= row < high_row`` (0 elsewhere), or
         None when no row is asked for (the trunk still advances)."""
         np.copyto(self._latent_in, latent)
