@@ -202,3 +202,36 @@ def test_the_keyed_draws_in_numpy_are_the_steps_bit_for_bit(rng):
     keys = np.concatenate([rng.integers(0, 2**62, 5000), np.arange(64), [2**63 - 1]]).astype(np.int64)
     for seed in (0, 1, 7, 123456789, 2**40 + 3):
         np.testing.assert_array_equal(_uniforms(keys, seed), builtin.uniforms(torch.from_numpy(keys), seed).numpy())
+
+
+@pytest.mark.parametrize("scale, silent_bins", [(30.0, False), (30.0, True), (0.5, False), (0.5, True)])
+def test_the_numpy_synthesis_is_the_scripted_cores_loud_or_quiet(prior_model, rng, scale, silent_bins):
+    """The numpy synthesis (the mask's bins alone, the loudness guard's sums skipped where no frame
+    can be loud) gives the scripted core's numbers: decoded 30x the input (every frame guarded)
+    or half of it (the shortcut), with and without bins of zero magnitude."""
+    import torch
+
+    engine = Engine(prior_model, sr=SR, channels=2, values={"low_hz": 700.0, "high_hz": 3000.0}, runtime="onnxruntime")
+    step = engine._runtime_step
+    core = step.step.core
+    frames, bins = 4, step.n_bins
+    spec = rng.standard_normal((2, frames, bins)) + 1j * rng.standard_normal((2, frames, bins))
+    if silent_bins:
+        spec[:, :, 40:60] = 0.0
+    magnitude = np.abs(spec)
+    mask = np.zeros((frames, bins))
+    mask[:, 20:70] = np.linspace(0.2, 1.0, 50)  # a ramped edge, as the band's
+    decoded = (scale * magnitude).astype(np.float32).transpose(0, 2, 1).copy()
+    overlap = step._overlap.copy() + rng.standard_normal(step._overlap.shape)
+    step._overlap[...] = overlap
+    step._pre_roll_left = core.pre_roll_left = 0
+    ours = step._synthesise(decoded, spec, magnitude, mask)
+    core.synthesis.overlap = torch.from_numpy(overlap)
+    core.held_spec = torch.from_numpy(spec.transpose(0, 2, 1).copy())
+    core.held_magnitude = torch.from_numpy(magnitude.transpose(0, 2, 1).copy())
+    core.held_mask = torch.from_numpy(mask)
+    theirs = core.synthesise_decoded(torch.from_numpy(decoded)).numpy()
+    gain = step._guard_gain(decoded.transpose(0, 2, 1), magnitude, mask, np.add.reduce(magnitude**2, axis=-1, keepdims=True))
+    assert (gain.max() < 1.0) if scale > 1 else (gain.min() == 1.0)  # every frame guarded, or none
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9 * np.abs(theirs).max())
+    np.testing.assert_allclose(step._overlap, core.synthesis.overlap.numpy(), rtol=0, atol=1e-9 * np.abs(theirs).max())
