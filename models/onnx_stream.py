@@ -14,21 +14,11 @@ import numpy as np
 import torch
 
 from .errors import ParameterError
+from .neural_prior import DRAW_BLOCK, DRAW_TOLERANCE
 from .vqvae import CausalConv2d, Decoder, Encoder, ResBlock, UpBlock
 
 OPSET = 20
 """ONNX opset of the graphs (20 has ``Gelu``)."""
-
-_DRAW_BLOCK = 32
-"""Codes summed together before the cumulative sum of a draw (a cumulative sum is a slow loop)."""
-
-DRAW_TOLERANCE = 2e-5
-"""A float32 draw's margin below which it is drawn again in float64. float32 moves each end of a
-code's interval, and the draw itself, by less than about 7e-6 of the total weight: each weight by
-``(1.5 |x| + 2) * 2**-23`` relative (the exponent ``x = (logit - max) / temperature`` and the
-temperature rounded, exp's own error; ``|x|`` averages at most log K under the weights), the
-cumulative sums by up to 94 roundings of ``2**-24``."""
-
 
 def runtime_available() -> bool:
     """Whether ONNX Runtime imports here."""
@@ -529,7 +519,7 @@ class PriorNetwork:
         the code is the one float64 picks), and every row at temperature 0 (the first maximum is
         taken from the logits, outside); ``unsure_logits`` [M, K], those rows' logits. (About 40
         nodes: each costs ONNX Runtime about a microsecond, so the graph is kept short.)"""
-        block = _DRAW_BLOCK if k % _DRAW_BLOCK == 0 else k
+        block = DRAW_BLOCK if k % DRAW_BLOCK == 0 else k
         blocks = k // block
         draws, temperature = g.input("draws", ["N", 1]), g.input("temperature", ["N", 1])
 

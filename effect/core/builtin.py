@@ -10,6 +10,7 @@ from typing import List, Tuple
 import torch
 
 from spectro_fx.models.naive_bayes import VAR_SMOOTHING
+from spectro_fx.models.neural_prior import draw_codes
 
 # What a keyed draw is for (its ``purpose``), so that two draws of one cell never share a key:
 # 0 noise's hit, 1 noise's code, 2 inpainting, 3 cross's hit (literals below: TorchScript reads
@@ -255,13 +256,8 @@ def inpaint_draws(shape: List[int], first_column: int, seed: int) -> torch.Tenso
 def sample_finite(logits: torch.Tensor, draws: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """One index per row of finite ``logits`` [N, K] from ``softmax(logits / temperature)`` by
     inverse CDF with ``draws`` [N] (temperature 0: the first maximum), per-row temperatures
-    [N]; the arithmetic of ``models.neural_prior.sample_codes``, which takes one temperature."""
-    greedy = torch.argmax(logits, dim=1)
-    weights = torch.softmax(logits.double() / temperature.clamp_min(1e-12)[:, None], dim=1)
-    cumulative = torch.cumsum(weights, dim=1)
-    target = draws[:, None] * cumulative[:, -1:]
-    sampled = (cumulative <= target).sum(dim=1).clamp_max(logits.shape[1] - 1)
-    return torch.where(temperature > 0.0, sampled, greedy)
+    [N]: ``models.neural_prior.draw_codes`` (float32 where that decides, float64 where not)."""
+    return draw_codes(logits, draws, temperature)
 
 
 def neural_pick(

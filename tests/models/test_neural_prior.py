@@ -193,3 +193,33 @@ def test_a_format_2_file_loads_without_a_neural_prior():
         pytest.skip("the bundled low-delay model is no longer a format-2 file")
     assert model.neural_prior() is None
     assert not bool(rebuild_module(model.module, model.config).has_neural_prior)
+
+
+@pytest.mark.parametrize("codebook_size", [16, 100, 1024])
+def test_the_float32_draw_picks_the_float64_references_codes(codebook_size, rng):
+    """``draw_codes`` (float32 where that decides, float64 where a draw lies near an end of its
+    code's interval) picks what ``draw_codes_float64`` picks, scripted too: every temperature,
+    mixed temperatures in one batch, flat and peaked logits, draws on 0, 1/2 and just below 1,
+    and half the draws within 1e-9 of an end (which float32 alone would misplace)."""
+    from spectro_fx.models.neural_prior import draw_codes, draw_codes_float64
+
+    scripted = torch.jit.script(draw_codes)
+    n = 2000
+    for scale in (0.05, 3.0, 40.0):
+        logits = torch.from_numpy((rng.normal(size=(n, codebook_size)) * scale).astype(np.float32))
+        logits[:10] = 0.0  # every code equally likely: the draws below land on the ends
+        draws = torch.from_numpy(rng.random(n))
+        draws[:4] = torch.tensor([0.0, 0.5, 1.0 - 2.0**-53, 0.25])
+        # half the rows drawn within 1e-9 of an end of a code's interval (at temperature 1)
+        cumulative = torch.cumsum(torch.softmax(logits.double(), dim=1), dim=1)
+        ends = cumulative[torch.arange(n), torch.from_numpy(rng.integers(0, codebook_size - 1, n))]
+        near = torch.from_numpy(rng.random(n) < 0.5)
+        draws = torch.where(near, ends / cumulative[:, -1] + torch.from_numpy(rng.choice([-1e-9, 0.0, 1e-9], n)), draws)
+        for temperature in (torch.full([n], 0.0), torch.full([n], 0.3), torch.full([n], 1.0),
+                            torch.from_numpy(rng.choice([0.0, 0.5, 2.0], n))):
+            t = temperature.double()
+            expected = draw_codes_float64(logits, draws, t)
+            np.testing.assert_array_equal(draw_codes(logits, draws, t).numpy(), expected.numpy())
+            np.testing.assert_array_equal(scripted(logits, draws, t).numpy(), expected.numpy())
+    greedy = torch.tensor([[0.0, 2.0, 2.0, 1.0]])  # temperature 0: the first maximum
+    assert int(draw_codes(greedy, torch.tensor([0.9], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64))) == 1
