@@ -55,16 +55,21 @@ def cell_draws(shape: List[int], first_column: int, seed: int, purpose: int) -> 
 def pick(log_weights: torch.Tensor, draws: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """One index per row of ``log_weights`` [N, K] from ``softmax(log_weights / temperature)``
     by inverse CDF with the uniforms ``draws`` [N] (temperature 0: the first maximum); as
-    ``naive_bayes.sample_log_weights``."""
-    greedy = torch.argmax(log_weights, dim=1)
+    ``naive_bayes.sample_log_weights``. (An index-giving reduction costs several times a plain
+    one here: the first maximum is looked for only where a temperature is 0.)"""
+    sampling = temperature > 0.0
+    if not bool(sampling.any()):
+        return torch.argmax(log_weights, dim=1)
     t = temperature.clamp_min(1e-12)[:, None]
-    top = log_weights.max(dim=1, keepdim=True).values
+    top = log_weights.amax(dim=1, keepdim=True)
     finite = torch.isfinite(log_weights)
     weights = torch.where(finite, torch.exp((log_weights - top) / t), torch.zeros_like(log_weights))
     cumulative = torch.cumsum(weights, dim=1)
     target = draws[:, None] * cumulative[:, -1:]
     sampled = (cumulative <= target).sum(dim=1).clamp_max(log_weights.shape[1] - 1)
-    return torch.where(temperature > 0.0, sampled, greedy)
+    if bool(sampling.all()):
+        return sampled
+    return torch.where(sampling, sampled, torch.argmax(log_weights, dim=1))
 
 
 def noise_codes(
@@ -132,9 +137,12 @@ def learned_log_weights(values: torch.Tensor, class_log_prior: torch.Tensor, val
     unknown), from ``value_log_prob`` [P, K + 1, K] (row ``K``: the unknown value)."""
     k = class_log_prior.shape[0]
     table = torch.where(values < 0, torch.full_like(values, k), values)
-    p = torch.arange(table.shape[1])[None, :].expand_as(table)
-    per_feature = value_log_prob[p, table].double()  # [N, P, K]
-    return class_log_prior[None, :] + per_feature.sum(dim=1)
+    # one neighbour at a time into a float64 sum (the order torch's sum over them takes): a
+    # whole block's [N, P, K] in float64 would be hundreds of megabytes
+    total = value_log_prob[0][table[:, 0]].double()
+    for p in range(1, table.shape[1]):
+        total = total + value_log_prob[p][table[:, p]]
+    return class_log_prior[None, :] + total
 
 
 def spatial_pick(
