@@ -288,8 +288,8 @@ def draw_codes(logits: torch.Tensor, draws: torch.Tensor, temperature: torch.Ten
     u = draws if whole else draws[rows]
     block = 32 if k % 32 == 0 else k
     blocks = k // block
-    exponent = (x - x.amax(dim=1, keepdim=True)) / t.float().clamp_min(1e-12)[:, None]
-    weights = torch.exp(exponent).reshape(x.shape[0], blocks, block)
+    exponent = (x - x.amax(dim=1, keepdim=True)).div_(t.float().clamp_min(1e-12)[:, None])
+    weights = exponent.exp_().reshape(x.shape[0], blocks, block)  # (in place: one buffer of N x K)
     ends = torch.cumsum(weights.sum(dim=2), dim=1)  # [n, blocks]
     total = ends[:, blocks - 1 :]
     target = u.float()[:, None] * total
