@@ -117,8 +117,6 @@ class RuntimeStep:
         self._plan: _CellsPlan | None = None  # what the region's cells decide (kept while it stands still)
         self._ahead: tuple | None = None  # (plan, seed, first column, uniforms [columns, cells]) of _draws
         self._no_samples = np.zeros((streams, 0))
-        self._span_of: np.ndarray | None = None  # the mask whose span _span is
-        self._span = (0, 0, True)
         self._no_codes = torch.zeros(0, self.n_rows, 0, dtype=torch.long)
         self._take_counters()
         self._take_chain()
@@ -421,88 +419,57 @@ class RuntimeStep:
         """The step core's ``synthesise_decoded`` in numpy (one to three microseconds an op where
         the scripted ops cost several), frames first so every sum runs along memory: the change
         samples ``[streams, m]`` float64 of the columns of ``spec`` / ``magnitude`` [streams,
-        frames, n_bins] and ``mask`` [frames, n_bins]; ``decoded`` [streams, n_bins, frames]
-        float32; ``energy`` [streams, frames, 1], the frames' energy (from ``magnitude`` when not
-        given). The change is worked out on the mask's bins alone (zero elsewhere), and the
-        loudness guard's sums are taken only where the regenerated part alone could make a frame
-        loud (never, with a mask within [0, 1], while it holds less than the frame's energy): the
-        common case takes no more operations than it needs; every case gives the guard's numbers."""
+        frames, n_bins] and ``mask`` [frames, n_bins]; ``energy`` [streams, frames, 1], the frames'
+        energy (from ``magnitude`` when not given). The common case takes no more operations than
+        it needs (no loud frame, no bin of zero magnitude); every case gives the same numbers."""
         core = self.step.core
-        decoded = decoded.transpose(0, 2, 1)
-        if not np.isfinite(np.add.reduce(decoded, axis=None, dtype=np.float64)):  # (a sum is finite when each term is)
-            decoded = decoded.astype(np.float64)
+        decoded = decoded.transpose(0, 2, 1).astype(np.float64)
+        if not np.isfinite(np.add.reduce(decoded, axis=None)):  # (a sum of floats is finite when each is)
             finite = np.isfinite(decoded)
             self.nonfinite_values += int((~finite).sum())
             decoded = np.where(finite, decoded, magnitude)
         if energy is None:
             energy = np.add.reduce(magnitude * magnitude, axis=-1, keepdims=True)
-        low, high, bounded = self._mask_span(mask)
-        change = np.zeros(spec.shape, np.complex128)
-        if low < high:
-            s, m, d, region = spec[..., low:high], magnitude[..., low:high], decoded[..., low:high], mask[..., low:high]
-            if energy.max() > self.energy_ceiling:  # a frame too loud to encode keeps the input
-                region = region * (energy <= self.energy_ceiling)
-            inside = region * d
-            regenerated = np.add.reduce(inside * inside, axis=-1, keepdims=True)
-            # the rest of a frame holds at most its energy, so below (guard - 1)^2 of it (less a
-            # rounding margin) the regenerated part cannot make the frame loud
-            if not (bounded and (regenerated <= _QUIET * (self.guard_ratio - 1.0) ** 2 * energy).all()):
-                d = d * self._guard_gain(decoded, magnitude, mask, energy)
-            if m.min() > 0.0:
-                change[..., low:high] = s * (region * (d / m - 1.0))
-            else:  # a bin of zero magnitude (digital silence) has no phase: 1
-                positive = m > 0.0
-                change[..., low:high] = region * (d - m) * np.where(positive, s / np.where(positive, m, 1.0), 1.0)
-        out = self._overlap_add(core, change)
-        drop = min(self._pre_roll_left, out.shape[1])
-        if drop > 0:
-            out = out[:, drop:]
-            self._pre_roll_left -= drop
-        return out
-
-    def _guard_gain(self, decoded: np.ndarray, magnitude: np.ndarray, mask: np.ndarray, energy: np.ndarray) -> np.ndarray:
-        """The loudness guard's gain ``[streams, frames, 1]`` on ``decoded`` (1 where a frame is
-        not loud): a frame whose output (the input outside the region, the decoded inside) would
-        be more than ``guard_ratio`` times the input's magnitude is scaled down to it."""
         region = mask * (energy <= self.energy_ceiling)
         inside, outside = region * decoded, (1.0 - region) * magnitude
         limit = self.guard_ratio * np.sqrt(energy)
         rest = np.sqrt(np.add.reduce(outside * outside, axis=-1, keepdims=True))
         regenerated = np.sqrt(np.add.reduce(inside * inside, axis=-1, keepdims=True))
         loud = rest + regenerated > limit
-        gain = np.minimum(np.maximum((limit - rest) / np.maximum(regenerated, 1e-30), 0.0), 1.0)
-        return np.where(loud, gain, 1.0)
-
-    def _mask_span(self, mask: np.ndarray) -> tuple[int, int, bool]:
-        """The bins ``[low, high)`` outside which ``mask`` is 0, and whether it lies within [0, 1]
-        (worked out once while the region stands still: the same array again)."""
-        if self._span_of is not mask:
-            bins = np.flatnonzero(np.add.reduce(mask != 0.0, axis=0))
-            self._span = (int(bins[0]), int(bins[-1]) + 1, bool(mask.min() >= 0.0 and mask.max() <= 1.0)) if bins.size else (0, 0, True)
-            self._span_of = mask
-        return self._span
+        if loud.any():
+            gain = np.minimum(np.maximum((limit - rest) / np.maximum(regenerated, 1e-30), 0.0), 1.0)
+            decoded = decoded * np.where(loud, gain, 1.0)
+        if magnitude.min() > 0.0:
+            phase = spec / magnitude
+        else:  # a bin of zero magnitude (digital silence) has no phase: 1
+            positive = magnitude > 0.0
+            phase = np.where(positive, spec / np.where(positive, magnitude, 1.0), 1.0)
+        out = self._overlap_add(core, region * (decoded - magnitude) * phase)
+        drop = min(self._pre_roll_left, out.shape[1])
+        if drop > 0:
+            out = out[:, drop:]
+            self._pre_roll_left -= drop
+        return out
 
     def _overlap_add(self, core: Any, spec: np.ndarray) -> np.ndarray:
         """Frames ``[streams, count, n_bins]`` -> ``[streams, count * hop]`` samples, the step's
-        overlap-add buffer carried on (the core's ``synthesis``: each sample sums the buffer and
-        the frames in the same order)."""
+        overlap-add buffer carried on (the core's ``synthesis``)."""
         hop, span = self.hop, self.span
         overlap = self._overlap
         streams, count = spec.shape[0], spec.shape[1]
-        sums = np.zeros((streams, count * hop + span))
-        sums[:, :span] = overlap
+        out = np.empty((streams, count * hop))
         if spec.any():
             frames = np.fft.irfft(spec, n=self.n_fft, axis=-1)[:, :, self.n_fft - span :] * self.window
-            for t in range(count):
-                sums[:, t * hop : t * hop + span] += frames[:, t]
-        overlap[...] = sums[:, count * hop :]
+        else:
+            frames = np.zeros((streams, count, span))
+        for t in range(count):
+            overlap += frames[:, t]
+            out[:, t * hop : (t + 1) * hop] = overlap[:, :hop]
+            overlap[:, : span - hop] = overlap[:, hop:].copy()
+            overlap[:, span - hop :] = 0.0
         if count not in self._norms:
             self._norms[count] = np.tile(self.norm, count)[None]
-        return sums[:, : count * hop] / self._norms[count]
-
-
-_QUIET = 0.98
-"""Margin on the loudness guard's shortcut in :meth:`RuntimeStep._synthesise` (rounding of the sums)."""
+        return out / self._norms[count]
 
 
 _GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
