@@ -490,6 +490,9 @@ def energy(ctx: ExperimentContext) -> dict:
 # (file, chain, settings, what it shows); region: the default band 500 .. 4000 Hz.
 EFFECT_PICTURES = (
     ("effect_none.png", "none", {}, "plain VQ-VAE resynthesis inside the band"),
+    ("effect_inpaint_neural.png", "inpaint", {"inpaint.method": "neural"},
+     "neural inpainting, the default model's method (its small causal prior, temperature 0.5), "
+     "neighbours taken from the input's codes"),
     ("effect_inpaint_spatial.png", "inpaint", {"inpaint.method": "spatial"},
      "spatial naive Bayes inpainting (the paper's method; radius 2, posterior sampled at temperature 1), "
      "neighbours taken from the input's codes"),
@@ -533,6 +536,7 @@ def effects(ctx: ExperimentContext) -> dict:
     if "--plot" not in help_text:
         raise MissingDependency("this spectro-fx has no --plot option yet")
     has_prior = bool(model_file.module.has_prior)
+    has_neural_prior = bool(getattr(model_file.module, "has_neural_prior", False))
     rendered, skipped = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         second_source = Path(tmp) / "second_source.wav"
@@ -542,6 +546,9 @@ def effects(ctx: ExperimentContext) -> dict:
             extra: list[str] = []
             if settings.get("inpaint.method") == "learned" and not has_prior:
                 skipped[name] = "the model file has no learned prior"
+                continue
+            if settings.get("inpaint.method") == "neural" and not has_neural_prior:
+                skipped[name] = "the model file has no neural prior"
                 continue
             if chain == "cross":
                 if "--cross-with" not in help_text:
