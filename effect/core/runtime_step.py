@@ -501,6 +501,8 @@ def _sample_finite(logits: np.ndarray, draws: np.ndarray, temperature: np.ndarra
     (temperature 0: the first maximum). The engine draws in the prior's graph, in float32, and
     here only where float32 cannot decide (a few rows)."""
     greedy = np.argmax(logits, axis=1)
+    if not (temperature > 0.0).any():  # (every draw at temperature 0 comes here: no weights needed)
+        return greedy
     weights = logits.astype(np.float64) - logits[np.arange(len(greedy)), greedy][:, None]
     weights /= np.maximum(temperature, 1e-12)[:, None]
     cumulative = np.cumsum(np.exp(weights, out=weights), axis=1)  # unnormalised: the draw scales to the sum
