@@ -62,8 +62,10 @@ def pick(log_weights: torch.Tensor, draws: torch.Tensor, temperature: torch.Tens
         return torch.argmax(log_weights, dim=1)
     t = temperature.clamp_min(1e-12)[:, None]
     top = log_weights.amax(dim=1, keepdim=True)
+    weights = (log_weights - top).div_(t).exp_()  # (in place: a file's block has thousands of rows)
     finite = torch.isfinite(log_weights)
-    weights = torch.where(finite, torch.exp((log_weights - top) / t), torch.zeros_like(log_weights))
+    if not bool(finite.all()):  # a non-finite log weight has no weight
+        weights = torch.where(finite, weights, torch.zeros_like(weights))
     cumulative = torch.cumsum(weights, dim=1)
     target = draws[:, None] * cumulative[:, -1:]
     sampled = (cumulative <= target).sum(dim=1).clamp_max(log_weights.shape[1] - 1)
@@ -139,10 +141,10 @@ def learned_log_weights(values: torch.Tensor, class_log_prior: torch.Tensor, val
     table = torch.where(values < 0, torch.full_like(values, k), values)
     # one neighbour at a time into a float64 sum (the order torch's sum over them takes): a
     # whole block's [N, P, K] in float64 would be hundreds of megabytes
-    total = value_log_prob[0][table[:, 0]].double()
+    total = torch.index_select(value_log_prob[0], 0, table[:, 0]).double()
     for p in range(1, table.shape[1]):
-        total = total + value_log_prob[p][table[:, p]]
-    return class_log_prior[None, :] + total
+        total.add_(torch.index_select(value_log_prob[p], 0, table[:, p]))
+    return total.add_(class_log_prior[None, :])
 
 
 def spatial_pick(
