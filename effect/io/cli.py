@@ -145,7 +145,7 @@ def list_parameters() -> int:
 
 def render_command(args: argparse.Namespace) -> int:
     from spectro_fx.models.errors import ParameterError
-    from spectro_fx.models.runtime import resolve_precision
+    from spectro_fx.models.runtime import keep_freed_memory, resolve_precision
 
     from ..core.params import parse_settings
     from .render import render_file
@@ -166,6 +166,7 @@ def render_command(args: argparse.Namespace) -> int:
     elif args.map is not None:
         raise ParameterError("--map is used with --automation FILE.mid")
     log = (lambda line: None) if args.quiet else (lambda line: print(f"spectro-fx: {line}", file=sys.stderr))
+    keep_freed_memory()  # this process renders and ends: its blocks' arrays are reused, not mapped afresh
     result = render_file(
         args.input, args.output, model=args.model, chain=args.chain, values=parse_settings(args.settings),
         seed=args.seed, automation=args.automation, ccmap=ccmap, plot=args.plot,
