@@ -37,6 +37,17 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, which containers and ``taskset``
+    narrow; the machine's count where the system cannot tell)."""
+    import os
+
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # (no affinity on macOS and Windows)
+        return max(os.cpu_count() or 1, 1)
+
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 """glibc's ``mallopt`` parameters (``malloc.h``)."""
 

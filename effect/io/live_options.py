@@ -77,6 +77,9 @@ def check_live_args(args: argparse.Namespace) -> None:
     for option in ("automation", "plot"):
         if getattr(args, option, None):
             raise ParameterError(f"--{option} is for rendering a file (give --output); live, use MIDI knobs")
+    if getattr(args, "threads", None) is not None:
+        raise ParameterError(f"--threads {args.threads} is for rendering a file (give --output); live, the engine "
+                             "runs on one thread (a second would take the core the audio callback needs)")
     if args.learn and not (args.midi_in or args.midi_virtual):
         raise ParameterError("--learn needs a MIDI input: --midi-in PORT or --midi-virtual")
     if not 0 <= args.rt_priority <= 99:

@@ -94,3 +94,31 @@ def test_list_and_help(capsys):
         main(["--help"])
     assert exc.value.code == 0
     assert "--automation" in capsys.readouterr().out
+
+
+def test_a_render_runs_on_every_core_or_on_threads_and_live_refuses_threads(tiny_model_path, clip, tmp_path, capsys):
+    """A file render takes every core this process may use (or ``--threads N``), says how many,
+    gives the same samples up to float32 rounding, and leaves the caller's torch threads as they
+    were; live, ``--threads`` is refused by name before anything opens."""
+    import torch
+
+    from spectro_fx.models.runtime import available_cores
+
+    path, _ = clip
+    before = torch.get_num_threads()
+    outs = {}
+    for threads in (None, 1):
+        out = tmp_path / f"out_{threads}.wav"
+        extra = [] if threads is None else ["--threads", str(threads)]
+        rc = main(["--input", str(path), "--output", str(out), "--model", str(tiny_model_path), "--chain", "noise",
+                   "--set", "noise.amount=0.5", "--precision", "float32", *extra])
+        assert rc == 0 and torch.get_num_threads() == before
+        n = available_cores() if threads is None else threads
+        assert f"real time, {n} thread{'s' if n > 1 else ''})" in capsys.readouterr().err
+        outs[threads], _ = sf.read(str(out), dtype="float32", always_2d=True)
+    np.testing.assert_allclose(outs[None], outs[1], atol=1e-6)
+    assert main(["--input", "mic", "--threads", "2"]) == 2
+    assert "--threads 2 is for rendering a file (give --output)" in capsys.readouterr().err
+    assert main(["--input", str(path), "--output", str(tmp_path / "x.wav"), "--threads", "0"]) == 2
+    assert "--threads=0 must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
