@@ -67,7 +67,7 @@ def keep_freed_memory() -> bool:
     the zeroing again (measured: a 23 MB float64 sum took 6.3 ms into a new array, 2.5 ms in
     place). With blocks up to :data:`KEPT_MMAP_THRESHOLD` from the heap and up to
     :data:`KEPT_TRIM_THRESHOLD` of it kept, a render ran 8-11 % faster with ``--chain none`` and
-    up to a third faster with inpainting (docs/benchmarks.md, "Inpainting in a file render"); the
+    3-15 % with neural inpainting (docs/benchmarks.md, "Inpainting in a file render"); the
     process keeps its largest working set until it ends. For a command that ends after its work
     (``spectro-fx --input FILE --output FILE``), not for a library or a live set.
 
@@ -79,7 +79,7 @@ def keep_freed_memory() -> bool:
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # (TypeError: Windows loads no library by None)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return mallopt(M_MMAP_THRESHOLD, KEPT_MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, KEPT_TRIM_THRESHOLD) == 1
