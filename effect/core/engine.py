@@ -338,8 +338,10 @@ class Engine:
     @property
     def fused(self) -> bool:
         """Whether the chain runs fused in the column step now: every effect built in, and
-        ``inpaint`` (if any) with ``context=input`` (``output`` reads its own earlier output
-        through the naive Bayes plugin, column by column)."""
+        ``inpaint`` (if any) with ``context=input``, or with ``context=output`` where the network
+        runs in ONNX Runtime and ``inpaint`` alone draws from the neural prior (its column loop
+        there); else ``output`` reads its own earlier output through the inpaint plugin, column by
+        column."""
         if not self._builtin:
             return False
         inpaint = self._inpaint
@@ -354,7 +356,12 @@ class Engine:
                 )
             elif self._prior_reads_later:
                 return False
-        return inpaint.values["context"] == "input"
+        if inpaint.values["context"] == "output":
+            # the neural prior reading its own earlier output runs in the network runtime's column
+            # loop (inpaint alone); the scripted step and the other methods: the plugin's
+            return (self._runtime_step is not None and inpaint.values["method"] == "neural" and self._has_neural_prior
+                    and len(self.chain) == 1)
+        return True
 
     def _say_once(self, what: str, message: str) -> None:
         if what not in self._said_once:
@@ -528,6 +535,7 @@ class Engine:
                 runtime.take_over() if fused else runtime.hand_over()
                 self._runtime_holds_state = fused
             if fused and runtime is not None:
+                runtime.output_context = self._inpaint is not None and self._inpaint.values["context"] == "output"
                 out = runtime.process(xm, aux.T)
                 n_new = runtime.last_columns
                 nonfinite = runtime.nonfinite_values

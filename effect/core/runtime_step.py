@@ -101,6 +101,9 @@ class RuntimeStep:
         self.energy_ceiling = float(core.energy_ceiling)
         self.guard_ratio = float(core.guard_ratio)
         self.codebook = core.codebook.numpy().copy()
+        # set by the engine: inpainting reads its own earlier output (``inpaint.context=output``;
+        # run here for the neural prior alone), not the input's codes
+        self.output_context = False
 
     def start(self, streams: int, aux_streams: int) -> None:
         """Clear the stream state (as the step's ``start``)."""
@@ -147,11 +150,13 @@ class RuntimeStep:
         # a chain of inpaint alone run here: ("neural",) or ("spatial", offsets, reach, fallback log
         # prior), False when the step runs the chain, None: ask the step at the next column
         self._inpaint: tuple | bool | None = None
-        # its temperature while the ramp stands still (None: ask the step), the last input codes
-        # it reads [streams, n_rows, columns] (None: from the step's history), and the (outputs,
-        # inputs) columns not yet pushed to the step's histories
+        # its temperature while the ramp stands still (None: ask the step), the last codes it
+        # reads [streams, n_rows, columns] (None: from the step's histories), the input's or, with
+        # output context, its own (_tail_output), and the (outputs, inputs) columns not yet pushed
+        # to the step's histories
         self._temperature: float | None = None
         self._input_tail: np.ndarray | None = None
+        self._tail_output = False
         self._unpushed: list[tuple[np.ndarray, np.ndarray]] = []
         self._seed = int(self.step.seed)
 
@@ -265,27 +270,51 @@ class RuntimeStep:
         else:
             temperature = np.full(k, self._temperature)
         width = self.context_columns if self._inpaint[0] == "neural" else self._inpaint[2]
-        if self._input_tail is None:
+        output = self.output_context and self._inpaint[0] == "neural"
+        if self._input_tail is None or self._tail_output != output:
             self._push_histories()
-            history = self.step.input_history.numpy()
+            history = (self.step.history if output else self.step.input_history).numpy()
             tail = history[:, :, max(history.shape[2] - width, 0) :]
             if tail.shape[2] < width:  # before the stream: unknown
                 tail = np.concatenate([np.full((streams, rows, width - tail.shape[2]), -1, np.int64), tail], axis=2)
-            self._input_tail = tail
-        full = np.concatenate([self._input_tail, codes], axis=2)  # [streams, rows, width + k]
-        self._input_tail = full[:, :, k:]
-        if self._inpaint[0] == "neural":
-            drawn = self._neural(full, codes, cells, temperature)
+            self._input_tail, self._tail_output = tail, output
+        if output:  # the paper's recursion: each column reads the columns drawn before it
+            drawn = self._neural_output(codes, cells, temperature)
         else:
-            drawn = self._spatial(full, codes, cells, temperature)
+            full = np.concatenate([self._input_tail, codes], axis=2)  # [streams, rows, width + k]
+            self._input_tail = full[:, :, k:]
+            if self._inpaint[0] == "neural":
+                drawn = self._neural(full, codes, cells, temperature)
+            else:
+                drawn = self._spatial(full, codes, cells, temperature)
         self._unpushed.append((drawn, codes))
         if len(self._unpushed) >= 16:
             self._push_histories()
         return self.codebook[drawn].transpose(0, 3, 1, 2)
 
-    def _neural(self, full: np.ndarray, codes: np.ndarray, cells: np.ndarray, temperature: np.ndarray) -> np.ndarray:
+    def _neural_output(self, codes: np.ndarray, cells: np.ndarray, temperature: np.ndarray) -> np.ndarray:
+        """The neural prior with ``context=output`` (the inpaint plugin's column loop): codes
+        ``[streams, n_rows, k]`` with the region's drawn, one column after the other, each reading
+        the ``context_columns`` columns drawn before it (the tail kept here)."""
+        k = codes.shape[2]
+        if k == 1:  # live: one column (its cells array is the region's own, so its plan is kept)
+            columns = [(codes, cells, temperature)]
+        else:
+            columns = [(codes[:, :, j : j + 1], cells[j : j + 1], temperature[j : j + 1]) for j in range(k)]
+        drawn = []
+        for j, (column, column_cells, column_temperature) in enumerate(columns):
+            if column_cells.any():
+                full = np.concatenate([self._input_tail, column], axis=2)
+                column = self._neural(full, column, column_cells, column_temperature, first=self._columns_done - k + j)
+            self._input_tail = np.concatenate([self._input_tail[:, :, 1:], column], axis=2)
+            drawn.append(column)
+        return drawn[0] if k == 1 else np.concatenate(drawn, axis=2)
+
+    def _neural(self, full: np.ndarray, codes: np.ndarray, cells: np.ndarray, temperature: np.ndarray,
+                first: int | None = None) -> np.ndarray:
         """``builtin.neural_batch`` + the prior + ``builtin.neural_pick``: codes ``[streams,
-        n_rows, k]`` with the region's drawn, the earlier input columns in ``full``."""
+        n_rows, k]`` with the region's drawn, the earlier columns in ``full``; ``first``: the
+        stream's column of the first of them (default: the last ``k`` columns analysed)."""
         streams, rows, k = codes.shape
         c = self.context_columns
         # one batch row per (column, stream), as builtin.neural_batch orders them
@@ -296,7 +325,7 @@ class RuntimeStep:
             columns = codes.transpose(2, 0, 1).reshape(k * streams, rows).copy()  # (a view of codes for one column)
         plan = self._cells_plan(cells)
         asked, column = plan.asked, plan.column
-        uniforms = self._draws(plan, k, streams, rows)
+        uniforms = self._draws(plan, k, streams, rows, first)
         cell_temperature = temperature[column]
         picked, unsure, logits = self.prior.draw(context, columns, plan.known, asked, uniforms, cell_temperature)
         if logits.shape[0]:  # draws float32 cannot decide (and temperature 0): float64 decides
@@ -315,11 +344,12 @@ class RuntimeStep:
                                     asked[:, 0] % streams)
         return self._plan
 
-    def _draws(self, plan: _CellsPlan, k: int, streams: int, rows: int) -> np.ndarray:
-        """The keyed uniforms of ``plan``'s asked cells in the last ``k`` columns. One column at a
-        time (live) with the region standing still, those of the next :data:`_DRAWS_AHEAD` columns
-        are mixed in one numpy pass instead of one a column."""
-        first = self._columns_done - k
+    def _draws(self, plan: _CellsPlan, k: int, streams: int, rows: int, first: int | None = None) -> np.ndarray:
+        """The keyed uniforms of ``plan``'s asked cells in ``k`` columns from column ``first``
+        (default: the last ``k`` analysed). One column at a time (live) with the region standing
+        still, those of the next :data:`_DRAWS_AHEAD` columns are mixed in one numpy pass instead
+        of one a column."""
+        first = self._columns_done - k if first is None else first
         ahead = self._ahead
         if k == 1 and ahead is not None and ahead[1] == self._seed and (
                 ahead[0] is plan or np.array_equal(ahead[0].asked, plan.asked)):

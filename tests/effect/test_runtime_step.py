@@ -238,3 +238,24 @@ def test_the_numpy_synthesis_is_the_scripted_cores_loud_or_quiet(prior_model, rn
     assert loud.all() if scale > 1 else not loud.any()
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9 * np.abs(theirs).max())
     np.testing.assert_allclose(step._overlap, core.synthesis.overlap.numpy(), rtol=0, atol=1e-9 * np.abs(theirs).max())
+
+
+def test_neural_inpainting_reading_its_own_output_runs_in_the_column_loop_as_the_plugin(default_model_file, rng):
+    """``inpaint.context=output`` with the neural prior (the paper's recursion: each column reads
+    the columns drawn before it) runs in the network runtime's column loop, not the plugin's split
+    path, and plays as the plugin does: stereo, blocks of one to several columns, the temperature
+    and the band moving; with ``context=input`` the same stream differs."""
+    x = _signal(rng, 28800, 2)
+    values = {"low_hz": 300.0, "high_hz": 6000.0, "inpaint.temperature": 1.0, "inpaint.context": "output"}
+    moves = [(20, "inpaint.temperature", 0.3), (40, "high_hz", 9000.0), (60, "inpaint.temperature", 0.0)]
+    outs, engines = {}, {}
+    for runtime in ("torchscript", "onnxruntime"):
+        engines[runtime] = Engine(default_model_file, sr=SR, channels=2, chain="inpaint", values=values, seed=7,
+                                  runtime=runtime)
+        outs[runtime] = _play(engines[runtime], x, [128, 700, 1, 383], moves)
+    assert engines["onnxruntime"].fused and not engines["torchscript"].fused
+    assert engines["onnxruntime"]._runtime_step._tail_output  # the last columns read their own output
+    np.testing.assert_allclose(outs["onnxruntime"], outs["torchscript"], atol=1e-5)
+    as_input = Engine(default_model_file, sr=SR, channels=2, chain="inpaint", runtime="onnxruntime", seed=7,
+                      values={**values, "inpaint.context": "input"})
+    assert np.max(np.abs(_play(as_input, x, [128, 700, 1, 383], moves) - outs["onnxruntime"])) > 1e-3
