@@ -38,14 +38,42 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity, which containers and ``taskset``
-    narrow; the machine's count where the system cannot tell)."""
+    """The CPU cores this process may run on: its affinity (which ``taskset`` and containers
+    narrow), at most its cgroup's CPU quota (:func:`cgroup_cpus`: a container given 2 CPUs of a
+    64-core host sees all 64 in its affinity); the machine's count where the system cannot tell."""
     import os
 
     try:
-        return max(len(os.sched_getaffinity(0)), 1)
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # (no affinity on macOS and Windows)
-        return max(os.cpu_count() or 1, 1)
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpus()
+    return max(min(cores, quota) if quota is not None else cores, 1)
+
+
+def cgroup_cpus(root: str = "/sys/fs/cgroup") -> int | None:
+    """The CPU quota of this process's cgroup under ``root``, rounded up to whole CPUs (cgroup v2's
+    ``cpu.max``, else v1's ``cpu/cpu.cfs_quota_us`` over its period); None without a quota or
+    where the files are missing or unreadable."""
+    import math
+    from pathlib import Path
+
+    base = Path(root)
+    try:
+        fields = (base / "cpu.max").read_text().split()
+        quota, period = fields[0], fields[1]
+    except (OSError, IndexError):
+        try:
+            quota = (base / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (base / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        if quota in ("max", "-1") or int(quota) <= 0:
+            return None
+        return max(math.ceil(int(quota) / int(period)), 1)
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
