@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
+import os
+from pathlib import Path
 from typing import Iterator
 
 from .errors import ParameterError, positive_int
@@ -41,8 +44,6 @@ def available_cores() -> int:
     """The CPU cores this process may run on: its affinity (which ``taskset`` and containers
     narrow), at most its cgroup's CPU quota (:func:`cgroup_cpus`: a container given 2 CPUs of a
     64-core host sees all 64 in its affinity); the machine's count where the system cannot tell."""
-    import os
-
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # (no affinity on macOS and Windows)
@@ -55,9 +56,6 @@ def cgroup_cpus(root: str = "/sys/fs/cgroup") -> int | None:
     """The CPU quota of this process's cgroup under ``root``, rounded up to whole CPUs (cgroup v2's
     ``cpu.max``, else v1's ``cpu/cpu.cfs_quota_us`` over its period); None without a quota or
     where the files are missing or unreadable."""
-    import math
-    from pathlib import Path
-
     base = Path(root)
     try:
         fields = (base / "cpu.max").read_text().split()

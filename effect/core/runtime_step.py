@@ -132,7 +132,7 @@ class RuntimeStep:
         """An effect parameter was set on the step (the next column asks it what the chain is)."""
         self._inpaint = None
         self._temperature = None
-        self._input_tail = None
+        self._tail = None
 
     def _take_counters(self) -> None:
         """The core's stream counters and overlap-add buffer, kept here between calls (reading a
@@ -155,7 +155,7 @@ class RuntimeStep:
         # output context, its own (_tail_output), and the (outputs, inputs) columns not yet pushed
         # to the step's histories
         self._temperature: float | None = None
-        self._input_tail: np.ndarray | None = None
+        self._tail: np.ndarray | None = None
         self._tail_output = False
         self._unpushed: list[tuple[np.ndarray, np.ndarray]] = []
         self._seed = int(self.step.seed)
@@ -224,7 +224,7 @@ class RuntimeStep:
             latent = self._inpaint_here(codes, cells)
         elif self._effects:
             self._push_histories()  # the step's chain reads and advances them
-            self._input_tail = None
+            self._tail = None
             core.first_column = self._columns_done - k  # the chain keys its draws by absolute column
             inputs = torch.from_numpy(codes)
             neural, first, columns, known, unknown, temperature = step.chain_begin(inputs, torch.from_numpy(cells), aux_codes)
@@ -271,18 +271,18 @@ class RuntimeStep:
             temperature = np.full(k, self._temperature)
         width = self.context_columns if self._inpaint[0] == "neural" else self._inpaint[2]
         output = self.output_context and self._inpaint[0] == "neural"
-        if self._input_tail is None or self._tail_output != output:
+        if self._tail is None or self._tail_output != output:
             self._push_histories()
             history = (self.step.history if output else self.step.input_history).numpy()
             tail = history[:, :, max(history.shape[2] - width, 0) :]
             if tail.shape[2] < width:  # before the stream: unknown
                 tail = np.concatenate([np.full((streams, rows, width - tail.shape[2]), -1, np.int64), tail], axis=2)
-            self._input_tail, self._tail_output = tail, output
+            self._tail, self._tail_output = tail, output
         if output:  # the paper's recursion: each column reads the columns drawn before it
             drawn = self._neural_output(codes, cells, temperature)
         else:
-            full = np.concatenate([self._input_tail, codes], axis=2)  # [streams, rows, width + k]
-            self._input_tail = full[:, :, k:]
+            full = np.concatenate([self._tail, codes], axis=2)  # [streams, rows, width + k]
+            self._tail = full[:, :, k:]
             if self._inpaint[0] == "neural":
                 drawn = self._neural(full, codes, cells, temperature)
             else:
@@ -304,9 +304,9 @@ class RuntimeStep:
         drawn = []
         for j, (column, column_cells, column_temperature) in enumerate(columns):
             if column_cells.any():
-                full = np.concatenate([self._input_tail, column], axis=2)
+                full = np.concatenate([self._tail, column], axis=2)
                 column = self._neural(full, column, column_cells, column_temperature, first=self._columns_done - k + j)
-            self._input_tail = np.concatenate([self._input_tail[:, :, 1:], column], axis=2)
+            self._tail = np.concatenate([self._tail[:, :, 1:], column], axis=2)
             drawn.append(column)
         return drawn[0] if k == 1 else np.concatenate(drawn, axis=2)
 
